@@ -1,0 +1,44 @@
+# fleetpulse: every target installs what it needs first.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup test test-unit demo bench lint fmt clean kafka-jars
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 (or run make PYTHON=python3)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+# fetch the Apache Kafka jars once (dev up and the tests do this on demand too)
+kafka-jars: setup
+	$(BIN)/fleetpulse dev fetch
+
+test: setup kafka-jars
+	$(BIN)/pytest -q
+
+test-unit: setup
+	$(BIN)/pytest -q tests/unit
+
+demo: setup
+	$(BIN)/fleetpulse demo
+
+bench: setup kafka-jars
+	$(BIN)/python bench/run_all.py
+
+lint: setup
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+fmt: setup
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
+
+clean:
+	rm -rf $(VENV) .fleetpulse .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,137 @@
+"""Settings, one pydantic-settings model per process, env prefix ``FLEETPULSE_``.
+
+Settings are built in ``main()`` (or ``Fleet.connect``) and passed down; nothing reads the
+environment at import time. A bad value fails at start with a ``ConfigError`` that names the
+variable, what was given, and the fix.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from fleetpulse.devstack.state import read_state
+from fleetpulse.errors import ConfigError
+from fleetpulse.topics import Topics
+
+_HOSTPORT = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
+_PREFIX = re.compile(r"^[A-Za-z0-9._\-]*$")
+_SECRETISH = re.compile(r"password|secret|token|key", re.IGNORECASE)
+
+S = TypeVar("S", bound="CommonSettings")
+
+
+class CommonSettings(BaseSettings):
+    """What every fleetpulse process needs: where Kafka is and how topics are named."""
+
+    model_config = SettingsConfigDict(env_prefix="FLEETPULSE_", extra="forbid")
+
+    home: Path = Field(Path(".fleetpulse"), description="devstack state, logs and data")
+    bootstrap_servers: str | None = Field(None, description="Kafka bootstrap servers")
+    topic_prefix: str = "fleetpulse."
+    schema_registry_url: str | None = None
+    # extra librdkafka security settings are a later issue; the password is a SecretStr already
+    sasl_password: SecretStr | None = None
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _check_bootstrap(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        for part in v.split(","):
+            if not _HOSTPORT.match(part.strip()):
+                raise ValueError(
+                    f"{part.strip()!r} is not host:port. Expected e.g. 127.0.0.1:9092,host2:9092"
+                )
+        return v
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _check_prefix(cls, v: str) -> str:
+        if not _PREFIX.match(v):
+            raise ValueError(f"{v!r} has characters Kafka topic names refuse; use [A-Za-z0-9._-]")
+        return v
+
+    @field_validator("schema_registry_url")
+    @classmethod
+    def _check_registry(cls, v: str | None) -> str | None:
+        if not v:
+            return None
+        if not v.startswith(("http://", "https://", "mock://")):
+            raise ValueError(f"{v!r} is not a URL. Expected http(s)://host:8081")
+        return v
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.topic_prefix)
+
+    def resolved_bootstrap(self) -> str:
+        """The bootstrap servers: the setting, else the running devstack's."""
+        if self.bootstrap_servers:
+            return self.bootstrap_servers
+        state = read_state(self.home)
+        if state and state.get("kafka", {}).get("bootstrap_servers"):
+            return str(state["kafka"]["bootstrap_servers"])
+        raise ConfigError(
+            "FLEETPULSE_BOOTSTRAP_SERVERS is not set and no devstack runs under "
+            f"{self.home}. Fix: run `fleetpulse dev up`, or export "
+            "FLEETPULSE_BOOTSTRAP_SERVERS=host:9092",
+            field="bootstrap_servers",
+        )
+
+
+class SdkSettings(CommonSettings):
+    """The agent SDK's settings; ``Fleet.connect(**overrides)`` wins over the environment."""
+
+    spool_dir: Path | None = Field(None, description="default: $FLEETPULSE_HOME/spool")
+    price_table: Path | None = Field(
+        None, description="a JSON price table overriding the shipped one"
+    )
+    queue_max_messages: int = Field(100_000, gt=0, description="in-memory queue before spooling")
+    linger_ms: int = Field(5, ge=0)
+    compression: Literal["lz4", "zstd", "snappy", "gzip", "none"] = "lz4"
+    message_timeout_ms: int = Field(120_000, gt=0, description="then the event is spooled")
+    agent_version: str = ""
+    agent_role: str = ""
+    validate_events: bool = Field(False, description="check every event against the schema")
+
+
+class DevstackSettings(CommonSettings):
+    """The local infrastructure: Apache Kafka from Maven Central jars, KRaft, one node."""
+
+    kafka_version: str = "4.1.1"
+    kafka_port: int = Field(9092, ge=1, le=65535)
+    kafka_controller_port: int = Field(9093, ge=1, le=65535)
+    kafka_heap: str = Field("768m", pattern=r"^\d+[mMgG]$")
+    kafka_cache: Path = Field(
+        Path.home() / ".cache" / "fleetpulse", description="jars cache, outside the repo"
+    )
+    task_events_partitions: int = Field(6, ge=1, le=1024)
+
+
+def load_settings(cls: type[S], **overrides: Any) -> S:
+    """Build settings from the environment plus overrides, or raise a readable ConfigError."""
+    try:
+        return cls(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise _config_error(cls, exc) from None
+
+
+def _config_error(cls: type[CommonSettings], exc: ValidationError) -> ConfigError:
+    lines = []
+    first_field = None
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "?"
+        first_field = first_field or field
+        env = f"FLEETPULSE_{field.upper()}"
+        got = "***" if _SECRETISH.search(field) else err.get("input")
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{field}: unknown setting. Fix: remove it; see the README's table")
+        else:
+            lines.append(f"{env} (or {field}=...): {msg} (got {got!r})")
+    return ConfigError(f"invalid {cls.__name__}: " + "; ".join(lines), field=first_field)

@@ -1,0 +1,176 @@
+"""`Fleet`: what agent code imports to connect and emit task events.
+
+Example:
+    >>> from fleetpulse import Fleet
+    >>> with Fleet.connect(agent_id="triage", agent_version="3") as fleet:   # doctest: +SKIP
+    ...     with fleet.task("triage", input=ticket) as task:
+    ...         with task.tool("salesforce", "query", access="read", target="account/42"):
+    ...             ...
+    ...         task.usage(model="gpt-4o", input_tokens=1200, output_tokens=300)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from fleetpulse.clock import Clock, SystemClock
+from fleetpulse.config import SdkSettings, load_settings
+from fleetpulse.errors import EventValidationError
+from fleetpulse.events.codec import AvroCodec
+from fleetpulse.events.validate import validator
+from fleetpulse.sdk.pricing import PriceTable
+from fleetpulse.sdk.spool import Spool
+from fleetpulse.sdk.task import Task, _name
+from fleetpulse.sdk.transport import KafkaTransport, Transport, producer_config
+
+logger = logging.getLogger(__name__)
+
+
+class Fleet:
+    """One agent's connection to fleetpulse. Thread-safe; one per agent process is enough.
+
+    Build it with `Fleet.connect`; the constructor is for tests that inject a transport.
+    """
+
+    def __init__(
+        self,
+        agent_id: str,
+        *,
+        settings: SdkSettings,
+        transport: Transport,
+        clock: Clock | None = None,
+        prices: PriceTable | None = None,
+        validate: bool | None = None,
+    ):
+        self.agent_id = _name("agent_id", agent_id)
+        self.settings = settings
+        self.agent_version = settings.agent_version
+        self.agent_role = settings.agent_role
+        self.clock: Clock = clock or SystemClock()
+        self.prices = prices or (
+            PriceTable.load(settings.price_table) if settings.price_table else PriceTable.default()
+        )
+        self.topic = settings.topics.task_events
+        self._key = agent_id.encode()
+        self._encode = AvroCodec(registry_url=settings.schema_registry_url).encoder(
+            "TaskEvent", self.topic
+        )
+        # every field the agent supplies is checked where it enters (task, tool, usage); the
+        # full schema walk on top costs ~10 us an event, so it is opt-in
+        strict = settings.validate_events if validate is None else validate
+        self._validate = validator("TaskEvent") if strict else None
+        self.transport = transport
+        self.emitted = 0
+        self._closed = False
+
+    @classmethod
+    def connect(
+        cls,
+        agent_id: str,
+        *,
+        agent_version: str | None = None,
+        agent_role: str | None = None,
+        clock: Clock | None = None,
+        **overrides: Any,
+    ) -> Fleet:
+        """Connect an agent. Settings come from ``FLEETPULSE_*`` variables; keyword overrides win.
+
+        Args:
+            agent_id: the agent's stable id.
+            agent_version: the bundle version stamped on every event.
+            agent_role: the role used for least-privilege checks.
+            **overrides: any `SdkSettings` field, e.g. ``bootstrap_servers="host:9092"``,
+                ``spool_dir=Path(...)``, ``queue_max_messages=10_000``.
+
+        Raises:
+            ConfigError: a setting is invalid, or no Kafka is configured or running.
+        """
+        settings = load_settings(
+            SdkSettings, agent_version=agent_version, agent_role=agent_role, **overrides
+        )
+        spool_root = settings.spool_dir or settings.home / "spool"
+        spool = Spool.open_instance(Path(spool_root) / _safe(agent_id))
+        try:
+            config = producer_config(
+                settings.resolved_bootstrap(),
+                client_id=f"fleetpulse-sdk-{agent_id}@{socket.gethostname()}:{os.getpid()}",
+                queue_max_messages=settings.queue_max_messages,
+                linger_ms=settings.linger_ms,
+                compression=settings.compression,
+                message_timeout_ms=settings.message_timeout_ms,
+            )
+            transport = KafkaTransport(config, spool)
+        except BaseException:
+            spool.close()
+            raise
+        return cls(agent_id, settings=settings, transport=transport, clock=clock)
+
+    # -- tasks ----------------------------------------------------------------------------
+
+    def task(
+        self,
+        task_type: str,
+        *,
+        input: Any = None,
+        task_id: str | None = None,
+        parent_task_id: str | None = None,
+        trace_id: str | None = None,
+        upstream_agent_id: str | None = None,
+        attributes: dict[str, str] | None = None,
+    ) -> Task:
+        """Measure one task: ``with fleet.task("triage", input=payload) as task: ...``.
+
+        A task started inside another task's block becomes its child (same trace). Pass
+        ``upstream_agent_id`` when the input is another agent's output, so cascades can be
+        traced to their root cause.
+        """
+        return Task(
+            self,
+            task_type,
+            input=input,
+            task_id=task_id,
+            parent_task_id=parent_task_id,
+            trace_id=trace_id,
+            upstream_agent_id=upstream_agent_id,
+            attributes=attributes,
+        )
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        if self._closed:
+            raise EventValidationError("fleet", "is closed; events can no longer be emitted")
+        if self._validate is not None:
+            self._validate(event)
+        self.transport.produce(self.topic, self._key, self._encode(event))
+        self.emitted += 1
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def flush(self, timeout: float = 30.0) -> int:
+        """Wait until Kafka acknowledged every event; return how many are still pending."""
+        return self.transport.flush(timeout)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Flush, spool whatever Kafka did not take within ``timeout``, and release resources."""
+        if not self._closed:
+            self._closed = True
+            self.transport.close(timeout)
+
+    def __enter__(self) -> Fleet:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _safe(agent_id: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in agent_id)

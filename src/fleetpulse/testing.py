@@ -1,0 +1,63 @@
+"""Fakes for testing code that uses fleetpulse without Kafka.
+
+Example:
+    >>> from fleetpulse.testing import memory_fleet
+    >>> fleet, sink = memory_fleet("triage")
+    >>> with fleet.task("triage", input={"id": 1}):
+    ...     pass
+    >>> sink.events[0]["outcome"]
+    'success'
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fleetpulse.clock import Clock
+from fleetpulse.config import SdkSettings
+from fleetpulse.events.codec import AvroCodec
+from fleetpulse.sdk.fleet import Fleet
+from fleetpulse.sdk.pricing import PriceTable
+
+__all__ = ["MemoryTransport", "memory_fleet"]
+
+
+class MemoryTransport:
+    """Keeps produced records in a list; `events` decodes them back."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, bytes | None, bytes]] = []
+        self.closed = False
+        self._codec = AvroCodec()
+
+    def produce(self, topic: str, key: bytes | None, value: bytes) -> None:
+        self.records.append((topic, key, value))
+
+    def flush(self, timeout: float = 0.0) -> int:
+        return 0
+
+    def close(self, timeout: float = 0.0) -> None:
+        self.closed = True
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return [self._codec.decode(v, "TaskEvent") for _, _, v in self.records]
+
+
+def memory_fleet(
+    agent_id: str,
+    *,
+    clock: Clock | None = None,
+    prices: PriceTable | None = None,
+    **settings: Any,
+) -> tuple[Fleet, MemoryTransport]:
+    """A Fleet that produces into memory; settings are `SdkSettings` fields."""
+    transport = MemoryTransport()
+    fleet = Fleet(
+        agent_id,
+        settings=SdkSettings(bootstrap_servers="memory:0", **settings),
+        transport=transport,
+        clock=clock,
+        prices=prices,
+    )
+    return fleet, transport

@@ -1,0 +1,78 @@
+"""The Kafka topics of ARCHITECTURE.md: names (public contract) and their settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DEFAULT_PREFIX = "fleetpulse."
+_DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """One topic: its suffix after the prefix, partitions and topic-level configs."""
+
+    suffix: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+
+
+# Partitions are devstack defaults sized for one 2-core machine; production sizes them per
+# throughput (task-events' partitions bound how many processor and sink workers can share it).
+TOPIC_SPECS: tuple[TopicSpec, ...] = (
+    TopicSpec("task-events", 6, {"retention.ms": str(7 * _DAY_MS)}),
+    TopicSpec("metrics", 3, {"retention.ms": str(1 * _DAY_MS)}),
+    # the current state of every breaker and pause: compaction keeps the last message per key
+    TopicSpec(
+        "control",
+        1,
+        {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": "3600000"},
+    ),
+    TopicSpec("alerts", 3, {"retention.ms": str(30 * _DAY_MS)}),
+    # the system of record: keys are immutable entities (an agent version, an approval),
+    # so compaction never drops history; retention is unlimited
+    TopicSpec("governance", 1, {"cleanup.policy": "compact", "retention.ms": "-1"}),
+    TopicSpec("dlq", 1, {"retention.ms": str(30 * _DAY_MS)}),
+)
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Topic names for one prefix.
+
+    Example:
+        >>> Topics("acme.").task_events
+        'acme.task-events'
+    """
+
+    prefix: str = DEFAULT_PREFIX
+
+    @property
+    def task_events(self) -> str:
+        return f"{self.prefix}task-events"
+
+    @property
+    def metrics(self) -> str:
+        return f"{self.prefix}metrics"
+
+    @property
+    def control(self) -> str:
+        return f"{self.prefix}control"
+
+    @property
+    def alerts(self) -> str:
+        return f"{self.prefix}alerts"
+
+    @property
+    def governance(self) -> str:
+        return f"{self.prefix}governance"
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.prefix}dlq"
+
+    def name(self, spec: TopicSpec) -> str:
+        return f"{self.prefix}{spec.suffix}"
+
+    def all(self) -> list[str]:
+        return [self.name(s) for s in TOPIC_SPECS]
