@@ -14,7 +14,6 @@ from typing import Any, Literal, TypeVar
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fleetpulse.devstack.state import read_state
 from fleetpulse.errors import ConfigError
 from fleetpulse.topics import Topics
 
@@ -73,6 +72,9 @@ class CommonSettings(BaseSettings):
         """The bootstrap servers: the setting, else the running devstack's."""
         if self.bootstrap_servers:
             return self.bootstrap_servers
+        # imported here: the devstack package itself builds on these settings
+        from fleetpulse.devstack.state import read_state
+
         state = read_state(self.home)
         if state and state.get("kafka", {}).get("bootstrap_servers"):
             return str(state["kafka"]["bootstrap_servers"])
