@@ -34,6 +34,7 @@ from fleetpulse.errors import DevstackError, PortInUseError
 from fleetpulse.resources import resource_dir
 
 logger = logging.getLogger(__name__)
+_KAFKA_LOG = logging.getLogger("fleetpulse.kafka")
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,7 @@ class KafkaNode:
             )
 
     def _wait_ready(self, proc: subprocess.Popen[bytes], timeout: float) -> None:
-        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "log_level": 0})
+        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "logger": _KAFKA_LOG})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:

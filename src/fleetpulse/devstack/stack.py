@@ -21,6 +21,7 @@ from fleetpulse.devstack.topics import ensure_topics
 from fleetpulse.errors import DevstackError
 
 logger = logging.getLogger(__name__)
+_KAFKA_LOG = logging.getLogger("fleetpulse.kafka")
 
 
 class Devstack:
@@ -121,9 +122,9 @@ class Devstack:
             report["stale"] = "devstack.json names a Kafka pid that is gone; run `dev down`"
         if alive:
             try:
-                md = AdminClient({"bootstrap.servers": kafka["bootstrap_servers"]}).list_topics(
-                    timeout=5
-                )
+                md = AdminClient(
+                    {"bootstrap.servers": kafka["bootstrap_servers"], "logger": _KAFKA_LOG}
+                ).list_topics(timeout=5)
             except Exception as exc:
                 raise DevstackError(
                     f"Kafka pid {kafka['pid']} runs but does not answer: {exc}"

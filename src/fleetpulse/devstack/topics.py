@@ -11,6 +11,7 @@ from fleetpulse.errors import DevstackError
 from fleetpulse.topics import TOPIC_SPECS, Topics
 
 logger = logging.getLogger(__name__)
+_KAFKA_LOG = logging.getLogger("fleetpulse.kafka")
 
 
 def ensure_topics(
@@ -24,7 +25,7 @@ def ensure_topics(
 
     ``partitions`` overrides the default partition count by suffix (``{"task-events": 12}``).
     """
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": _KAFKA_LOG})
     existing = set(admin.list_topics(timeout=timeout).topics)
     wanted = [
         NewTopic(
@@ -37,8 +38,9 @@ def ensure_topics(
         if topics.name(spec) not in existing
     ]
     created = []
-    for name, future in (admin.create_topics(wanted, request_timeout=timeout).items()
-                         if wanted else []):
+    for name, future in (
+        admin.create_topics(wanted, request_timeout=timeout).items() if wanted else []
+    ):
         try:
             future.result()
             created.append(name)

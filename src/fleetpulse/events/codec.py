@@ -129,7 +129,8 @@ class AvroCodec:
         if self._registry is None:
             from confluent_kafka.schema_registry import SchemaRegistryClient
 
-            self._registry = SchemaRegistryClient({"url": self.registry_url})
+            # new_client() also understands mock:// URLs (an in-process registry for tests)
+            self._registry = SchemaRegistryClient.new_client({"url": self.registry_url})
         return self._registry
 
     def _confluent_encoder(self, name: str, topic: str) -> Encoder:

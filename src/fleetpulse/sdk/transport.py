@@ -64,6 +64,8 @@ def producer_config(
         "message.timeout.ms": message_timeout_ms,
         "socket.keepalive.enable": True,
         "reconnect.backoff.max.ms": 2000,
+        # librdkafka's own log lines go through Python logging, never straight to stderr
+        "logger": logging.getLogger("fleetpulse.kafka"),
     }
 
 

@@ -1,0 +1,109 @@
+"""Shared fixtures.
+
+* ``kafka``: a session-scoped real Apache Kafka: the devstack's KafkaNode in a temp dir on free
+  ports, or an existing cluster named by ``FLEETPULSE_TEST_BOOTSTRAP``.
+* ``fresh_prefix``: every fleetpulse topic created under a prefix unique to the test.
+* ``new_topic`` / ``group_id``: one fresh topic or consumer group per call.
+* ``docker_kafka``: the testcontainers Kafka, only where a Docker engine answers; skipped with
+  the reason otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from fleetpulse.config import DevstackSettings
+from fleetpulse.devstack import KafkaNode, KafkaNodeConfig, ensure_jars, ensure_topics, free_port
+from fleetpulse.topics import Topics
+
+
+@dataclass
+class KafkaUnderTest:
+    bootstrap_servers: str
+    node: KafkaNode | None  # None when the cluster is external
+
+
+@pytest.fixture(scope="session")
+def kafka_jars() -> Path:
+    settings = DevstackSettings()
+    return ensure_jars(settings.kafka_cache, settings.kafka_version)
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaUnderTest]:
+    external = os.environ.get("FLEETPULSE_TEST_BOOTSTRAP")
+    if external:
+        yield KafkaUnderTest(external, None)
+        return
+    settings = DevstackSettings()
+    jars = ensure_jars(settings.kafka_cache, settings.kafka_version)
+    node = KafkaNode(
+        KafkaNodeConfig(
+            home=tmp_path_factory.mktemp("kafka"),
+            jars=jars,
+            port=free_port(),
+            controller_port=free_port(),
+            heap="512m",
+        )
+    )
+    node.start()
+    try:
+        yield KafkaUnderTest(node.bootstrap_servers, node)
+    finally:
+        node.stop()
+
+
+@pytest.fixture
+def fresh_prefix(kafka: KafkaUnderTest) -> Topics:
+    """All fleetpulse topics under a prefix of this test's own."""
+    topics = Topics(f"t{uuid.uuid4().hex[:10]}.")
+    ensure_topics(kafka.bootstrap_servers, topics)
+    return topics
+
+
+@pytest.fixture
+def new_topic(kafka: KafkaUnderTest) -> Callable[..., str]:
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
+
+    def make(partitions: int = 3, **config: str) -> str:
+        name = f"test-{uuid.uuid4().hex[:12]}"
+        admin.create_topics([NewTopic(name, partitions, 1, config=config)])[name].result()
+        return name
+
+    return make
+
+
+@pytest.fixture
+def group_id() -> Callable[[], str]:
+    return lambda: f"test-group-{uuid.uuid4().hex[:12]}"
+
+
+def docker_available() -> str | None:
+    """None when a Docker engine answers, else why not."""
+    try:
+        import docker
+    except ImportError:
+        return "the docker package is not installed"
+    try:
+        docker.from_env(timeout=3).ping()
+    except Exception as exc:
+        return f"no Docker engine answers ({type(exc).__name__})"
+    return None
+
+
+@pytest.fixture(scope="session")
+def docker_kafka() -> Iterator[str]:
+    reason = docker_available()
+    if reason:
+        pytest.skip(f"testcontainers Kafka skipped: {reason}")
+    from testcontainers.kafka import KafkaContainer
+
+    with KafkaContainer() as container:
+        yield container.get_bootstrap_server()
