@@ -49,7 +49,7 @@ def test_checker_rejects_a_field_added_without_a_default(tmp_path: Path) -> None
     store = _store_with_v2(
         tmp_path, lambda raw: raw["fields"].append({"name": "region", "type": "string"})
     )
-    with pytest.raises(AssertionError, match="TaskEvent.v2.avsc cannot read"):
+    with pytest.raises(AssertionError, match=r"TaskEvent\.v2\.avsc cannot read"):
         check_backward_compatible(*store.versions("TaskEvent"))
 
 

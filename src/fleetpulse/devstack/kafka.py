@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import os
 import signal
@@ -31,10 +32,10 @@ from confluent_kafka.admin import AdminClient
 from fleetpulse.devstack.jars import require_tool
 from fleetpulse.devstack.state import pid_alive
 from fleetpulse.errors import DevstackError, PortInUseError
+from fleetpulse.kafka_config import admin_config
 from fleetpulse.resources import resource_dir
 
 logger = logging.getLogger(__name__)
-_KAFKA_LOG = logging.getLogger("fleetpulse.kafka")
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,7 @@ class KafkaNode:
             )
 
     def _wait_ready(self, proc: subprocess.Popen[bytes], timeout: float) -> None:
-        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "logger": _KAFKA_LOG})
+        admin = AdminClient(admin_config(self.bootstrap_servers))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -186,7 +187,8 @@ class KafkaNode:
                 time.sleep(0.2)
         self.stop()
         raise DevstackError(
-            f"Kafka did not answer on {self.bootstrap_servers} within {timeout:.0f}s:\n{self.tail()}"
+            f"Kafka did not answer on {self.bootstrap_servers} within {timeout:.0f}s:\n"
+            f"{self.tail()}"
         )
 
     def tail(self, lines: int = 20) -> str:
@@ -228,7 +230,5 @@ class KafkaNode:
 
 def _reap(pid: int) -> None:
     """Collect our own child's exit status so it does not linger as a zombie."""
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass

@@ -19,9 +19,9 @@ from fleetpulse.devstack.kafka import KafkaNode, KafkaNodeConfig
 from fleetpulse.devstack.state import clear_state, pid_alive, read_state, write_state
 from fleetpulse.devstack.topics import ensure_topics
 from fleetpulse.errors import DevstackError
+from fleetpulse.kafka_config import admin_config
 
 logger = logging.getLogger(__name__)
-_KAFKA_LOG = logging.getLogger("fleetpulse.kafka")
 
 
 class Devstack:
@@ -122,9 +122,7 @@ class Devstack:
             report["stale"] = "devstack.json names a Kafka pid that is gone; run `dev down`"
         if alive:
             try:
-                md = AdminClient(
-                    {"bootstrap.servers": kafka["bootstrap_servers"], "logger": _KAFKA_LOG}
-                ).list_topics(timeout=5)
+                md = AdminClient(admin_config(kafka["bootstrap_servers"])).list_topics(timeout=5)
             except Exception as exc:
                 raise DevstackError(
                     f"Kafka pid {kafka['pid']} runs but does not answer: {exc}"

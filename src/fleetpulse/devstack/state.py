@@ -1,4 +1,4 @@
-"""The devstack's state file: what runs, where, with which pid (`$FLEETPULSE_HOME/devstack.json`)."""
+"""The devstack's state file, `$FLEETPULSE_HOME/devstack.json`: what runs, where, which pid."""
 
 from __future__ import annotations
 

@@ -8,10 +8,10 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from fleetpulse.errors import DevstackError
+from fleetpulse.kafka_config import admin_config
 from fleetpulse.topics import TOPIC_SPECS, Topics
 
 logger = logging.getLogger(__name__)
-_KAFKA_LOG = logging.getLogger("fleetpulse.kafka")
 
 
 def ensure_topics(
@@ -25,7 +25,7 @@ def ensure_topics(
 
     ``partitions`` overrides the default partition count by suffix (``{"task-events": 12}``).
     """
-    admin = AdminClient({"bootstrap.servers": bootstrap, "logger": _KAFKA_LOG})
+    admin = AdminClient(admin_config(bootstrap))
     existing = set(admin.list_topics(timeout=timeout).topics)
     wanted = [
         NewTopic(

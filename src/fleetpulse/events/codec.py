@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from io import BytesIO
-from typing import Any
+from typing import Any, cast
 
 from fastavro import schemaless_reader, schemaless_writer
 
@@ -94,7 +94,7 @@ class AvroCodec:
             CodecError: the bytes are not a ``name`` record in a format we know; the error says
                 why and where (topic, partition, offset) so the record can go to the DLQ.
         """
-        where = {"topic": topic, "partition": partition, "offset": offset}
+        where: dict[str, Any] = {"topic": topic, "partition": partition, "offset": offset}
         if not data:
             raise CodecError("empty value", **where)
         if data[:2] == SINGLE_OBJECT_MARKER:
@@ -116,8 +116,11 @@ class AvroCodec:
         reader = self.store.latest(name)
         reader_parsed = None if reader is writer else reader.parsed
         try:
-            result: Record = schemaless_reader(
-                BytesIO(memoryview(data)[_HEADER_LEN:]), writer.parsed, reader_parsed
+            result = cast(
+                Record,
+                schemaless_reader(
+                    BytesIO(memoryview(data)[_HEADER_LEN:]), writer.parsed, reader_parsed
+                ),
             )
         except Exception as exc:  # fastavro raises many types for corrupt bodies
             raise CodecError(f"corrupt {name} body: {type(exc).__name__}: {exc}", **where) from exc

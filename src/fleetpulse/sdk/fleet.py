@@ -23,10 +23,11 @@ from fleetpulse.config import SdkSettings, load_settings
 from fleetpulse.errors import EventValidationError
 from fleetpulse.events.codec import AvroCodec
 from fleetpulse.events.validate import validator
+from fleetpulse.kafka_config import producer_config
 from fleetpulse.sdk.pricing import PriceTable
 from fleetpulse.sdk.spool import Spool
 from fleetpulse.sdk.task import Task, _name
-from fleetpulse.sdk.transport import KafkaTransport, Transport, producer_config
+from fleetpulse.sdk.transport import KafkaTransport, Transport
 
 logger = logging.getLogger(__name__)
 

@@ -224,7 +224,7 @@ class Task:
         self.input_hash = input_hash(input)
         parent = current_task() if parent_task_id is None and trace_id is None else None
         self.parent_task_id = parent_task_id or (parent.task_id if parent else None)
-        self.trace_id = trace_id or (parent.trace_id if parent else self.task_id)
+        self.trace_id: str = trace_id or (parent.trace_id if parent else self.task_id)
         self.upstream_agent_id = upstream_agent_id
         if upstream_agent_id is not None:
             _name("upstream_agent_id", upstream_agent_id)

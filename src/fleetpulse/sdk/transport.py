@@ -40,35 +40,6 @@ class Transport(Protocol):
     def close(self, timeout: float) -> None: ...
 
 
-def producer_config(
-    bootstrap: str,
-    *,
-    client_id: str,
-    queue_max_messages: int,
-    linger_ms: int,
-    compression: str,
-    message_timeout_ms: int,
-) -> dict[str, Any]:
-    """The one place librdkafka's dotted producer settings are spelled out."""
-    return {
-        "bootstrap.servers": bootstrap,
-        "client.id": client_id,
-        "enable.idempotence": True,  # implies acks=all, retries, ordered per partition
-        "acks": "all",
-        "compression.type": compression,
-        "linger.ms": linger_ms,
-        "batch.num.messages": 10_000,
-        "batch.size": 1_000_000,
-        "queue.buffering.max.messages": queue_max_messages,
-        "queue.buffering.max.kbytes": 512 * 1024,
-        "message.timeout.ms": message_timeout_ms,
-        "socket.keepalive.enable": True,
-        "reconnect.backoff.max.ms": 2000,
-        # librdkafka's own log lines go through Python logging, never straight to stderr
-        "logger": logging.getLogger("fleetpulse.kafka"),
-    }
-
-
 class KafkaTransport:
     """An idempotent producer that spools to disk when Kafka cannot take events."""
 

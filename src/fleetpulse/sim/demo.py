@@ -6,7 +6,6 @@ end on real Kafka: produce through the SDK, consume back, count, and check nothi
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
@@ -20,6 +19,7 @@ from rich.table import Table
 from fleetpulse.config import DevstackSettings
 from fleetpulse.devstack import Devstack
 from fleetpulse.events.codec import AvroCodec
+from fleetpulse.kafka_config import consumer_config
 from fleetpulse.sdk.fleet import Fleet
 from fleetpulse.sim.agents import run_agent, standard_profiles
 
@@ -93,15 +93,7 @@ def _read_back(
     settings: DevstackSettings, bootstrap: str, run_id: str, expected: int, console: Console
 ) -> dict[str, Counter[str]]:
     topic = settings.topics.task_events
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"fleetpulse-demo-{run_id}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-            "logger": logging.getLogger("fleetpulse.kafka"),
-        }
-    )
+    consumer = Consumer(consumer_config(bootstrap, f"fleetpulse-demo-{run_id}"))
     md = consumer.list_topics(topic, timeout=10).topics[topic]
     consumer.assign([TopicPartition(topic, p, 0) for p in md.partitions])
     codec = AvroCodec()

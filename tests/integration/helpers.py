@@ -1,0 +1,51 @@
+"""Reading topics back in integration tests."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import datetime
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+from fleetpulse.events import AvroCodec
+from fleetpulse.kafka_config import consumer_config
+
+
+def to_micros(value: Any) -> Any:
+    """Decoded timestamps are aware datetimes; the SDK builds epoch micros."""
+    if isinstance(value, datetime):
+        return round(value.timestamp() * 1_000_000)
+    if isinstance(value, dict):
+        return {k: to_micros(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [to_micros(v) for v in value]
+    return value
+
+
+def read_all(
+    bootstrap: str, topic: str, expected: int, *, timeout: float = 60.0, idle: float = 2.0
+) -> list[dict[str, Any]]:
+    """Decode every TaskEvent on `topic` from the start: stop once `expected` arrived and the
+    topic stayed quiet for `idle` seconds (so duplicates would be seen too), or at `timeout`."""
+    consumer = Consumer(consumer_config(bootstrap, f"it-{uuid.uuid4().hex[:8]}"))
+    md = consumer.list_topics(topic, timeout=10).topics[topic]
+    consumer.assign([TopicPartition(topic, p, 0) for p in md.partitions])
+    codec = AvroCodec()
+    events: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    last = time.monotonic()
+    try:
+        while time.monotonic() < deadline:
+            batch = consumer.consume(10_000, timeout=0.3)
+            for msg in batch:
+                assert msg.error() is None, msg.error()
+                events.append(codec.decode(msg.value() or b"", "TaskEvent"))
+            if batch:
+                last = time.monotonic()
+            elif len(events) >= expected and time.monotonic() - last > idle:
+                break
+    finally:
+        consumer.close()
+    return events
