@@ -1,0 +1,82 @@
+"""Shared benchmark plumbing: a broker of the benchmark's own, timing, and result files."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from fleetpulse.config import DevstackSettings
+from fleetpulse.devstack import KafkaNode, KafkaNodeConfig, ensure_jars, free_port
+
+RESULTS = Path(__file__).parent / "results"
+
+
+@contextmanager
+def broker() -> Iterator[str]:
+    """FLEETPULSE_BENCH_BOOTSTRAP, else a fresh devstack node in a temp dir on free ports."""
+    external = os.environ.get("FLEETPULSE_BENCH_BOOTSTRAP")
+    if external:
+        yield external
+        return
+    settings = DevstackSettings()
+    jars = ensure_jars(settings.kafka_cache, settings.kafka_version)
+    with tempfile.TemporaryDirectory(prefix="fleetpulse-bench-") as home:
+        node = KafkaNode(
+            KafkaNodeConfig(
+                home=Path(home), jars=jars, port=free_port(), controller_port=free_port()
+            )
+        )
+        node.start()
+        try:
+            yield node.bootstrap_servers
+        finally:
+            node.stop()
+
+
+@dataclass
+class Measured:
+    label: str
+    count: int
+    wall_s: float
+    cpu_s: float
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.wall_s
+
+    @property
+    def per_cpu_s(self) -> float:
+        """Events per CPU-second of this process (all its threads, librdkafka's included)."""
+        return self.count / self.cpu_s if self.cpu_s else float("inf")
+
+
+@contextmanager
+def measure(label: str, count: int, out: list[Measured]) -> Iterator[None]:
+    cpu0, wall0 = _cpu(), time.perf_counter()
+    yield
+    out.append(Measured(label, count, time.perf_counter() - wall0, _cpu() - cpu0))
+
+
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def write_result(name: str, markdown: str) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.md"
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    path.write_text(f"{markdown}\n_Run {stamp} on {machine()}._\n")
+    return path
