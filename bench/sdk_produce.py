@@ -17,34 +17,37 @@ import argparse
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import Measured, broker, measure, write_result  # noqa: E402
-
-from fleetpulse import Fleet  # noqa: E402
-from fleetpulse.events import AvroCodec  # noqa: E402
-from fleetpulse.kafka_config import admin_config, producer_config  # noqa: E402
-from fleetpulse.testing import memory_fleet  # noqa: E402
+from common import Measured, broker, measure, write_result
+from fleetpulse import Fleet
+from fleetpulse.events import AvroCodec
+from fleetpulse.kafka_config import admin_config, producer_config
+from fleetpulse.sdk import Task
+from fleetpulse.testing import memory_fleet
 
 TARGET_PER_CORE = 50_000
 
 
-def sample_events(n: int) -> list[dict]:  # type: ignore[type-arg]
-    """Realistic events built by the SDK itself (in memory), 2 tool calls each."""
-    fleet, sink = memory_fleet("bench-agent", agent_version="3", agent_role="support")
-    out = []
-    for i in range(n):
-        with fleet.task("triage", input={"ticket": i}) as task:
-            with task.tool("salesforce", "query", access="read", target=f"account/{i}"):
-                pass
-            with task.tool("gmail", "send", access="write", target=f"thread/{i}"):
-                pass
-            task.usage(model="gpt-4o", input_tokens=1200, output_tokens=300)
-        out.append(task.event)
-    return out
+def one_task(fleet: Fleet, i: int) -> Task:
+    """The measured unit: one task with 2 tool calls and model usage."""
+    with fleet.task("triage", input={"ticket": i}) as task:
+        with task.tool("salesforce", "query", access="read", target=f"account/{i}"):
+            pass
+        with task.tool("gmail", "send", access="write", target=f"thread/{i}"):
+            pass
+        task.usage(model="gpt-4o", input_tokens=1200, output_tokens=300)
+    return task
+
+
+def sample_events(n: int) -> list[dict[str, Any]]:
+    """Realistic events built by the SDK itself (in memory)."""
+    fleet, _ = memory_fleet("bench-agent", agent_version="3", agent_role="support")
+    return [one_task(fleet, i).event or {} for i in range(n)]
 
 
 def run(events: int) -> list[Measured]:
@@ -84,12 +87,7 @@ def run(events: int) -> list[Measured]:
             )
             with measure("fleetpulse SDK (task + 2 tools + usage) + flush", events, results):
                 for i in range(events):
-                    with fleet.task("triage", input={"ticket": i}) as task:
-                        with task.tool("salesforce", "query", access="read", target=f"a/{i}"):
-                            pass
-                        with task.tool("gmail", "send", access="write", target=f"t/{i}"):
-                            pass
-                        task.usage(model="gpt-4o", input_tokens=1200, output_tokens=300)
+                    one_task(fleet, i)
                 assert fleet.flush(120) == 0
             spooled = fleet.transport.spooled  # type: ignore[attr-defined]
             fleet.close()
