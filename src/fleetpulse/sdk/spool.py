@@ -88,6 +88,7 @@ class Spool:
             raise
         self._pending: list[SpooledRecord] = []  # read from disk, not yet handed to Kafka
         self._outstanding: dict[int, int] = {}  # segment -> records handed out, not yet settled
+        self._waiting: dict[int, int] = {}  # segment -> records in _pending (not handed out)
         self._writer: BinaryIO | None = None
         self._writer_seg = -1
         self._dirty = False
@@ -117,6 +118,7 @@ class Spool:
             good_end = 0
             for good_end, record in _read_frames(path, seg):  # noqa: B007 - good_end used below
                 self._pending.append(record)
+                self._waiting[seg] = self._waiting.get(seg, 0) + 1
             if good_end < path.stat().st_size:
                 logger.warning(
                     "spool %s: cutting a torn frame at byte %d (the process died mid-write)",
@@ -159,6 +161,7 @@ class Spool:
         self._writer.flush()  # into the OS: survives a process crash; sync() makes it durable
         self._dirty = True
         self._pending.append(SpooledRecord(topic, key, value, self._writer_seg))
+        self._waiting[self._writer_seg] = self._waiting.get(self._writer_seg, 0) + 1
 
     def _rotate(self) -> None:
         if self._writer is not None:
@@ -183,6 +186,7 @@ class Spool:
             del self._pending[:n]
             for r in batch:
                 self._outstanding[r.segment] = self._outstanding.get(r.segment, 0) + 1
+                self._waiting[r.segment] -= 1
             return batch
 
     def give_back(self, records: list[SpooledRecord]) -> None:
@@ -191,6 +195,7 @@ class Spool:
             self._pending[:0] = records
             for r in records:
                 self._outstanding[r.segment] -= 1
+                self._waiting[r.segment] += 1
 
     def settle(self, segment: int) -> None:
         """One record of `segment` was acknowledged, or failed and was appended again."""
@@ -199,10 +204,11 @@ class Spool:
             self._collect_locked()
 
     def _collect_locked(self) -> None:
-        live = {r.segment for r in self._pending}
+        # O(segments), not O(records): settle() runs once per acknowledged record
         for seg, count in list(self._outstanding.items()):
-            if count == 0 and seg not in live:
+            if count == 0 and not self._waiting.get(seg):
                 del self._outstanding[seg]
+                self._waiting.pop(seg, None)
                 if seg == self._writer_seg and self._writer is not None:
                     self._writer.close()
                     self._writer = None
