@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fleetpulse.clock import Clock
@@ -19,7 +20,9 @@ from fleetpulse.events.codec import AvroCodec
 from fleetpulse.sdk.fleet import Fleet
 from fleetpulse.sdk.pricing import PriceTable
 
-__all__ = ["MemoryTransport", "memory_fleet"]
+__all__ = ["MemoryTransport", "memory_fleet", "to_micros"]
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class MemoryTransport:
@@ -61,3 +64,15 @@ def memory_fleet(
         prices=prices,
     )
     return fleet, transport
+
+
+def to_micros(value: Any) -> Any:
+    """Turn decoded timestamps (aware datetimes) back into exact epoch microseconds, recursively,
+    so a decoded event compares equal to the dict the SDK built (``task.event``)."""
+    if isinstance(value, datetime):
+        return (value - _EPOCH) // timedelta(microseconds=1)
+    if isinstance(value, dict):
+        return {k: to_micros(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [to_micros(v) for v in value]
+    return value

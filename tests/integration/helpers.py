@@ -4,24 +4,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import datetime
 from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
 from fleetpulse.events import AvroCodec
 from fleetpulse.kafka_config import consumer_config
-
-
-def to_micros(value: Any) -> Any:
-    """Decoded timestamps are aware datetimes; the SDK builds epoch micros."""
-    if isinstance(value, datetime):
-        return round(value.timestamp() * 1_000_000)
-    if isinstance(value, dict):
-        return {k: to_micros(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [to_micros(v) for v in value]
-    return value
 
 
 def read_all(

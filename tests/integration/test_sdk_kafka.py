@@ -11,9 +11,10 @@ import pytest
 
 from fleetpulse import Fleet
 from fleetpulse.devstack import KafkaNode, KafkaNodeConfig, ensure_topics, free_port
+from fleetpulse.testing import to_micros
 from fleetpulse.topics import Topics
 
-from .helpers import read_all, to_micros
+from .helpers import read_all
 
 pytestmark = pytest.mark.integration
 

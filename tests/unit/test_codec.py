@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from io import BytesIO
 from typing import Any
 
@@ -12,21 +11,9 @@ from fastavro.utils import generate_many
 
 from fleetpulse.errors import CodecError, UnknownSchemaError
 from fleetpulse.events import RECORD_NAMES, SINGLE_OBJECT_MARKER, AvroCodec, SchemaStore
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+from fleetpulse.testing import to_micros
 
 STORE = SchemaStore.default()
-
-
-def _micros(value: Any) -> Any:
-    """Decoded timestamps are aware datetimes; generated ones are epoch micros."""
-    if isinstance(value, datetime):
-        return (value - EPOCH) // timedelta(microseconds=1)
-    if isinstance(value, dict):
-        return {k: _micros(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_micros(v) for v in value]
-    return value
 
 
 def _rabin(data: bytes) -> int:
@@ -55,7 +42,7 @@ def test_single_object_round_trip(name: str) -> None:
         data = codec.encode(name, record)
         assert data[:2] == SINGLE_OBJECT_MARKER
         assert data[2:10] == STORE.latest(name).fingerprint
-        assert _micros(codec.decode(data, name)) == record
+        assert to_micros(codec.decode(data, name)) == record
 
 
 @pytest.mark.parametrize("name", RECORD_NAMES)
@@ -65,7 +52,7 @@ def test_confluent_wire_format_round_trip(name: str) -> None:
     for record in generate_many(STORE.latest(name).parsed, 5):
         data = codec.encode(name, record, topic=topic)
         assert data[0] == 0  # Confluent magic byte, then a 4-byte schema id
-        assert _micros(codec.decode(data, name, topic=topic)) == record
+        assert to_micros(codec.decode(data, name, topic=topic)) == record
 
 
 @pytest.mark.parametrize("name", RECORD_NAMES)

@@ -49,7 +49,7 @@ PUBLIC = {
         "ensure_topics",
         "free_port",
     },
-    "fleetpulse.testing": {"MemoryTransport", "memory_fleet"},
+    "fleetpulse.testing": {"MemoryTransport", "memory_fleet", "to_micros"},
 }
 
 
