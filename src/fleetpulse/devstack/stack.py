@@ -31,17 +31,16 @@ class Devstack:
         self.settings = settings
         self.home = Path(settings.home).resolve()
 
-    def _node(self, pid: int | None = None, jars: Path | None = None) -> KafkaNode:
+    def _new_node(self, jars: Path) -> KafkaNode:
         s = self.settings
         return KafkaNode(
             KafkaNodeConfig(
                 home=self.home / "kafka",
-                jars=jars or Path(),
+                jars=jars,
                 port=s.kafka_port,
                 controller_port=s.kafka_controller_port,
                 heap=s.kafka_heap,
-            ),
-            pid=pid,
+            )
         )
 
     def running_node(self) -> KafkaNode | None:
@@ -49,7 +48,7 @@ class Devstack:
         if not state or not pid_alive(state.get("kafka", {}).get("pid")):
             return None
         k = state["kafka"]
-        node = KafkaNode(
+        return KafkaNode(
             KafkaNodeConfig(
                 home=Path(k["home"]),
                 jars=Path(k["jars"]),
@@ -58,14 +57,13 @@ class Devstack:
             ),
             pid=k["pid"],
         )
-        return node
 
     def up(self, timeout: float = 90.0) -> dict[str, Any]:
         """Fetch jars if needed, start Kafka, create topics. Idempotent."""
         node = self.running_node()
         if node is None:
             jars = ensure_jars(self.settings.kafka_cache, self.settings.kafka_version)
-            node = self._node(jars=jars)
+            node = self._new_node(jars)
             started = time.monotonic()
             node.start(timeout=timeout)
             logger.info("Kafka ready in %.1fs", time.monotonic() - started)
