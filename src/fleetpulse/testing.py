@@ -11,18 +11,16 @@ Example:
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fleetpulse.clock import Clock
 from fleetpulse.config import SdkSettings
-from fleetpulse.events.codec import AvroCodec
+from fleetpulse.events.codec import AvroCodec, to_epoch_micros
 from fleetpulse.sdk.fleet import Fleet
 from fleetpulse.sdk.pricing import PriceTable
 
 __all__ = ["MemoryTransport", "memory_fleet", "to_micros"]
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class MemoryTransport:
@@ -69,10 +67,4 @@ def memory_fleet(
 def to_micros(value: Any) -> Any:
     """Turn decoded timestamps (aware datetimes) back into exact epoch microseconds, recursively,
     so a decoded event compares equal to the dict the SDK built (``task.event``)."""
-    if isinstance(value, datetime):
-        return (value - _EPOCH) // timedelta(microseconds=1)
-    if isinstance(value, dict):
-        return {k: to_micros(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [to_micros(v) for v in value]
-    return value
+    return to_epoch_micros(value)

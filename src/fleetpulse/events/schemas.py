@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,12 @@ class SchemaVersion:
     @property
     def json(self) -> str:
         return json.dumps(self.raw)
+
+    @cached_property
+    def plain(self) -> Any:
+        """The schema parsed without logical types: timestamps decode as epoch-micros ints,
+        several times cheaper than datetimes (the stream processors' hot path)."""
+        return parse_schema(_strip_logical_types(self.raw), named_schemas={})
 
 
 class SchemaStore:
@@ -85,6 +91,14 @@ class SchemaStore:
 
     def by_fingerprint(self, fp: bytes) -> SchemaVersion | None:
         return self._by_fingerprint.get(fp)
+
+
+def _strip_logical_types(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _strip_logical_types(v) for k, v in node.items() if k != "logicalType"}
+    if isinstance(node, list):
+        return [_strip_logical_types(v) for v in node]
+    return node
 
 
 def _load(name: str, version: int, path: Path, raw: dict[str, Any]) -> SchemaVersion:

@@ -1,0 +1,141 @@
+"""The figures kept per bucket, per scope: integer counters plus a latency sketch.
+
+Everything is an integer (cost in micro-USD, counts, sketch bins), so buckets add and subtract
+exactly and a window's total never drifts.
+
+Two kinds of scope share this record:
+
+- task scopes (agent, agent x version, agent x task type, model) count *tasks*: outcomes and
+  latency are the task's, tool figures are the task's calls summed.
+- integration scopes (integration, agent x integration) count the *calls* to that integration:
+  latency is the call latency (calls that were attempted: ok, error, timeout); the task counters
+  count each task that called the integration once, with the task's outcome; cost is the calls'
+  cost.
+
+``tool_error_rate`` = tool_errors / attempted calls, where attempted excludes denied and
+short-circuited calls (they never reached the integration). ``failure_rate`` = (failure +
+timeout) / task_count, as the MetricSnapshot schema documents.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fleetpulse.processors.sketch import LatencySketch
+
+OUTCOMES = ("success", "failure", "timeout", "cancelled", "denied")
+
+# the integer counters, in wire order
+COUNTERS = (
+    "task_count",
+    "success",
+    "failure",
+    "timeout",
+    "cancelled",
+    "denied",
+    "cost_micros",
+    "input_tokens",
+    "output_tokens",
+    "tool_calls",
+    "tool_errors",
+    "tool_denied",
+    "tool_short_circuited",
+    "late_events",
+)
+
+
+class Agg:
+    """Counters and latency of one scope over one bucket (or a whole window)."""
+
+    __slots__ = (*COUNTERS, "latency")
+
+    def __init__(self) -> None:
+        self.task_count = 0
+        self.success = 0
+        self.failure = 0
+        self.timeout = 0
+        self.cancelled = 0
+        self.denied = 0
+        self.cost_micros = 0
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.tool_calls = 0
+        self.tool_errors = 0
+        self.tool_denied = 0
+        self.tool_short_circuited = 0
+        self.late_events = 0
+        self.latency = LatencySketch()
+
+    def is_empty(self) -> bool:
+        return self.task_count == 0 and self.tool_calls == 0 and self.late_events == 0
+
+    def merge(self, other: Agg) -> None:
+        for name in COUNTERS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.latency.merge(other.latency)
+
+    def subtract(self, other: Agg) -> None:
+        for name in COUNTERS:
+            setattr(self, name, getattr(self, name) - getattr(other, name))
+        self.latency.subtract(other.latency)
+
+    def copy(self) -> Agg:
+        c = Agg()
+        for name in COUNTERS:
+            setattr(c, name, getattr(self, name))
+        c.latency = self.latency.copy()
+        return c
+
+    # -- derived figures ------------------------------------------------------------------
+
+    @property
+    def failure_rate(self) -> float:
+        return (self.failure + self.timeout) / self.task_count if self.task_count else 0.0
+
+    @property
+    def attempted_calls(self) -> int:
+        return self.tool_calls - self.tool_denied - self.tool_short_circuited
+
+    @property
+    def tool_error_rate(self) -> float:
+        attempted = self.attempted_calls
+        return self.tool_errors / attempted if attempted else 0.0
+
+    def figures(self) -> dict[str, Any]:
+        """The MetricSnapshot fields this aggregate fills."""
+        p50, p90, p95, p99 = self.latency.quantiles((0.5, 0.9, 0.95, 0.99))
+        out: dict[str, Any] = {name: getattr(self, name) for name in COUNTERS}
+        out.update(
+            failure_rate=self.failure_rate,
+            tool_error_rate=self.tool_error_rate,
+            latency_p50_ms=p50,
+            latency_p90_ms=p90,
+            latency_p95_ms=p95,
+            latency_p99_ms=p99,
+        )
+        return out
+
+    # -- wire form (the repartition topic) ------------------------------------------------
+
+    def to_list(self) -> list[Any]:
+        return [*(getattr(self, name) for name in COUNTERS), self.latency.to_list()]
+
+    @classmethod
+    def from_list(cls, data: list[Any]) -> Agg:
+        if len(data) != len(COUNTERS) + 1:
+            raise ValueError(f"expected {len(COUNTERS) + 1} fields, got {len(data)}")
+        a = cls()
+        for name, value in zip(COUNTERS, data, strict=False):
+            setattr(a, name, int(value))
+        a.latency = LatencySketch.from_list(data[-1])
+        return a
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Agg):
+            return NotImplemented
+        return self.to_list()[:-1] == other.to_list()[:-1] and self.latency == other.latency
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Agg(tasks={self.task_count}, calls={self.tool_calls}, late={self.late_events})"

@@ -1,0 +1,146 @@
+"""Sliding windows over event time, built from fixed buckets. Pure: no I/O, no clock reads.
+
+Each horizon reads the buckets of one *level* (a bucket width). Short horizons share fine
+buckets, long ones use coarse buckets, so memory per scope is bounded by the sum over levels of
+``longest horizon at that level / width`` buckets: with the defaults 60 + 60 + 96 = 216 buckets,
+whatever the event rate.
+
+The window of horizon ``h`` (bucket width ``w``) at time ``now`` covers the bucket holding
+``now`` and the buckets before it, ``h / w`` buckets in all:
+
+    end   = (now // w + 1) * w
+    start = end - h
+
+so a 1-minute window with 5-second buckets spans 55 to 60 seconds of history plus the part of the
+current bucket already seen. Snapshots carry ``start`` and ``end`` so a reader knows exactly which
+events a figure covers.
+
+Lateness is decided by the caller (the engine keeps a watermark per source partition); a bucket
+only ever receives events the caller accepted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from fleetpulse.processors.aggregate import Agg
+
+US = 1_000_000
+
+
+@dataclass(frozen=True)
+class Horizon:
+    """One window length and the bucket width it is built from (both in seconds)."""
+
+    seconds: int
+    bucket_s: int
+
+    def __post_init__(self) -> None:
+        if self.seconds <= 0 or self.bucket_s <= 0:
+            raise ValueError(f"horizon {self.seconds}s/{self.bucket_s}s: both must be positive")
+        if self.seconds % self.bucket_s:
+            raise ValueError(
+                f"horizon {self.seconds}s is not a whole number of {self.bucket_s}s buckets"
+            )
+
+    def bounds(self, now_us: int) -> tuple[int, int]:
+        """[start, end) of this horizon's window at ``now_us``, in epoch microseconds."""
+        w = self.bucket_s * US
+        end = (now_us // w + 1) * w
+        return end - self.seconds * US, end
+
+
+DEFAULT_HORIZONS = (Horizon(60, 5), Horizon(300, 5), Horizon(3600, 60), Horizon(86400, 900))
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """Horizons and lateness. Invalid combinations raise ValueError naming the horizon."""
+
+    horizons: tuple[Horizon, ...] = DEFAULT_HORIZONS
+    allowed_lateness_s: int = 120
+    levels: tuple[int, ...] = field(init=False)  # distinct bucket widths, finest first
+    retention_s: tuple[int, ...] = field(init=False)  # per level: its longest horizon
+
+    def __post_init__(self) -> None:
+        if not self.horizons:
+            raise ValueError("at least one horizon is needed")
+        if self.allowed_lateness_s < 0:
+            raise ValueError("allowed_lateness_s must be >= 0")
+        levels = tuple(sorted({h.bucket_s for h in self.horizons}))
+        retention = tuple(max(h.seconds for h in self.horizons if h.bucket_s == w) for w in levels)
+        object.__setattr__(self, "levels", levels)
+        object.__setattr__(self, "retention_s", retention)
+
+    @property
+    def longest_s(self) -> int:
+        return max(h.seconds for h in self.horizons)
+
+    def level_of(self, horizon: Horizon) -> int:
+        return self.levels.index(horizon.bucket_s)
+
+    def max_buckets_per_scope(self) -> int:
+        return sum(r // w for w, r in zip(self.levels, self.retention_s, strict=True))
+
+
+class ScopeWindows:
+    """The buckets of one scope, at every level: ``levels[i][bucket_start_us] -> Agg``."""
+
+    __slots__ = ("levels",)
+
+    def __init__(self, n_levels: int) -> None:
+        self.levels: list[dict[int, Agg]] = [{} for _ in range(n_levels)]
+
+    def buckets_for(
+        self, cfg: WindowConfig, ts_us: int, now_us: int
+    ) -> Iterator[tuple[int, int, Agg]]:
+        """(level, bucket start, bucket) holding ``ts_us`` at every level that still keeps it
+        at ``now_us``; missing buckets are created."""
+        for i, (w_s, keep_s) in enumerate(zip(cfg.levels, cfg.retention_s, strict=True)):
+            w = w_s * US
+            start = ts_us - ts_us % w
+            oldest_kept = (now_us // w + 1) * w - keep_s * US
+            if start < oldest_kept:
+                continue  # already outside every window of this level
+            level = self.levels[i]
+            agg = level.get(start)
+            if agg is None:
+                agg = level[start] = Agg()
+            yield i, start, agg
+
+    def window(self, cfg: WindowConfig, horizon: Horizon, now_us: int) -> tuple[int, int, Agg]:
+        """(start, end, total) of ``horizon`` at ``now_us``."""
+        start, end = horizon.bounds(now_us)
+        total = Agg()
+        for bstart, agg in self.levels[cfg.level_of(horizon)].items():
+            if start <= bstart < end:
+                total.merge(agg)
+        return start, end, total
+
+    def slid_past_data(self, cfg: WindowConfig, before_us: int, now_us: int) -> bool:
+        """True when some horizon's window lost a non-empty bucket between the two times."""
+        for h in cfg.horizons:
+            old_start, _ = h.bounds(before_us)
+            new_start, _ = h.bounds(now_us)
+            if new_start <= old_start:
+                continue
+            level = self.levels[cfg.level_of(h)]
+            if any(old_start <= b < new_start for b in level):
+                return True
+        return False
+
+    def evict(self, cfg: WindowConfig, now_us: int) -> None:
+        """Drop buckets older than every window of their level."""
+        for i, (w_s, keep_s) in enumerate(zip(cfg.levels, cfg.retention_s, strict=True)):
+            w = w_s * US
+            oldest_kept = (now_us // w + 1) * w - keep_s * US
+            level = self.levels[i]
+            for b in [b for b in level if b < oldest_kept]:
+                del level[b]
+
+    def is_empty(self) -> bool:
+        return not any(self.levels)
+
+    def bucket_count(self) -> int:
+        return sum(len(level) for level in self.levels)
