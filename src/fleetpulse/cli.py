@@ -1,7 +1,7 @@
 """The `fleetpulse` command line. Each verb builds its settings here, in main, and passes them on.
 
-Verbs today: `dev up | down | status | fetch`, `demo`. Later issues add processors, sink, api,
-pager, sql, sim, agents, breakers, alerts and approvals (names fixed in ARCHITECTURE.md).
+Verbs today: `dev up | down | status | fetch`, `processors run`, `demo`. Later issues add sink,
+api, pager, sql, sim, agents, breakers, alerts and approvals (names fixed in ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fleetpulse.config import DevstackSettings, load_settings
+from fleetpulse.config import DevstackSettings, ProcessorSettings, load_settings
 from fleetpulse.errors import FleetpulseError
 
 app = typer.Typer(
@@ -26,6 +26,8 @@ app = typer.Typer(
 )
 dev = typer.Typer(no_args_is_help=True, help="The local stack: real Kafka, no Docker.")
 app.add_typer(dev, name="dev")
+processors = typer.Typer(no_args_is_help=True, help="Rolling metrics from the task events.")
+app.add_typer(processors, name="processors")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -107,6 +109,52 @@ def _print_status(status: dict[str, Any], as_json: bool) -> None:
     for t in status["topics"]:
         table.add_row(t["name"], str(t["partitions"]))
     console.print(table)
+
+
+@processors.command("run")
+def processors_run(
+    workers: Annotated[
+        int | None, typer.Option(help="worker processes [FLEETPULSE_PROCESSORS_WORKERS]")
+    ] = None,
+    runtime: Annotated[
+        str, typer.Option(help="faust (default) or kafka: the plain confluent-kafka loop")
+    ] = "faust",
+    web_port: Annotated[
+        int | None,
+        typer.Option(help="Prometheus /metrics port, +i per worker; 0 disables"),
+    ] = None,
+    index: Annotated[int, typer.Option(hidden=True)] = 0,
+) -> None:
+    """Run the stream processors until interrupted (Ctrl-C or SIGTERM)."""
+    overrides: dict[str, Any] = {}
+    if workers is not None:
+        overrides["processors_workers"] = workers
+    if web_port is not None:
+        overrides["processors_web_port"] = web_port
+    settings = load_settings(ProcessorSettings, **overrides)
+    if runtime not in ("faust", "kafka"):
+        raise typer.BadParameter("expected faust or kafka", param_hint="--runtime")
+    from fleetpulse.devstack.topics import ensure_topics
+
+    ensure_topics(settings.resolved_bootstrap(), settings.topics)
+    if settings.processors_workers > 1:
+        from fleetpulse.processors.supervisor import run_workers
+
+        sys.exit(run_workers(settings.processors_workers, runtime=runtime))
+    if runtime == "kafka":
+        from fleetpulse.processors.core import ProcessorCore
+        from fleetpulse.processors.plain import PlainRunner
+
+        runner = PlainRunner(ProcessorCore(settings), settings)
+        import signal
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: runner.stop_event.set())
+        runner.run()
+        return
+    from fleetpulse.processors.faust_app import run_worker
+
+    run_worker(settings, index=index)
 
 
 @app.command("demo")

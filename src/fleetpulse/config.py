@@ -115,6 +115,44 @@ class DevstackSettings(CommonSettings):
     task_events_partitions: int = Field(6, ge=1, le=1024)
 
 
+class ProcessorSettings(CommonSettings):
+    """The stream processors (``fleetpulse processors run``)."""
+
+    processors_cadence_s: float = Field(5.0, gt=0, description="MetricSnapshot cadence")
+    processors_partials_interval_s: float = Field(
+        1.0, gt=0, description="how often changed global cells are repartitioned"
+    )
+    processors_allowed_lateness_s: int = Field(120, ge=0)
+    processors_max_future_s: int = Field(
+        300, ge=0, description="events further ahead of the processor clock go to the DLQ"
+    )
+    processors_horizons: str = Field(
+        "60/5,300/5,3600/60,86400/900", description="window/bucket seconds, comma-separated"
+    )
+    processors_batch_max: int = Field(5000, gt=0, description="records per decoded batch")
+    processors_batch_wait_s: float = Field(0.2, gt=0)
+    processors_workers: int = Field(1, ge=1, le=64)
+    processors_web_port: int = Field(
+        6066, ge=0, le=65535, description="Prometheus /metrics; worker i uses port + i; 0: off"
+    )
+    processors_prometheus_max_series: int = Field(
+        50, ge=1, description="label values per gauge family; the rest sum into _other"
+    )
+    processors_group: str | None = Field(None, description="default: <prefix>processors")
+
+    @field_validator("processors_horizons")
+    @classmethod
+    def _check_horizons(cls, v: str) -> str:
+        from fleetpulse.processors.windows import parse_horizons
+
+        parse_horizons(v)  # raises ValueError naming the bad entry
+        return v
+
+    @property
+    def group_id(self) -> str:
+        return self.processors_group or f"{self.topic_prefix}processors"
+
+
 def load_settings(cls: type[S], **overrides: Any) -> S:
     """Build settings from the environment plus overrides, or raise a readable ConfigError."""
     try:

@@ -22,7 +22,6 @@ from fleetpulse.sdk.pricing import PriceTable
 __all__ = ["MemoryTransport", "memory_fleet", "to_micros"]
 
 
-
 class MemoryTransport:
     """Keeps produced records in a list; `events` decodes them back."""
 

@@ -33,6 +33,19 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
     # so compaction never drops history; retention is unlimited
     TopicSpec("governance", 1, {"cleanup.policy": "compact", "retention.ms": "-1"}),
     TopicSpec("dlq", 1, {"retention.ms": str(30 * _DAY_MS)}),
+    # internal: the processors' partial aggregates of global scopes (integration, model), keyed
+    # per cell. Compaction keeps the newest value of each cell; deletion drops cells older than
+    # the longest window (24 h) plus margin.
+    TopicSpec(
+        "processors.partials",
+        6,
+        {
+            "cleanup.policy": "compact,delete",
+            "retention.ms": str(26 * 3600 * 1000),
+            "min.compaction.lag.ms": "0",
+            "segment.ms": "3600000",
+        },
+    ),
 )
 
 
@@ -70,6 +83,11 @@ class Topics:
     @property
     def dlq(self) -> str:
         return f"{self.prefix}dlq"
+
+    @property
+    def partials(self) -> str:
+        """Internal: the processors' repartitioned partial aggregates."""
+        return f"{self.prefix}processors.partials"
 
     def name(self, spec: TopicSpec) -> str:
         return f"{self.prefix}{spec.suffix}"

@@ -51,6 +51,26 @@ class Horizon:
         return end - self.seconds * US, end
 
 
+def parse_horizons(spec: str) -> tuple[Horizon, ...]:
+    """``"60/5,300/5"`` -> horizons of 60 s and 300 s on 5 s buckets.
+
+    Raises:
+        ValueError: naming the entry and the expected form.
+    """
+    out = []
+    for part in spec.split(","):
+        try:
+            seconds, bucket = (int(x) for x in part.strip().split("/"))
+        except ValueError:
+            raise ValueError(
+                f"{part.strip()!r} is not <window seconds>/<bucket seconds>, e.g. 300/5"
+            ) from None
+        out.append(Horizon(seconds, bucket))
+    if not out:
+        raise ValueError("at least one horizon is needed")
+    return tuple(out)
+
+
 DEFAULT_HORIZONS = (Horizon(60, 5), Horizon(300, 5), Horizon(3600, 60), Horizon(86400, 900))
 
 
