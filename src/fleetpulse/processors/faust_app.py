@@ -27,6 +27,7 @@ from fleetpulse.processors.core import ProcessorCore, Record
 from fleetpulse.processors.prom import exposition
 
 logger = logging.getLogger(__name__)
+_PROM_TYPE = CONTENT_TYPE_LATEST.split(";")[0]
 
 
 def build_app(core: ProcessorCore, settings: ProcessorSettings, *, index: int = 0) -> faust.App:
@@ -90,7 +91,8 @@ def build_app(core: ProcessorCore, settings: ProcessorSettings, *, index: int = 
     @app.page("/metrics")
     class Metrics(View):
         async def get(self, request: Request) -> Response:
-            return self.bytes(exposition(core.registry), content_type=CONTENT_TYPE_LATEST)
+            # aiohttp wants the charset outside content_type
+            return self.bytes(exposition(core.registry), content_type=_PROM_TYPE)
 
     return app
 

@@ -1,0 +1,114 @@
+"""The processors on the real broker: exact snapshots, DLQ, two workers, SIGKILL restart."""
+
+from __future__ import annotations
+
+import time
+import urllib.request
+import uuid
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from fleetpulse.devstack import free_port
+from fleetpulse.events import AvroCodec
+from fleetpulse.kafka_config import consumer_config
+
+from .processors_support import SnapshotReader, Worker, produce_fleet, read_events
+
+
+def _bad_records(bootstrap: str, topic: str) -> None:
+    """One undecodable value and one that decodes but cannot be counted."""
+    codec = AvroCodec()
+    good = read_events(bootstrap, topic, 1)[0]
+    bad = dict(good, duration_ms=-5.0, event_id="bad-duration")
+    p = Producer({"bootstrap.servers": bootstrap})
+    p.produce(topic, b"\x00garbage", b"agent-00", partition=0)
+    p.produce(topic, codec.encode("TaskEvent", bad), b"agent-00", partition=0)
+    p.flush(10)
+
+
+def _dlq(bootstrap: str, topic: str, expected: int, timeout: float = 30) -> list[dict[str, str]]:
+    c = Consumer(consumer_config(bootstrap, f"it-{uuid.uuid4().hex[:8]}"))
+    c.assign([TopicPartition(topic, 0, 0)])
+    out: list[dict[str, str]] = []
+    deadline = time.monotonic() + timeout
+    while len(out) < expected and time.monotonic() < deadline:
+        for m in c.consume(100, timeout=0.5):
+            out.append({k: v.decode() for k, v in (m.headers() or [])})
+    c.close()
+    return out
+
+
+def test_snapshots_equal_exact_oracle_and_bad_records_go_to_dlq(kafka, fresh_prefix, tmp_path):
+    bootstrap = kafka.bootstrap_servers
+    port = free_port()
+    worker = Worker(bootstrap, fresh_prefix, tmp_path, web_port=port)
+    reader = SnapshotReader(bootstrap, fresh_prefix.metrics)
+    try:
+        n = produce_fleet(bootstrap, fresh_prefix)
+        _bad_records(bootstrap, fresh_prefix.task_events)
+        events = read_events(bootstrap, fresh_prefix.task_events, n + 1)
+        assert len(events) == n + 1  # the fleet plus the decodable bad one
+        events = [e for e in events if e["event_id"] != "bad-duration"]
+        problems = reader.wait_until_exact(events)
+        assert not problems, (list(problems.items())[:5], worker.tail())
+
+        dlq = _dlq(bootstrap, fresh_prefix.dlq, 2)
+        assert len(dlq) == 2
+        reasons = sorted(h["fleetpulse.reason"] for h in dlq)
+        assert "duration_ms is -5.0" in reasons[0] or "duration_ms is -5.0" in reasons[1]
+        for h in dlq:
+            assert h["fleetpulse.source.topic"] == fresh_prefix.task_events
+            assert h["fleetpulse.source.partition"] == "0"
+            assert int(h["fleetpulse.source.offset"]) >= 0
+
+        page = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        assert 'fleetpulse_processor_records_total{result="dlq"} 2.0' in page
+        assert "fleetpulse_integration_error_rate_5m{integration=" in page
+    finally:
+        worker.stop()
+        reader.close()
+
+
+def test_two_workers_split_partitions_and_produce_the_same_numbers(kafka, fresh_prefix, tmp_path):
+    bootstrap = kafka.bootstrap_servers
+    ports = [free_port(), free_port()]
+    workers = [Worker(bootstrap, fresh_prefix, tmp_path, web_port=p) for p in ports]
+    reader = SnapshotReader(bootstrap, fresh_prefix.metrics)
+    try:
+        n = produce_fleet(bootstrap, fresh_prefix, seed=7)
+        events = read_events(bootstrap, fresh_prefix.task_events, n)
+        problems = reader.wait_until_exact(events, timeout=180)
+        assert not problems, (list(problems.items())[:5], workers[0].tail(), workers[1].tail())
+        # both workers took part
+        for p in ports:
+            page = urllib.request.urlopen(f"http://127.0.0.1:{p}/metrics", timeout=5).read()
+            ok = [
+                line
+                for line in page.decode().splitlines()
+                if line.startswith('fleetpulse_processor_records_total{result="ok"}')
+            ]
+            assert ok and float(ok[0].split()[-1]) > 0, page.decode()[:2000]
+    finally:
+        for w in workers:
+            w.stop()
+        reader.close()
+
+
+def test_windows_survive_sigkill(kafka, fresh_prefix, tmp_path):
+    bootstrap = kafka.bootstrap_servers
+    port = free_port()
+    worker = Worker(bootstrap, fresh_prefix, tmp_path, web_port=port)
+    reader = SnapshotReader(bootstrap, fresh_prefix.metrics)
+    try:
+        n1 = produce_fleet(bootstrap, fresh_prefix, seed=1, tasks=15)
+        first = read_events(bootstrap, fresh_prefix.task_events, n1)
+        assert not reader.wait_until_exact(first), worker.tail()
+        worker.kill()
+        n2 = produce_fleet(bootstrap, fresh_prefix, seed=2, tasks=15)
+        worker = Worker(bootstrap, fresh_prefix, tmp_path, web_port=port)
+        everything = read_events(bootstrap, fresh_prefix.task_events, n1 + n2)
+        problems = reader.wait_until_exact(everything, timeout=180)
+        assert not problems, (list(problems.items())[:5], worker.tail())
+    finally:
+        worker.stop()
+        reader.close()
