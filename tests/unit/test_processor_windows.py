@@ -272,3 +272,17 @@ def test_window_slide_emits_until_empty_then_forgets_scope():
     clock.advance(s=10)
     assert [s["task_count"] for s in eng.snapshots() if s["scope_type"] == "agent"] == [0]
     assert eng.scope_count() == 0
+
+
+def test_inlined_bin_key_matches_the_library_mapping():
+    from fleetpulse.processors.sketch import MAPPING, bin_key
+
+    r = random.Random(5)
+    for v in [r.lognormvariate(3, 3) for _ in range(10_000)] + [1e-9, 1.0, 2.0, 1e6]:
+        assert bin_key(v) == MAPPING.key(v)
+    assert bin_key(0.0) is None
+
+
+def test_bucket_widths_must_nest():
+    with pytest.raises(ValueError, match="multiple of the finest"):
+        WindowConfig(horizons=(Horizon(60, 4), Horizon(60, 6)))

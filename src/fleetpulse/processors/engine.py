@@ -33,7 +33,7 @@ import orjson
 from fleetpulse.clock import Clock
 from fleetpulse.processors.aggregate import Agg
 from fleetpulse.processors.sketch import bin_key
-from fleetpulse.processors.windows import US, ScopeWindows, WindowConfig
+from fleetpulse.processors.windows import US, LevelBounds, ScopeWindows, WindowConfig, level_bounds
 
 # (scope_type, ((dimension, value), ...)) -- dimensions in a fixed order per scope type
 ScopeKey = tuple[str, tuple[tuple[str, str], ...]]
@@ -47,7 +47,6 @@ _SHORT = {
     "integration": "integration",
     "model": "model",
 }
-_ATTEMPTED = ("ok", "error", "timeout")
 
 
 def scope_id(key: ScopeKey) -> str:
@@ -142,8 +141,9 @@ class Engine:
         if src is None:
             src = self.assign_source(partition)
         now = self.clock.time_us()
+        bounds = level_bounds(self.wcfg, now)
         for offset, event in items:
-            self._ingest(src, offset, event, now)
+            self._ingest(src, offset, event, now, bounds)
 
     def _task_keys(self, ev: dict[str, Any]) -> tuple[ScopeKey, ...]:
         agent, version, task_type, model = (
@@ -168,7 +168,9 @@ class Engine:
             self._keys[ck] = keys
         return keys
 
-    def _ingest(self, src: SourceState, offset: int, ev: dict[str, Any], now: int) -> None:
+    def _ingest(
+        self, src: SourceState, offset: int, ev: dict[str, Any], now: int, bounds: LevelBounds
+    ) -> None:
         if offset <= src.offset:
             self.counters.duplicates += 1
             return
@@ -178,20 +180,35 @@ class Engine:
         wm = src.watermark_us
         task_keys = self._task_keys(ev)
         calls = ev["tool_calls"]
-        by_integration: dict[str, list[dict[str, Any]]] = {}
+        # per integration: [calls, errors, denied, short-circuited, cost, latency bins]
+        per_int: dict[str, list[Any]] = {}
+        errors = denied = short = 0
         for call in calls:
-            by_integration.setdefault(call["integration"], []).append(call)
+            summary = per_int.get(call["integration"])
+            if summary is None:
+                summary = per_int[call["integration"]] = [0, 0, 0, 0, 0, []]
+            summary[0] += 1
+            summary[4] += call["cost_micros"]
+            st = call["status"]
+            if st == "ok":
+                summary[5].append(bin_key(call["latency_ms"]))
+            elif st == "error" or st == "timeout":
+                summary[5].append(bin_key(call["latency_ms"]))
+                summary[1] += 1
+                errors += 1
+            elif st == "denied":
+                summary[2] += 1
+                denied += 1
+            else:
+                summary[3] += 1
+                short += 1
         agent_dim = ("agent_id", ev["agent_id"])
-        int_keys = [
-            (("agent_integration", (agent_dim, ("integration", name))), name)
-            for name in by_integration
-        ]
         if wm is not None and ts < wm - self._lateness_us:
             self.counters.late += 1
             for key in task_keys:
                 self._late(src, key, wm, now)
-            for key, name in int_keys:
-                self._late(src, key, wm, now)
+            for name in per_int:
+                self._late(src, ("agent_integration", (agent_dim, ("integration", name))), wm, now)
                 self._late(src, ("integration", (("integration", name),)), wm, now)
             return
         if wm is None or ts > wm:
@@ -200,46 +217,38 @@ class Engine:
         outcome = ev["outcome"]
         lat = bin_key(ev["duration_ms"])
         n_calls = len(calls)
-        errors = denied = short = 0
-        for call in calls:
-            st = call["status"]
-            if st == "error" or st == "timeout":
-                errors += 1
-            elif st == "denied":
-                denied += 1
-            elif st == "short_circuited":
-                short += 1
         cost, tin, tout = ev["cost_micros"], ev["input_tokens"], ev["output_tokens"]
+        local, glob, dirty_cells = src.local, src.glob, src.dirty_cells
         for key in task_keys:
             if key[0] in GLOBAL_SCOPES:
-                windows = src.glob.get(key)
+                windows = glob.get(key)
                 if windows is None:
-                    windows = src.glob[key] = ScopeWindows(self._n_levels)
-                for li, start, agg in windows.buckets_for(self.wcfg, ts, now):
+                    windows = glob[key] = ScopeWindows(self._n_levels)
+                for li, start, agg in windows.buckets_at(bounds, ts):
                     _add_task(agg, outcome, lat, cost, tin, tout, n_calls, errors, denied, short)
-                    src.dirty_cells.add((key, li, start))
+                    dirty_cells.add((key, li, start))
             else:
-                windows = src.local.get(key)
+                windows = local.get(key)
                 if windows is None:
-                    windows = src.local[key] = ScopeWindows(self._n_levels)
-                for _, _, agg in windows.buckets_for(self.wcfg, ts, now):
+                    windows = local[key] = ScopeWindows(self._n_levels)
+                for _, _, agg in windows.buckets_at(bounds, ts):
                     _add_task(agg, outcome, lat, cost, tin, tout, n_calls, errors, denied, short)
                 src.dirty_local.add(key)
-        for key, name in int_keys:
-            group = by_integration[name]
-            windows = src.local.get(key)
+        for name, summary in per_int.items():
+            akey: ScopeKey = ("agent_integration", (agent_dim, ("integration", name)))
+            windows = local.get(akey)
             if windows is None:
-                windows = src.local[key] = ScopeWindows(self._n_levels)
-            for _, _, agg in windows.buckets_for(self.wcfg, ts, now):
-                _add_calls(agg, outcome, group)
-            src.dirty_local.add(key)
+                windows = local[akey] = ScopeWindows(self._n_levels)
+            for _, _, agg in windows.buckets_at(bounds, ts):
+                _add_calls(agg, outcome, summary)
+            src.dirty_local.add(akey)
             gkey: ScopeKey = ("integration", (("integration", name),))
-            windows = src.glob.get(gkey)
+            windows = glob.get(gkey)
             if windows is None:
-                windows = src.glob[gkey] = ScopeWindows(self._n_levels)
-            for li, start, agg in windows.buckets_for(self.wcfg, ts, now):
-                _add_calls(agg, outcome, group)
-                src.dirty_cells.add((gkey, li, start))
+                windows = glob[gkey] = ScopeWindows(self._n_levels)
+            for li, start, agg in windows.buckets_at(bounds, ts):
+                _add_calls(agg, outcome, summary)
+                dirty_cells.add((gkey, li, start))
 
     def _late(self, src: SourceState, key: ScopeKey, wm: int, now: int) -> None:
         if key[0] in GLOBAL_SCOPES:
@@ -435,18 +444,15 @@ def _add_task(
         agg.tool_short_circuited += short
 
 
-def _add_calls(agg: Agg, outcome: str, calls: list[dict[str, Any]]) -> None:
+def _add_calls(agg: Agg, outcome: str, summary: list[Any]) -> None:
+    """One task's calls to one integration: [calls, errors, denied, short, cost, bins]."""
     agg.task_count += 1
     setattr(agg, outcome, getattr(agg, outcome) + 1)
-    for call in calls:
-        agg.tool_calls += 1
-        agg.cost_micros += call["cost_micros"]
-        st = call["status"]
-        if st in _ATTEMPTED:
-            agg.latency.add_key(bin_key(call["latency_ms"]))
-            if st != "ok":
-                agg.tool_errors += 1
-        elif st == "denied":
-            agg.tool_denied += 1
-        else:
-            agg.tool_short_circuited += 1
+    agg.tool_calls += summary[0]
+    agg.tool_errors += summary[1]
+    agg.tool_denied += summary[2]
+    agg.tool_short_circuited += summary[3]
+    agg.cost_micros += summary[4]
+    add = agg.latency.add_key
+    for key in summary[5]:
+        add(key)

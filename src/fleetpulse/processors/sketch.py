@@ -13,6 +13,7 @@ identical to one summed from scratch.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 from ddsketch.mapping import LogarithmicMapping
@@ -23,11 +24,18 @@ MAPPING = LogarithmicMapping(RELATIVE_ACCURACY)
 _MIN_INDEXABLE = MAPPING.min_possible
 
 
+# MAPPING.key(v) inlined (the hot path maps every latency once): same arithmetic, same keys;
+# a unit test checks bin_key against MAPPING.key
+_MULTIPLIER = MAPPING._multiplier
+_OFFSET = MAPPING._offset
+_log, _ceil = math.log, math.ceil
+
+
 def bin_key(value: float) -> int | None:
     """The bin of ``value``; None for the zero bin."""
     if value <= _MIN_INDEXABLE:
         return None
-    return MAPPING.key(value)
+    return int(_ceil(_log(value, 2) * _MULTIPLIER) + _OFFSET)
 
 
 class LatencySketch:

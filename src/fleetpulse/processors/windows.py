@@ -89,6 +89,11 @@ class WindowConfig:
         if self.allowed_lateness_s < 0:
             raise ValueError("allowed_lateness_s must be >= 0")
         levels = tuple(sorted({h.bucket_s for h in self.horizons}))
+        for w in levels[1:]:
+            if w % levels[0]:
+                raise ValueError(
+                    f"bucket width {w}s is not a multiple of the finest width {levels[0]}s"
+                )
         retention = tuple(max(h.seconds for h in self.horizons if h.bucket_s == w) for w in levels)
         object.__setattr__(self, "levels", levels)
         object.__setattr__(self, "retention_s", retention)
@@ -104,13 +109,48 @@ class WindowConfig:
         return sum(r // w for w, r in zip(self.levels, self.retention_s, strict=True))
 
 
+# per batch: ((level, width_us, oldest kept bucket start), ...) for the batch's `now`
+LevelBounds = tuple[tuple[int, int, int], ...]
+
+
+def level_bounds(cfg: WindowConfig, now_us: int) -> LevelBounds:
+    out = []
+    for i, (w_s, keep_s) in enumerate(zip(cfg.levels, cfg.retention_s, strict=True)):
+        w = w_s * US
+        out.append((i, w, (now_us // w + 1) * w - keep_s * US))
+    return tuple(out)
+
+
 class ScopeWindows:
     """The buckets of one scope, at every level: ``levels[i][bucket_start_us] -> Agg``."""
 
-    __slots__ = ("levels",)
+    __slots__ = ("_hit", "levels")
 
     def __init__(self, n_levels: int) -> None:
         self.levels: list[dict[int, Agg]] = [{} for _ in range(n_levels)]
+        self._hit: tuple[int, LevelBounds, list[tuple[int, int, Agg]]] | None = None
+
+    def buckets_at(self, bounds: LevelBounds, ts_us: int) -> list[tuple[int, int, Agg]]:
+        """``buckets_for`` for the hot path: the same buckets, remembered for the next event in
+        the same finest bucket of the same batch (coarse widths are multiples of the finest, so
+        the coarse buckets are the same too)."""
+        w0 = bounds[0][1]
+        start0 = ts_us - ts_us % w0
+        hit = self._hit
+        if hit is not None and hit[0] == start0 and hit[1] is bounds:
+            return hit[2]
+        out = []
+        for i, w, oldest_kept in bounds:
+            start = ts_us - ts_us % w
+            if start < oldest_kept:
+                continue
+            level = self.levels[i]
+            agg = level.get(start)
+            if agg is None:
+                agg = level[start] = Agg()
+            out.append((i, start, agg))
+        self._hit = (start0, bounds, out)
+        return out
 
     def buckets_for(
         self, cfg: WindowConfig, ts_us: int, now_us: int
@@ -152,6 +192,7 @@ class ScopeWindows:
 
     def evict(self, cfg: WindowConfig, now_us: int) -> None:
         """Drop buckets older than every window of their level."""
+        self._hit = None
         for i, (w_s, keep_s) in enumerate(zip(cfg.levels, cfg.retention_s, strict=True)):
             w = w_s * US
             oldest_kept = (now_us // w + 1) * w - keep_s * US

@@ -1,0 +1,339 @@
+"""Processor throughput against its ceilings, and window memory, measured side by side in one run.
+
+    python bench/processors.py [--events N] [--rss-events M]
+
+Input: N TaskEvents with 2 tool calls each, from 1,000 agents over 20 integrations, pre-encoded
+and produced to a fresh task-events topic (6 partitions). Then, on the same bytes:
+
+1. fastavro decode alone (our codec, timestamps as ints): the decoding ceiling.
+2. a bare confluent-kafka consumer reading the topic: the consuming ceiling.
+3. the engine alone on decoded events: our window arithmetic without any I/O.
+4. the plain runtime: the same ProcessorCore batch logic in a confluent-kafka loop.
+5. the faust runtime: `fleetpulse processors run`, one worker, timed from its first record to
+   the last through its Prometheus counter.
+
+Each runtime reads all 6 partitions with one worker, so events/s is "per worker". 4 vs 5 is
+what faust's per-message machinery costs. Then peak RSS of a process holding the windows of
+10,000 agents x 50 integrations (events spread over the last 24 hours so every level fills).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import Measured, broker, machine, measure, write_result
+from fleetpulse.clock import SystemClock
+from fleetpulse.config import ProcessorSettings, load_settings
+from fleetpulse.devstack import ensure_topics, free_port
+from fleetpulse.events import AvroCodec
+from fleetpulse.kafka_config import consumer_config
+from fleetpulse.processors.core import ProcessorCore
+from fleetpulse.processors.engine import Engine
+from fleetpulse.processors.plain import PlainRunner
+from fleetpulse.topics import Topics
+
+STATUSES = ["ok"] * 17 + ["error", "timeout", "denied"]
+OUTCOMES = ["success"] * 17 + ["failure", "timeout", "cancelled"]
+
+
+def make_events(
+    n: int,
+    agents: int,
+    integrations: int,
+    *,
+    spread_s: float = 60,
+    seed: int = 1,
+    per_agent: int = 1,
+) -> list[dict[str, Any]]:
+    """``per_agent``: how many integration pairs each agent draws its 2 calls from."""
+    rng = random.Random(seed)
+    now = int(time.time() * 1e6)
+    out = []
+    # events arrive roughly in time order, as from a live fleet
+    times = sorted(now - int(rng.random() * spread_s * 1e6) for _ in range(n))
+    for i in range(n):
+        a = rng.randrange(agents)
+        ended = times[i]
+        calls = []
+        for j in range(2):
+            k = (a + j * 7 + 13 * rng.randrange(per_agent)) % integrations
+            calls.append(
+                {
+                    "call_id": f"c{i}-{j}",
+                    "integration": f"int-{k:02d}",
+                    "operation": "call",
+                    "access": "read",
+                    "target": f"rec/{rng.randrange(1000)}",
+                    "status": rng.choice(STATUSES),
+                    "error_type": None,
+                    "started_at": ended - 50_000,
+                    "latency_ms": rng.lognormvariate(4, 1),
+                    "cost_micros": 0,
+                }
+            )
+        out.append(
+            {
+                "event_id": f"e{i}",
+                "agent_id": f"agent-{a:05d}",
+                "agent_version": f"v{a % 3}",
+                "agent_role": "worker",
+                "task_id": f"t{i}",
+                "task_type": ("triage", "refund", "summarize")[a % 3],
+                "trace_id": f"tr{i}",
+                "parent_task_id": None,
+                "upstream_agent_id": None,
+                "input_hash": "0" * 64,
+                "outcome": rng.choice(OUTCOMES),
+                "error_type": None,
+                "started_at": ended - 900_000,
+                "ended_at": ended,
+                "duration_ms": rng.lognormvariate(6, 1),
+                "model": ("gpt-4o", "claude-sonnet-4")[a % 2],
+                "provider": None,
+                "input_tokens": 500,
+                "output_tokens": 100,
+                "cached_tokens": 0,
+                "cost_micros": 1234,
+                "price_table_version": "bench",
+                "tool_calls": calls,
+                "attributes": {},
+            }
+        )
+    return out
+
+
+def bare_consume(bootstrap: str, topic: str, n: int) -> None:
+    c = Consumer(
+        {**consumer_config(bootstrap, f"bench-{uuid.uuid4().hex[:8]}"), "fetch.max.bytes": 64 << 20}
+    )
+    c.assign([TopicPartition(topic, p, 0) for p in range(6)])
+    got = 0
+    while got < n:
+        got += sum(1 for m in c.consume(5000, timeout=1.0) if m.error() is None)
+    c.close()
+
+
+def settings_for(bootstrap: str, topics: Topics, home: Path, group: str) -> ProcessorSettings:
+    return load_settings(
+        ProcessorSettings,
+        bootstrap_servers=bootstrap,
+        topic_prefix=topics.prefix,
+        home=home,
+        processors_group=group,
+        processors_web_port=0,
+    )
+
+
+def faust_run(bootstrap: str, topics: Topics, home: Path, n: int) -> tuple[float, float]:
+    """(seconds from first to last record, worker CPU seconds) of a faust worker process."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "FLEETPULSE_BOOTSTRAP_SERVERS": bootstrap,
+        "FLEETPULSE_TOPIC_PREFIX": topics.prefix,
+        "FLEETPULSE_HOME": str(home),
+        "FLEETPULSE_PROCESSORS_GROUP": f"bench-faust-{uuid.uuid4().hex[:6]}",
+        "FLEETPULSE_PROCESSORS_WEB_PORT": str(port),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fleetpulse.cli", "processors", "run"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        t_first = None
+        deadline = time.monotonic() + 30 + n / 500
+        while time.monotonic() < deadline:
+            count = _records_ok(port)
+            if count and t_first is None:
+                t_first, c_first = time.perf_counter(), _proc_cpu(proc.pid)
+                n_first = count
+            if count >= n:
+                assert t_first is not None
+                return (time.perf_counter() - t_first) * n / (n - n_first), (
+                    _proc_cpu(proc.pid) - c_first
+                ) * n / (n - n_first)
+            time.sleep(0.05)
+        raise RuntimeError("the faust worker did not finish in time")
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def _records_ok(port: int) -> int:
+    try:
+        page = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read()
+    except OSError:
+        return 0
+    for line in page.decode().splitlines():
+        if line.startswith('fleetpulse_processor_records_total{result="ok"}'):
+            return int(float(line.split()[-1]))
+    return 0
+
+
+def _proc_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_child(events: int, spread_s: float) -> None:
+    """Run in a child process: fill the windows, print peak RSS in MB and what they hold.
+
+    Events are keyed by agent as the SDK keys them, so each agent lives in one of 6 partitions.
+    """
+    base = _vm_hwm_kb()
+    engine = Engine(SystemClock())
+    batch = 20_000
+    offsets = [0] * 6
+    for start in range(0, events, batch):
+        evs = make_events(
+            min(batch, events - start), 10_000, 50, spread_s=spread_s, seed=start, per_agent=3
+        )
+        by_partition: dict[int, list[tuple[int, dict[str, Any]]]] = {}
+        for e in evs:
+            p = int(e["agent_id"][6:]) % 6
+            by_partition.setdefault(p, []).append((offsets[p], e))
+            offsets[p] += 1
+        for p, items in by_partition.items():
+            engine.ingest_batch(p, items)
+        engine.take_partials()
+    engine.snapshots()
+    peak = _vm_hwm_kb()
+    buckets = sum(
+        w.bucket_count()
+        for s in engine.sources.values()
+        for w in (*s.local.values(), *s.glob.values())
+    )
+    print(f"{peak / 1024:.0f} {base / 1024:.0f} {engine.scope_count()} {buckets}")
+
+
+def _vm_hwm_kb() -> int:
+    """Peak RSS of this process image. Not ru_maxrss: Linux carries that across fork+exec, so
+    a child would report its (large) parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def rss(events: int, spread_s: float) -> tuple[int, ...]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--rss-child", str(events), "--rss-spread", str(spread_s)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    return tuple(int(x) for x in out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=100_000)
+    ap.add_argument("--rss-events", type=int, default=200_000)
+    ap.add_argument("--rss-child", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--rss-spread", type=float, default=300, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.rss_child:
+        rss_child(args.rss_child, args.rss_spread)
+        return
+    n = args.events
+    events = make_events(n, 1000, 20)
+    codec = AvroCodec()
+    encoded = [codec.encode("TaskEvent", e) for e in events]
+    results: list[Measured] = []
+    with broker() as bootstrap, tempfile.TemporaryDirectory() as home:
+        topics = Topics(f"bench{uuid.uuid4().hex[:6]}.")
+        ensure_topics(bootstrap, topics)
+        p = Producer(
+            {
+                "bootstrap.servers": bootstrap,
+                "linger.ms": 20,
+                "queue.buffering.max.messages": 1_000_000,
+                "compression.type": "lz4",
+            }
+        )
+        for e, data in zip(events, encoded, strict=True):
+            p.produce(topics.task_events, data, e["agent_id"].encode())
+            p.poll(0)
+        p.flush(60)
+        del p
+
+        plain_codec = AvroCodec(logical_types=False)
+        with measure("fastavro decode alone", n, results):
+            decoded = [plain_codec.decode(b, "TaskEvent") for b in encoded]
+        with measure("bare confluent-kafka consumer", n, results):
+            bare_consume(bootstrap, topics.task_events, n)
+        engine = Engine(SystemClock())
+        with measure("engine alone (decoded events, no I/O)", n, results):
+            for i in range(0, n, 5000):
+                engine.ingest_batch(i % 6, enumerate(decoded[i : i + 5000], i))
+            engine.take_partials()
+            engine.snapshots()
+        del engine, decoded
+
+        core = ProcessorCore(
+            settings_for(bootstrap, topics, Path(home), f"bench-plain-{uuid.uuid4().hex[:6]}")
+        )
+        runner = PlainRunner(core, core.settings)
+        with measure("plain runtime (confluent-kafka loop + core)", n, results):
+            runner.run(max_records=n)
+
+        wall, cpu = faust_run(bootstrap, topics, Path(home), n)
+        results.append(Measured("faust runtime (`fleetpulse processors run`)", n, wall, cpu))
+
+    live = rss(args.rss_events, 300)
+    day = rss(args.rss_events, 86_000)
+
+    by = {m.label.split(" (")[0].split(" `")[0]: m for m in results}
+    faust, plain = by["faust runtime"], by["plain runtime"]
+    lines = [
+        f"{n:,} TaskEvents, 2 tool calls each, 1,000 agents, 20 integrations, 6 partitions, "
+        f"one worker. {machine()}.",
+        "",
+        "| phase | events/s | per CPU-s |",
+        "|---|---:|---:|",
+    ]
+    for m in results:
+        lines.append(f"| {m.label} | {m.rate:,.0f} | {m.per_cpu_s:,.0f} |")
+    decode, bare = by["fastavro decode alone"], by["bare confluent-kafka consumer"]
+    lines += [
+        "",
+        f"- faust runtime: {faust.rate / decode.rate:.1%} of fastavro decode alone, "
+        f"{faust.rate / bare.rate:.1%} of the bare consumer.",
+        f"- plain runtime: {plain.rate / decode.rate:.1%} of fastavro decode alone, "
+        f"{plain.rate / bare.rate:.1%} of the bare consumer.",
+        f"- faust costs {plain.rate / faust.rate:.1f}x: the same batch logic runs at "
+        f"{plain.rate:,.0f}/s in a plain loop vs {faust.rate:,.0f}/s under faust.",
+        f"- target 50,000 events/s per worker: {'met' if faust.rate >= 50_000 else 'NOT met'} "
+        f"(faust), {'met' if plain.rate >= 50_000 else 'NOT met'} (plain).",
+        "",
+        f"Window memory, {args.rss_events:,} events from 10,000 agents x 50 integrations "
+        "(each agent calls 6 of them), target <= 500 MB:",
+        "",
+        "| events spread over | scopes | buckets | peak RSS | of which interpreter+imports |",
+        "|---|---:|---:|---:|---:|",
+        f"| last 5 minutes | {live[2]:,} | {live[3]:,} | {live[0]} MB | {live[1]} MB |",
+        f"| last 24 hours | {day[2]:,} | {day[3]:,} | {day[0]} MB | {day[1]} MB |",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    write_result("processors", text)
+
+
+if __name__ == "__main__":
+    main()
