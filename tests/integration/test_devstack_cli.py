@@ -49,6 +49,7 @@ def test_up_status_down(env: dict[str, str]) -> None:
         "fleetpulse.alerts": 3,
         "fleetpulse.governance": 1,
         "fleetpulse.dlq": 1,
+        "fleetpulse.processors.partials": 6,  # internal
     }
     assert Path(env["FLEETPULSE_HOME"], "devstack.json").exists()
     pid = status["kafka"]["pid"]
@@ -57,7 +58,12 @@ def test_up_status_down(env: dict[str, str]) -> None:
     from confluent_kafka.admin import AdminClient, ConfigResource
 
     admin = AdminClient({"bootstrap.servers": status["bootstrap_servers"]})
-    for name, policy in [("control", "compact"), ("governance", "compact"), ("alerts", "delete")]:
+    for name, policy in [
+        ("control", "compact"),
+        ("governance", "compact"),
+        ("alerts", "delete"),
+        ("processors.partials", "compact,delete"),
+    ]:
         res = ConfigResource(ConfigResource.Type.TOPIC, f"fleetpulse.{name}")
         configs = admin.describe_configs([res])[res].result()
         assert configs["cleanup.policy"].value == policy
