@@ -19,6 +19,7 @@ from fleetpulse.clock import ManualClock
 from fleetpulse.errors import CodecError
 from fleetpulse.events import AvroCodec
 from fleetpulse.kafka_config import consumer_config
+from fleetpulse.processors.aggregate import COUNTERS
 from fleetpulse.sdk.fleet import Fleet
 from fleetpulse.topics import Topics
 
@@ -104,25 +105,8 @@ def oracle(events: list[dict[str, Any]], snap: dict[str, Any]) -> dict[str, Any]
     ws, we = snap["window_start"], snap["window_end"]
     in_window = [e for e in events if ws <= e["ended_at"] < we]
     st = snap["scope_type"]
-    fig: dict[str, Any] = dict.fromkeys(
-        [
-            "task_count",
-            "success",
-            "failure",
-            "timeout",
-            "cancelled",
-            "denied",
-            "cost_micros",
-            "input_tokens",
-            "output_tokens",
-            "tool_calls",
-            "tool_errors",
-            "tool_denied",
-            "tool_short_circuited",
-            "late_events",
-        ],
-        0,
-    )
+    # the field names only; every value below is computed from the events themselves
+    fig: dict[str, Any] = dict.fromkeys(COUNTERS, 0)
     latencies: list[float] = []
 
     def matches(e: dict[str, Any]) -> bool:

@@ -206,10 +206,12 @@ class Engine:
         if wm is not None and ts < wm - self._lateness_us:
             self.counters.late += 1
             for key in task_keys:
-                self._late(src, key, wm, now)
+                self._late(src, key, wm, bounds)
             for name in per_int:
-                self._late(src, ("agent_integration", (agent_dim, ("integration", name))), wm, now)
-                self._late(src, ("integration", (("integration", name),)), wm, now)
+                self._late(
+                    src, ("agent_integration", (agent_dim, ("integration", name))), wm, bounds
+                )
+                self._late(src, ("integration", (("integration", name),)), wm, bounds)
             return
         if wm is None or ts > wm:
             src.watermark_us = ts
@@ -250,15 +252,16 @@ class Engine:
                 _add_calls(agg, outcome, summary)
                 dirty_cells.add((gkey, li, start))
 
-    def _late(self, src: SourceState, key: ScopeKey, wm: int, now: int) -> None:
+    def _late(self, src: SourceState, key: ScopeKey, wm: int, bounds: LevelBounds) -> None:
+        """Count a late event in the buckets of the watermark (where it was seen late)."""
         if key[0] in GLOBAL_SCOPES:
             windows = src.glob.setdefault(key, ScopeWindows(self._n_levels))
-            for li, start, agg in windows.buckets_for(self.wcfg, wm, now):
+            for li, start, agg in windows.buckets_at(bounds, wm):
                 agg.late_events += 1
                 src.dirty_cells.add((key, li, start))
         else:
             windows = src.local.setdefault(key, ScopeWindows(self._n_levels))
-            for _, _, agg in windows.buckets_for(self.wcfg, wm, now):
+            for _, _, agg in windows.buckets_at(bounds, wm):
                 agg.late_events += 1
             src.dirty_local.add(key)
 
@@ -405,18 +408,6 @@ class Engine:
         return sum(len(s.local) for s in self.sources.values()) + sum(
             len(g.merged) for g in self.globals.values()
         )
-
-    def windows_of(self, key: ScopeKey) -> ScopeWindows | None:
-        """The full windows of a scope this worker owns (local, or global summed)."""
-        if key[0] in GLOBAL_SCOPES:
-            for g in self.globals.values():
-                if key in g.merged:
-                    return g.merged[key]
-            return None
-        for src in self.sources.values():
-            if key in src.local:
-                return src.local[key]
-        return None
 
 
 def _add_task(

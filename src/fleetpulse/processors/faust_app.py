@@ -84,7 +84,16 @@ def build_app(core: ProcessorCore, settings: ProcessorSettings, *, index: int = 
         new = core.begin_assignment((tp.topic, tp.partition) for tp in assigned)
         loop = asyncio.get_running_loop()
         for topic, partition in new:
-            loop.run_in_executor(None, core.rebuild, topic, partition)
+            fut = loop.run_in_executor(None, core.rebuild, topic, partition)
+            fut.add_done_callback(crash_on_error)
+
+    def crash_on_error(fut: asyncio.Future[None]) -> None:
+        # a partition that cannot be rebuilt must not leave its stream waiting silently
+        if not fut.cancelled() and (exc := fut.exception()) is not None:
+            logger.error("rebuilding a partition failed: %s", exc)
+            crashing.add(asyncio.ensure_future(app.crash(exc)))
+
+    crashing: set[asyncio.Future[None]] = set()
 
     app.on_partitions_assigned.connect(on_assigned)  # type: ignore[arg-type]
 

@@ -21,7 +21,6 @@ only ever receives events the caller accepted.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from fleetpulse.processors.aggregate import Agg
@@ -131,9 +130,13 @@ class ScopeWindows:
         self._hit: tuple[int, LevelBounds, list[tuple[int, int, Agg]]] | None = None
 
     def buckets_at(self, bounds: LevelBounds, ts_us: int) -> list[tuple[int, int, Agg]]:
-        """``buckets_for`` for the hot path: the same buckets, remembered for the next event in
-        the same finest bucket of the same batch (coarse widths are multiples of the finest, so
-        the coarse buckets are the same too)."""
+        """(level, bucket start, bucket) holding ``ts_us`` at every level that still keeps it
+        (``bounds`` from ``level_bounds(cfg, now)``); missing buckets are created.
+
+        The answer is remembered for the next event in the same finest bucket with the same
+        ``bounds`` (one batch): coarse widths are multiples of the finest, so its coarse buckets
+        are the same too.
+        """
         w0 = bounds[0][1]
         start0 = ts_us - ts_us % w0
         hit = self._hit
@@ -151,23 +154,6 @@ class ScopeWindows:
             out.append((i, start, agg))
         self._hit = (start0, bounds, out)
         return out
-
-    def buckets_for(
-        self, cfg: WindowConfig, ts_us: int, now_us: int
-    ) -> Iterator[tuple[int, int, Agg]]:
-        """(level, bucket start, bucket) holding ``ts_us`` at every level that still keeps it
-        at ``now_us``; missing buckets are created."""
-        for i, (w_s, keep_s) in enumerate(zip(cfg.levels, cfg.retention_s, strict=True)):
-            w = w_s * US
-            start = ts_us - ts_us % w
-            oldest_kept = (now_us // w + 1) * w - keep_s * US
-            if start < oldest_kept:
-                continue  # already outside every window of this level
-            level = self.levels[i]
-            agg = level.get(start)
-            if agg is None:
-                agg = level[start] = Agg()
-            yield i, start, agg
 
     def window(self, cfg: WindowConfig, horizon: Horizon, now_us: int) -> tuple[int, int, Agg]:
         """(start, end, total) of ``horizon`` at ``now_us``."""
