@@ -158,8 +158,9 @@ class KafkaNode:
             f"{self.config.jars}/*",
             "kafka.tools.StorageTool",
             "format",
-            "-t",
-            cluster_id,
+            # `--cluster-id=<id>`, not `-t <id>`: a URL-safe base64 id may start with "-",
+            # which argparse then reads as an option (1 format in 64 failed that way)
+            f"--cluster-id={cluster_id}",
             "-c",
             str(props),
         ]
