@@ -75,9 +75,10 @@ def test_memory_is_bounded_by_levels():
     now = T0
     for i in range(30 * 3600 // 5):  # 30 hours, one event every 5 s
         now = T0 + i * 5 * US
-        for _, _, agg in w.buckets_at(level_bounds(cfg, now), now):
+        bounds = level_bounds(cfg, now)
+        for _, _, agg in w.buckets_at(bounds, now):
             agg.task_count += 1
-        w.evict(cfg, now)
+        w.evict(bounds)
     assert w.bucket_count() <= cfg.max_buckets_per_scope()
     # the 24h window holds exactly the events of its buckets
     start, end, total = w.window(cfg, Horizon(86400, 900), now)

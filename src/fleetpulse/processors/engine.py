@@ -305,9 +305,7 @@ class Engine:
             agg = Agg.from_list(agg_list)
         except (ValueError, TypeError) as exc:
             raise ValueError(f"malformed partial aggregate: {exc}") from exc
-        now = self.clock.time_us()
-        w = width_s * US
-        if start < (now // w + 1) * w - self.wcfg.retention_s[li] * US:
+        if start < level_bounds(self.wcfg, self.clock.time_us())[li][2]:
             self.counters.cells_stale += 1
             return False
         cells = g.cells.setdefault(skey, {})
@@ -337,22 +335,22 @@ class Engine:
         call: new events, or a window that slid past data. Evicts expired buckets."""
         now = self.clock.time_us()
         before = self._last_tick_us if self._last_tick_us is not None else now
+        bounds = level_bounds(self.wcfg, now)
         out: list[dict[str, Any]] = []
         for src in self.sources.values():
             if not src.ready:
                 continue
             self._emit(src.local, src.dirty_local, before, now, out)
             src.dirty_local.clear()
-            for key, windows in list(src.glob.items()):
-                windows.evict(self.wcfg, now)
-                if windows.is_empty():
-                    del src.glob[key]
+            _evict_scopes(src.local, bounds)
+            _evict_scopes(src.glob, bounds)
         for g in self.globals.values():
             if not g.ready:
                 continue
             self._emit(g.merged, g.dirty, before, now, out)
             g.dirty.clear()
-            self._evict_cells(g, now)
+            _evict_scopes(g.merged, bounds)
+            _evict_cells(g, bounds)
         self._last_tick_us = now
         self.counters.snapshots += len(out)
         return out
@@ -365,12 +363,9 @@ class Engine:
         now: int,
         out: list[dict[str, Any]],
     ) -> None:
-        for key, windows in list(scopes.items()):
+        for key, windows in scopes.items():
             if key in dirty or windows.slid_past_data(self.wcfg, before, now):
                 out.extend(self._snapshot(key, windows, now))
-            windows.evict(self.wcfg, now)
-            if windows.is_empty():
-                del scopes[key]
 
     def _snapshot(self, key: ScopeKey, windows: ScopeWindows, now: int) -> list[dict[str, Any]]:
         sid = scope_id(key)
@@ -391,23 +386,29 @@ class Engine:
             out.append(rec)
         return out
 
-    def _evict_cells(self, g: GlobalState, now: int) -> None:
-        oldest = [
-            (now // (w * US) + 1) * w * US - keep * US
-            for w, keep in zip(self.wcfg.levels, self.wcfg.retention_s, strict=True)
-        ]
-        for skey, cells in list(g.cells.items()):
-            for ck in [ck for ck in cells if ck[2] < oldest[ck[1]]]:
-                del cells[ck]
-            if not cells:
-                del g.cells[skey]
-
     # -- introspection (Prometheus, tests) ------------------------------------------------
 
     def scope_count(self) -> int:
         return sum(len(s.local) for s in self.sources.values()) + sum(
             len(g.merged) for g in self.globals.values()
         )
+
+
+def _evict_scopes(scopes: dict[ScopeKey, ScopeWindows], bounds: LevelBounds) -> None:
+    """Drop expired buckets, and scopes left with none."""
+    for key, windows in list(scopes.items()):
+        windows.evict(bounds)
+        if windows.is_empty():
+            del scopes[key]
+
+
+def _evict_cells(g: GlobalState, bounds: LevelBounds) -> None:
+    """Drop cells whose bucket every window has left (the merged buckets went with them)."""
+    for skey, cells in list(g.cells.items()):
+        for ck in [ck for ck in cells if ck[2] < bounds[ck[1]][2]]:
+            del cells[ck]
+        if not cells:
+            del g.cells[skey]
 
 
 def _add_task(

@@ -113,6 +113,8 @@ LevelBounds = tuple[tuple[int, int, int], ...]
 
 
 def level_bounds(cfg: WindowConfig, now_us: int) -> LevelBounds:
+    """Per level: its index, bucket width and the oldest bucket start any window still reads
+    at ``now_us`` (the one place that rule is written)."""
     out = []
     for i, (w_s, keep_s) in enumerate(zip(cfg.levels, cfg.retention_s, strict=True)):
         w = w_s * US
@@ -176,12 +178,11 @@ class ScopeWindows:
                 return True
         return False
 
-    def evict(self, cfg: WindowConfig, now_us: int) -> None:
-        """Drop buckets older than every window of their level."""
+    def evict(self, bounds: LevelBounds) -> None:
+        """Drop buckets older than every window of their level (``bounds`` from
+        ``level_bounds(cfg, now)``)."""
         self._hit = None
-        for i, (w_s, keep_s) in enumerate(zip(cfg.levels, cfg.retention_s, strict=True)):
-            w = w_s * US
-            oldest_kept = (now_us // w + 1) * w - keep_s * US
+        for i, _, oldest_kept in bounds:
             level = self.levels[i]
             for b in [b for b in level if b < oldest_kept]:
                 del level[b]
