@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import signal
@@ -13,15 +12,13 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
-
 from fleetpulse.clock import ManualClock
-from fleetpulse.errors import CodecError
 from fleetpulse.events import AvroCodec
-from fleetpulse.kafka_config import consumer_config
 from fleetpulse.processors.aggregate import COUNTERS
 from fleetpulse.sdk.fleet import Fleet
 from fleetpulse.topics import Topics
+
+from .helpers import consumer_from_start, read_all
 
 INTEGRATIONS = ["salesforce", "gmail", "postgres", "slack", "stripe"]
 TASK_TYPES = ["triage", "summarize", "refund"]
@@ -79,24 +76,11 @@ def produce_fleet(
     return produced
 
 
-def read_events(
-    bootstrap: str, topic: str, expected: int, timeout: float = 60
-) -> list[dict[str, Any]]:
-    codec = AvroCodec(logical_types=False)
-    c = Consumer(consumer_config(bootstrap, f"it-{uuid.uuid4().hex[:8]}"))
-    md = c.list_topics(topic, timeout=10).topics[topic]
-    c.assign([TopicPartition(topic, p, 0) for p in md.partitions])
-    out: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while len(out) < expected and time.monotonic() < deadline:
-            for m in c.consume(10_000, timeout=0.5):
-                assert m.error() is None
-                with contextlib.suppress(CodecError):  # the deliberately bad records
-                    out.append(codec.decode(m.value() or b"", "TaskEvent"))
-    finally:
-        c.close()
-    return out
+def read_events(bootstrap: str, topic: str, expected: int) -> list[dict[str, Any]]:
+    """The TaskEvents on `topic`, timestamps as epoch micros; undecodable records left out."""
+    return read_all(
+        bootstrap, topic, expected, idle=0.5, logical_types=False, skip_undecodable=True
+    )
 
 
 def oracle(events: list[dict[str, Any]], snap: dict[str, Any]) -> dict[str, Any]:
@@ -194,9 +178,7 @@ class SnapshotReader:
 
     def __init__(self, bootstrap: str, topic: str):
         self.codec = AvroCodec(logical_types=False)
-        self.consumer = Consumer(consumer_config(bootstrap, f"it-{uuid.uuid4().hex[:8]}"))
-        md = self.consumer.list_topics(topic, timeout=10).topics[topic]
-        self.consumer.assign([TopicPartition(topic, p, 0) for p in md.partitions])
+        self.consumer = consumer_from_start(bootstrap, topic)
         self.latest: dict[tuple[str, str, int], dict[str, Any]] = {}
 
     def poll(self, seconds: float = 1.0) -> None:

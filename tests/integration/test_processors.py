@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import time
 import urllib.request
-import uuid
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from fleetpulse.devstack import free_port
 from fleetpulse.events import AvroCodec
-from fleetpulse.kafka_config import consumer_config
 
+from .helpers import consumer_from_start
 from .processors_support import SnapshotReader, Worker, produce_fleet, read_events
 
 
@@ -27,8 +26,7 @@ def _bad_records(bootstrap: str, topic: str) -> None:
 
 
 def _dlq(bootstrap: str, topic: str, expected: int, timeout: float = 30) -> list[dict[str, str]]:
-    c = Consumer(consumer_config(bootstrap, f"it-{uuid.uuid4().hex[:8]}"))
-    c.assign([TopicPartition(topic, 0, 0)])
+    c = consumer_from_start(bootstrap, topic)
     out: list[dict[str, str]] = []
     deadline = time.monotonic() + timeout
     while len(out) < expected and time.monotonic() < deadline:
