@@ -1,7 +1,8 @@
 """The `fleetpulse` command line. Each verb builds its settings here, in main, and passes them on.
 
-Verbs today: `dev up | down | status | fetch`, `processors run`, `demo`. Later issues add sink,
-api, pager, sql, sim, agents, breakers, alerts and approvals (names fixed in ARCHITECTURE.md).
+Verbs today: `dev up | down | status | fetch`, `processors run`, `breakers list | show |
+force-open | disable | reset`, `agents pause | resume`, `demo`. Later issues add sink, api,
+pager, sql, sim, alerts and approvals (names fixed in ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ dev = typer.Typer(no_args_is_help=True, help="The local stack: real Kafka, no Do
 app.add_typer(dev, name="dev")
 processors = typer.Typer(no_args_is_help=True, help="Rolling metrics from the task events.")
 app.add_typer(processors, name="processors")
+breakers = typer.Typer(no_args_is_help=True, help="Fleet-wide circuit breakers.")
+app.add_typer(breakers, name="breakers")
+agents = typer.Typer(no_args_is_help=True, help="Agents: pause and resume fleet-wide.")
+app.add_typer(agents, name="agents")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -123,9 +128,17 @@ def processors_run(
         int | None,
         typer.Option(help="Prometheus /metrics port, +i per worker; 0 disables"),
     ] = None,
+    stage: Annotated[
+        str,
+        typer.Option(help="all (default), metrics (the windows) or breakers (the decisions)"),
+    ] = "all",
     index: Annotated[int, typer.Option(hidden=True)] = 0,
 ) -> None:
-    """Run the stream processors until interrupted (Ctrl-C or SIGTERM)."""
+    """Run the stream processors until interrupted (Ctrl-C or SIGTERM).
+
+    The metric windows and the breaker stage run as separate processes (``--stage all``
+    starts both), so breaker decisions never wait behind the windows' CPU.
+    """
     overrides: dict[str, Any] = {}
     if workers is not None:
         overrides["processors_workers"] = workers
@@ -134,13 +147,27 @@ def processors_run(
     settings = load_settings(ProcessorSettings, **overrides)
     if runtime not in ("faust", "kafka"):
         raise typer.BadParameter("expected faust or kafka", param_hint="--runtime")
+    if stage not in ("all", "metrics", "breakers"):
+        raise typer.BadParameter("expected all, metrics or breakers", param_hint="--stage")
+    from fleetpulse.policy import load_policy
+
+    policy = load_policy(settings.policy)  # a bad policy fails here, before anything starts
     from fleetpulse.devstack.topics import ensure_topics
 
     ensure_topics(settings.resolved_bootstrap(), settings.topics)
+    if stage == "breakers":
+        from fleetpulse.processors.breaker_stage import run_breaker_stage
+
+        run_breaker_stage(settings, policy)
+        return
     if settings.processors_workers > 1:
         from fleetpulse.processors.supervisor import run_workers
 
-        sys.exit(run_workers(settings.processors_workers, runtime=runtime))
+        sys.exit(run_workers(settings.processors_workers, runtime=runtime, breakers=stage == "all"))
+    if stage == "all":
+        from fleetpulse.processors.supervisor import spawn
+
+        breaker_proc = spawn("breakers")
     if runtime == "kafka":
         from fleetpulse.processors.core import ProcessorCore
         from fleetpulse.processors.plain import PlainRunner
@@ -151,10 +178,123 @@ def processors_run(
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: runner.stop_event.set())
         runner.run()
-        return
-    from fleetpulse.processors.faust_app import run_worker
+    else:
+        from fleetpulse.processors.faust_app import run_worker
 
-    run_worker(settings, index=index)
+        run_worker(settings, index=index)
+    if stage == "all" and breaker_proc.poll() is None:
+        breaker_proc.terminate()
+        breaker_proc.wait(15)
+
+
+# -- breakers and agents ----------------------------------------------------------------------
+
+Actor = Annotated[
+    str | None, typer.Option("--as", help="who is acting (default: user:$USER); goes on record")
+]
+Reason = Annotated[str, typer.Option(help="why: recorded with the action")]
+AsJson = Annotated[bool, typer.Option("--json", help="print JSON")]
+
+
+def _control_service(actor: str | None) -> Any:
+    import getpass
+
+    from fleetpulse.config import CommonSettings
+    from fleetpulse.control.service import ControlService
+
+    who = actor or f"user:{getpass.getuser()}"
+    return ControlService(load_settings(CommonSettings), actor=who)
+
+
+def _breaker_row(s: Any) -> dict[str, Any]:
+    from datetime import UTC, datetime
+
+    def iso(us: int | None) -> str | None:
+        return None if us is None else datetime.fromtimestamp(us / 1e6, tz=UTC).isoformat()
+
+    return {
+        "id": s.id,
+        "state": s.state.value,
+        "scope": s.key.scope,
+        "since": iso(s.since_us),
+        "retry_at": iso(s.retry_at_us),
+        "probe_allowance": s.probe_allowance,
+        "reason": s.reason,
+        "actor": s.actor,
+        "sequence": s.sequence,
+        "measurements": s.measurements,
+    }
+
+
+@breakers.command("list")
+def breakers_list(
+    state: Annotated[str | None, typer.Option(help="only this state, e.g. OPEN")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Every breaker the fleet has decided on, with its current state."""
+    rows = [_breaker_row(s) for s in _control_service("cli").breakers()]
+    if state:
+        rows = [r for r in rows if r["state"] == state.upper()]
+    if as_json:
+        console.print_json(json.dumps(rows))
+        return
+    table = Table("breaker", "state", "since", "by", "reason")
+    for r in rows:
+        table.add_row(r["id"], r["state"], r["since"], r["actor"], r["reason"])
+    console.print(table if rows else "no breakers have been decided on yet")
+
+
+@breakers.command("show")
+def breakers_show(breaker_id: str, as_json: AsJson = False) -> None:
+    """One breaker: state, reason, the measured numbers, retry time, probe share."""
+    found = _control_service("cli").breaker(breaker_id)
+    if found is None:
+        err_console.print(f"no state recorded for {breaker_id} (it is CLOSED)")
+        raise typer.Exit(1)
+    row = _breaker_row(found)
+    if as_json:
+        console.print_json(json.dumps(row))
+        return
+    for k, v in row.items():
+        console.print(f"[bold]{k}[/]: {v}")
+
+
+def _breaker_action(verb: str, breaker_id: str, reason: str, actor: str | None) -> None:
+    svc = _control_service(actor)
+    s = getattr(svc, verb)(breaker_id, reason=reason)
+    console.print(f"{s.id} is now [bold]{s.state.value}[/] (by {s.actor}: {s.reason})")
+
+
+@breakers.command("force-open")
+def breakers_force_open(breaker_id: str, reason: Reason, actor: Actor = None) -> None:
+    """Stop every call through this breaker, fleet-wide, until `reset`."""
+    _breaker_action("force_open", breaker_id, reason, actor)
+
+
+@breakers.command("disable")
+def breakers_disable(breaker_id: str, reason: Reason, actor: Actor = None) -> None:
+    """Let every call through this breaker until `reset`, whatever fails."""
+    _breaker_action("disable", breaker_id, reason, actor)
+
+
+@breakers.command("reset")
+def breakers_reset(breaker_id: str, reason: Reason, actor: Actor = None) -> None:
+    """Back to CLOSED with an empty window; the processors decide again."""
+    _breaker_action("reset", breaker_id, reason, actor)
+
+
+@agents.command("pause")
+def agents_pause(agent_id: str, reason: Reason, actor: Actor = None) -> None:
+    """Pause an agent fleet-wide: its next fleet.task(...) raises AgentPausedError."""
+    s = _control_service(actor).pause(agent_id, reason=reason)
+    console.print(f"agent {s.agent_id} [bold]paused[/] (by {s.actor}: {s.reason})")
+
+
+@agents.command("resume")
+def agents_resume(agent_id: str, reason: Reason, actor: Actor = None) -> None:
+    """Resume a paused agent."""
+    s = _control_service(actor).resume(agent_id, reason=reason)
+    console.print(f"agent {s.agent_id} [bold]running[/] (by {s.actor}: {s.reason})")
 
 
 @app.command("demo")
@@ -175,7 +315,7 @@ def main() -> None:
     )
     try:
         app()
-    except FleetpulseError as exc:
+    except (FleetpulseError, ValueError) as exc:
         err_console.print(f"[bold red]error:[/] {exc}")
         sys.exit(2)
 

@@ -35,6 +35,9 @@ class CommonSettings(BaseSettings):
     schema_registry_url: str | None = None
     # extra librdkafka security settings are a later issue; the password is a SecretStr already
     sasl_password: SecretStr | None = None
+    policy: Path | None = Field(
+        None, description="fleet policy YAML (breakers; later alerts, roles); unset: defaults"
+    )
 
     @field_validator("bootstrap_servers")
     @classmethod
@@ -100,6 +103,13 @@ class SdkSettings(CommonSettings):
     agent_version: str = ""
     agent_role: str = ""
     validate_events: bool = Field(False, description="check every event against the schema")
+    guard: bool = Field(True, description="follow fleetpulse.control: breakers and pauses")
+    control_catchup_timeout_s: float = Field(
+        5.0, ge=0, description="how long connect() waits to read the control topic's states"
+    )
+    pause_wait_s: float = Field(
+        0.0, ge=0, description="fleet.task() on a paused agent: wait this long, then raise"
+    )
 
 
 class DevstackSettings(CommonSettings):
@@ -139,6 +149,10 @@ class ProcessorSettings(CommonSettings):
         50, ge=1, description="label values per gauge family; the rest sum into _other"
     )
     processors_group: str | None = Field(None, description="default: <prefix>processors")
+    breakers_group: str | None = Field(None, description="default: <prefix>breakers")
+    breakers_fetch_wait_ms: int = Field(
+        10, ge=0, le=500, description="breaker stage: how long a fetch may wait for data"
+    )
 
     @field_validator("processors_horizons")
     @classmethod
@@ -151,6 +165,10 @@ class ProcessorSettings(CommonSettings):
     @property
     def group_id(self) -> str:
         return self.processors_group or f"{self.topic_prefix}processors"
+
+    @property
+    def breakers_group_id(self) -> str:
+        return self.breakers_group or f"{self.topic_prefix}breakers"
 
 
 def load_settings(cls: type[S], **overrides: Any) -> S:

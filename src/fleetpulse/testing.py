@@ -17,6 +17,7 @@ from fleetpulse.clock import Clock
 from fleetpulse.config import SdkSettings
 from fleetpulse.events.codec import AvroCodec, to_epoch_micros
 from fleetpulse.sdk.fleet import Fleet
+from fleetpulse.sdk.guard import Guard
 from fleetpulse.sdk.pricing import PriceTable
 
 __all__ = ["MemoryTransport", "memory_fleet", "to_micros"]
@@ -49,9 +50,12 @@ def memory_fleet(
     *,
     clock: Clock | None = None,
     prices: PriceTable | None = None,
+    guard: Guard | None = None,
     **settings: Any,
 ) -> tuple[Fleet, MemoryTransport]:
-    """A Fleet that produces into memory; settings are `SdkSettings` fields."""
+    """A Fleet that produces into memory; settings are `SdkSettings` fields. Pass
+    ``guard=Guard(view)`` and apply ControlMessage records to ``view`` to act as the control
+    topic."""
     transport = MemoryTransport()
     fleet = Fleet(
         agent_id,
@@ -59,6 +63,7 @@ def memory_fleet(
         transport=transport,
         clock=clock,
         prices=prices,
+        guard=guard,
     )
     return fleet, transport
 

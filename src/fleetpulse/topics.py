@@ -46,6 +46,14 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
             "segment.ms": "3600000",
         },
     ),
+    # internal: per-second call counts of every breaker from each task-events partition, sent
+    # to the worker that owns the breaker (partition = crc32(breaker id) % partitions). Only
+    # the last few minutes matter: the breaker stage reads from now minus its longest window.
+    TopicSpec(
+        "processors.breaker-counts",
+        6,
+        {"retention.ms": str(3600 * 1000), "segment.ms": str(600 * 1000)},
+    ),
 )
 
 
@@ -88,6 +96,11 @@ class Topics:
     def partials(self) -> str:
         """Internal: the processors' repartitioned partial aggregates."""
         return f"{self.prefix}processors.partials"
+
+    @property
+    def breaker_counts(self) -> str:
+        """Internal: per-second breaker call counts, routed to each breaker's owner."""
+        return f"{self.prefix}processors.breaker-counts"
 
     def name(self, spec: TopicSpec) -> str:
         return f"{self.prefix}{spec.suffix}"

@@ -233,7 +233,17 @@ class Worker:
         self.log = home / f"worker-{web_port}.log"
         home.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fleetpulse.cli", "processors", "run", "--runtime", runtime],
+            [
+                sys.executable,
+                "-m",
+                "fleetpulse.cli",
+                "processors",
+                "run",
+                "--stage",
+                "metrics",
+                "--runtime",
+                runtime,
+            ],
             env=env,
             stdout=self.log.open("ab"),
             stderr=subprocess.STDOUT,

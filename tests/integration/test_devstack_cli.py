@@ -50,6 +50,7 @@ def test_up_status_down(env: dict[str, str]) -> None:
         "fleetpulse.governance": 1,
         "fleetpulse.dlq": 1,
         "fleetpulse.processors.partials": 6,  # internal
+        "fleetpulse.processors.breaker-counts": 6,  # internal
     }
     assert Path(env["FLEETPULSE_HOME"], "devstack.json").exists()
     pid = status["kafka"]["pid"]
@@ -63,6 +64,7 @@ def test_up_status_down(env: dict[str, str]) -> None:
         ("governance", "compact"),
         ("alerts", "delete"),
         ("processors.partials", "compact,delete"),
+        ("processors.breaker-counts", "delete"),
     ]:
         res = ConfigResource(ConfigResource.Type.TOPIC, f"fleetpulse.{name}")
         configs = admin.describe_configs([res])[res].result()

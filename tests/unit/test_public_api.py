@@ -23,6 +23,7 @@ PUBLIC = {
     },
     "fleetpulse.sdk": {
         "Fleet",
+        "Guard",
         "KafkaTransport",
         "PriceTable",
         "Spool",
@@ -50,6 +51,7 @@ PUBLIC = {
         "free_port",
     },
     "fleetpulse.testing": {"MemoryTransport", "memory_fleet", "to_micros"},
+    "fleetpulse.control": {"ControlFollower", "ControlService", "ControlView", "read_control"},
 }
 
 

@@ -1,34 +1,43 @@
-"""``fleetpulse processors run --workers N``: N worker processes in one consumer group."""
+"""``fleetpulse processors run``: the metric workers and the breaker stage as processes.
+
+Each stage is its own process so that the breaker stage's latency never waits behind the
+metric windows' CPU (one GIL per process). Children get SIGTERM when their parent dies, even by
+SIGKILL (Linux's PR_SET_PDEATHSIG), so no orphan keeps consuming.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import signal
 import subprocess
 import sys
 from types import FrameType
 
+_PR_SET_PDEATHSIG = 1
 
-def run_workers(n: int, *, runtime: str) -> int:
-    """Start ``n`` workers, forward SIGINT/SIGTERM to them, return the worst exit code."""
+
+def _die_with_parent() -> None:
+    # not Linux: no prctl; the parent's signal handler still forwards SIGTERM
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def spawn(stage: str, *, runtime: str = "faust", index: int = 0) -> subprocess.Popen[bytes]:
+    """Start one ``processors run --stage <stage>`` child of this process."""
     env = {**os.environ, "FLEETPULSE_PROCESSORS_WORKERS": "1"}
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "fleetpulse.cli",
-                "processors",
-                "run",
-                "--runtime",
-                runtime,
-                "--index",
-                str(i),
-            ],
-            env=env,
-        )
-        for i in range(n)
-    ]
+    cmd = [sys.executable, "-m", "fleetpulse.cli", "processors", "run", "--stage", stage]
+    cmd += ["--runtime", runtime, "--index", str(index)]
+    return subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent)
+
+
+def run_workers(n: int, *, runtime: str, breakers: bool) -> int:
+    """Start ``n`` metric workers (and one breaker stage), forward SIGINT/SIGTERM to them,
+    return the worst exit code."""
+    procs = [spawn("metrics", runtime=runtime, index=i) for i in range(n)]
+    if breakers:
+        procs.append(spawn("breakers"))
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         for p in procs:

@@ -20,10 +20,12 @@ from typing import Any
 
 from fleetpulse.clock import Clock, SystemClock
 from fleetpulse.config import SdkSettings, load_settings
+from fleetpulse.control.follower import ControlFollower
 from fleetpulse.errors import EventValidationError
 from fleetpulse.events.codec import AvroCodec
 from fleetpulse.events.validate import validator
 from fleetpulse.kafka_config import producer_config
+from fleetpulse.sdk.guard import Guard
 from fleetpulse.sdk.pricing import PriceTable
 from fleetpulse.sdk.spool import Spool
 from fleetpulse.sdk.task import Task, _name
@@ -47,6 +49,8 @@ class Fleet:
         clock: Clock | None = None,
         prices: PriceTable | None = None,
         validate: bool | None = None,
+        guard: Guard | None = None,
+        follower: ControlFollower | None = None,
     ):
         self.agent_id = _name("agent_id", agent_id)
         self.settings = settings
@@ -66,6 +70,8 @@ class Fleet:
         strict = settings.validate_events if validate is None else validate
         self._validate = validator("TaskEvent") if strict else None
         self.transport = transport
+        self.guard = guard
+        self._follower = follower
         self.emitted = 0
         self._closed = False
 
@@ -109,7 +115,29 @@ class Fleet:
         except BaseException:
             spool.close()
             raise
-        return cls(agent_id, settings=settings, transport=transport, clock=clock)
+        guard = follower = None
+        if settings.guard:
+            follower = ControlFollower(
+                settings.resolved_bootstrap(),
+                settings.topics.control,
+                client_id=f"fleetpulse-guard-{agent_id}",
+            ).start()
+            guard = Guard(follower.view)
+            if not follower.wait_caught_up(settings.control_catchup_timeout_s):
+                logger.warning(
+                    "agent %s: the control topic was not read within %.1fs; breakers and "
+                    "pauses apply once it is (calls go through until then)",
+                    agent_id,
+                    settings.control_catchup_timeout_s,
+                )
+        return cls(
+            agent_id,
+            settings=settings,
+            transport=transport,
+            clock=clock,
+            guard=guard,
+            follower=follower,
+        )
 
     # -- tasks ----------------------------------------------------------------------------
 
@@ -123,13 +151,22 @@ class Fleet:
         trace_id: str | None = None,
         upstream_agent_id: str | None = None,
         attributes: dict[str, str] | None = None,
+        wait_if_paused: float | None = None,
     ) -> Task:
         """Measure one task: ``with fleet.task("triage", input=payload) as task: ...``.
 
         A task started inside another task's block becomes its child (same trace). Pass
         ``upstream_agent_id`` when the input is another agent's output, so cascades can be
         traced to their root cause.
+
+        Raises:
+            AgentPausedError: an operator (or the agent's breaker) paused this agent; with
+                ``wait_if_paused`` (default: the ``pause_wait_s`` setting) seconds > 0, only
+                after waiting that long for a resume.
         """
+        if self.guard is not None:
+            wait = self.settings.pause_wait_s if wait_if_paused is None else wait_if_paused
+            self.guard.check_agent(self.agent_id, wait_s=wait)
         return Task(
             self,
             task_type,
@@ -159,6 +196,8 @@ class Fleet:
         """Flush, spool whatever Kafka did not take within ``timeout``, and release resources."""
         if not self._closed:
             self._closed = True
+            if self._follower is not None:
+                self._follower.close()
             self.transport.close(timeout)
 
     def __enter__(self) -> Fleet:

@@ -146,9 +146,17 @@ class ToolCall:
         self.cost_micros += _count("tool.cost_micros", micros)
 
     def __enter__(self) -> ToolCall:
-        clock = self._task._fleet.clock
+        fleet = self._task._fleet
+        clock = fleet.clock
         self.started_at = clock.time_us()
         self._start_perf = clock.perf_ns()
+        if fleet.guard is not None:
+            try:
+                fleet.guard.check_tool(fleet.agent_id, self.integration)
+            except CircuitOpenError as exc:
+                # the call is not made; the task still records that it was short-circuited
+                self.__exit__(type(exc), exc, None)
+                raise
         return self
 
     def __exit__(

@@ -1,0 +1,451 @@
+"""The breaker stage of the processors: task events in, breaker decisions on fleetpulse.control.
+
+It runs beside the metric windows (``fleetpulse processors run`` starts both), in its own
+consumer group and its own process, because its job is latency, not volume: a breaker must
+open within a second of the event that crossed its threshold, whatever backlog the heavier
+metric windows carry. It is a plain confluent-kafka loop with a short fetch wait.
+
+Data path, per worker of the ``<prefix>breakers`` group:
+
+1. For each task-events partition it owns, count every tool call per breaker (integration,
+   agent x integration, and agent if opted in) and per second of the call's end time. The
+   counts are absolute per (breaker, source partition, second).
+2. Send changed counts as *cells* to ``processors.breaker-counts``, on the partition that owns
+   the breaker (crc32 of its id). Cells replace, never add, so replays change nothing.
+3. For each breaker-counts partition it owns, sum the cells into each breaker's window, run the
+   state machine (``breakers.py``) after every batch and on a short timer, and publish every
+   transition to the compacted control topic, keyed by breaker id.
+
+State across restarts: decisions live in the control topic (read back in full at start, with
+operators' FORCED_OPEN / DISABLED / resets); windows are rebuilt by reading both input topics
+from now minus the longest breaker window (nothing is committed: only recent calls matter).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import orjson
+from confluent_kafka import OFFSET_END, Consumer, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from fleetpulse.clock import Clock, SystemClock
+from fleetpulse.config import ProcessorSettings
+from fleetpulse.control.follower import ControlFollower
+from fleetpulse.control.view import ControlRecord, ControlView
+from fleetpulse.errors import CodecError
+from fleetpulse.events.codec import AvroCodec
+from fleetpulse.kafka_config import admin_config, consumer_config, producer_config
+from fleetpulse.policy import BreakerPolicy, FleetPolicy
+from fleetpulse.processors.breakers import (
+    US,
+    Breaker,
+    BreakerState,
+    State,
+    agent_breaker_id,
+    agent_integration_id,
+    classify_call,
+    classify_task,
+    from_control,
+    integration_id,
+    next_sequence,
+    parse_breaker_id,
+    to_control,
+)
+
+logger = logging.getLogger(__name__)
+
+_TIMER_S = 0.05  # OPEN -> HALF_OPEN and half-open timeouts are checked this often
+_EVICT_S = 10.0
+
+
+def owner_partition(breaker_id: str, partitions: int) -> int:
+    """The breaker-counts partition (hence the worker) that decides for ``breaker_id``."""
+    return zlib.crc32(breaker_id.encode()) % partitions
+
+
+class BreakerStage:
+    """One worker of the breaker stage. ``run()`` until ``stop_event`` is set."""
+
+    def __init__(
+        self,
+        settings: ProcessorSettings,
+        policy: FleetPolicy,
+        *,
+        clock: Clock | None = None,
+        client_id: str = "fleetpulse-breakers",
+    ) -> None:
+        self.settings = settings
+        self.policy = policy.breakers
+        self.topics = settings.topics
+        self.bootstrap = settings.resolved_bootstrap()
+        self.clock = clock or SystemClock()
+        self.lookback_s = policy.longest_breaker_window_s + 60
+        self.partitions = _partitions(self.bootstrap, self.topics.breaker_counts)
+        self.codec = AvroCodec(registry_url=settings.schema_registry_url, logical_types=False)
+        self._encode_control = AvroCodec(registry_url=settings.schema_registry_url).encoder(
+            "ControlMessage", self.topics.control
+        )
+        self.producer = Producer(producer_config(self.bootstrap, client_id=client_id, linger_ms=1))
+        self.consumer = Consumer(
+            {
+                **consumer_config(self.bootstrap, settings.breakers_group_id),
+                "client.id": client_id,
+                "fetch.wait.max.ms": settings.breakers_fetch_wait_ms,
+                "fetch.max.bytes": 64 * 1024 * 1024,
+            }
+        )
+        self.view = ControlView()
+        self.follower = ControlFollower(
+            self.bootstrap,
+            self.topics.control,
+            self.view,
+            fetch_wait_ms=settings.breakers_fetch_wait_ms,
+            client_id=f"{client_id}-control",
+        )
+        self.view.on_change(self._on_control)
+        self.view.on_stale(self._on_stale_control)
+        self.stop_event = threading.Event()
+        # source side: task-events partition -> breaker id -> second -> [calls, failures, slow]
+        self._sources: dict[int, dict[str, dict[int, list[int]]]] = {}
+        self._dirty: set[tuple[int, str, int]] = set()
+        # owner side
+        self._owned: set[int] = set()
+        self.breakers: dict[str, Breaker] = {}
+        self._policies: dict[tuple[str, str | None, str | None], BreakerPolicy] = {}
+        self.counters = {"events": 0, "cells_out": 0, "cells_in": 0, "transitions": 0, "bad": 0}
+        self.on_transition: Callable[[BreakerState], None] | None = None
+
+    # -- policies -------------------------------------------------------------------------
+
+    def _policy(self, scope: str, agent: str | None, integration: str | None) -> BreakerPolicy:
+        key = (scope, agent, integration)
+        found = self._policies.get(key)
+        if found is None:
+            if scope == "integration":
+                found = self.policy.for_integration(integration or "")
+            elif scope == "agent_integration":
+                found = self.policy.for_agent_integration(agent or "", integration or "")
+            else:
+                found = self.policy.for_agent(agent or "")
+            self._policies[key] = found
+        return found
+
+    def _policy_of(self, breaker_id: str) -> BreakerPolicy:
+        k = parse_breaker_id(breaker_id)
+        return self._policy(k.scope, k.agent_id, k.integration)
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def start(self, *, timeout: float = 60.0) -> None:
+        """Read the control topic to its end (states survive restarts), then subscribe."""
+        self.follower.start(timeout=timeout, background=False)
+        deadline = time.monotonic() + timeout
+        while not self.follower.caught_up.is_set():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read {self.topics.control} within {timeout:g}s")
+            self.follower.poll(0.1)
+        self.consumer.subscribe(
+            [self.topics.task_events, self.topics.breaker_counts],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )
+
+    def run(self) -> None:
+        self.start()
+        next_timer = next_evict = 0.0
+        try:
+            while not self.stop_event.is_set():
+                msgs = self.consumer.consume(self.settings.processors_batch_max, timeout=0.02)
+                self.step(msgs)
+                now = time.monotonic()
+                if now >= next_timer:
+                    self.follower.poll(0)
+                    self.evaluate(None)
+                    next_timer = now + _TIMER_S
+                if now >= next_evict:
+                    self._evict()
+                    next_evict = now + _EVICT_S
+                self.producer.poll(0)
+        finally:
+            self.close()
+
+    def step(self, msgs: list[Message]) -> None:
+        """Count a batch, ship the changed cells, fold in received cells, decide."""
+        touched: set[str] = set()
+        for m in msgs:
+            if m.error() is not None:
+                logger.warning("breaker stage consumer: %s", m.error())
+                continue
+            if m.topic() == self.topics.task_events:
+                self._count(m)
+            else:
+                touched |= self._take_cells(m)
+        self._ship_cells()
+        if touched:
+            self.evaluate(touched)
+
+    # -- source side ----------------------------------------------------------------------
+
+    def _count(self, m: Message) -> None:
+        p = m.partition() or 0
+        table = self._sources.get(p)
+        if table is None:
+            return  # revoked meanwhile
+        try:
+            ev = self.codec.decode(
+                m.value() or b"", "TaskEvent", topic=m.topic(), partition=p, offset=m.offset()
+            )
+        except CodecError:
+            self.counters["bad"] += (
+                1  # the metric stage dead-letters it; here it just is not counted
+            )
+            return
+        self.counters["events"] += 1
+        agent = ev["agent_id"]
+        for call in ev["tool_calls"]:
+            integ = call["integration"]
+            lat = call["latency_ms"]
+            sec = (call["started_at"] + int(lat * 1000)) // US
+            pol = self._policy("integration", None, integ)
+            if pol.enabled:
+                self._add(
+                    table,
+                    p,
+                    integration_id(integ),
+                    sec,
+                    classify_call(pol, call["status"], call["error_type"], lat),
+                )
+            pol = self._policy("agent_integration", agent, integ)
+            if pol.enabled:
+                self._add(
+                    table,
+                    p,
+                    agent_integration_id(agent, integ),
+                    sec,
+                    classify_call(pol, call["status"], call["error_type"], lat),
+                )
+        pol = self._policy("agent", agent, None)
+        if pol.enabled:
+            sec = ev["ended_at"] // US
+            self._add(
+                table,
+                p,
+                agent_breaker_id(agent),
+                sec,
+                classify_task(pol, ev["outcome"], ev["duration_ms"]),
+            )
+
+    def _add(
+        self,
+        table: dict[str, dict[int, list[int]]],
+        p: int,
+        breaker_id: str,
+        sec: int,
+        counted: tuple[int, int, int],
+    ) -> None:
+        calls, failures, slow = counted
+        if not calls:
+            return
+        cell = table.setdefault(breaker_id, {}).setdefault(sec, [0, 0, 0])
+        cell[0] += calls
+        cell[1] += failures
+        cell[2] += slow
+        self._dirty.add((p, breaker_id, sec))
+
+    def _ship_cells(self) -> None:
+        if not self._dirty:
+            return
+        by_dest: dict[tuple[int, int], list[list[Any]]] = {}
+        for p, breaker_id, sec in self._dirty:
+            cell = self._sources.get(p, {}).get(breaker_id, {}).get(sec)
+            if cell is None:
+                continue
+            dest = owner_partition(breaker_id, self.partitions)
+            by_dest.setdefault((dest, p), []).append([breaker_id, sec, *cell])
+        self._dirty.clear()
+        for (dest, src), cells in by_dest.items():
+            value = orjson.dumps({"src": src, "cells": cells})
+            self._produce(self.topics.breaker_counts, value, str(src).encode(), partition=dest)
+            self.counters["cells_out"] += len(cells)
+
+    # -- owner side -----------------------------------------------------------------------
+
+    def _take_cells(self, m: Message) -> set[str]:
+        if (m.partition() or 0) not in self._owned:
+            return set()
+        try:
+            doc = orjson.loads(m.value() or b"")
+            src = int(doc["src"])
+            cells = [(str(c[0]), int(c[1]), int(c[2]), int(c[3]), int(c[4])) for c in doc["cells"]]
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as exc:
+            self.counters["bad"] += 1
+            logger.warning("ignoring a malformed breaker-counts record @%s: %s", m.offset(), exc)
+            return set()
+        touched = set()
+        for breaker_id, sec, calls, failures, slow in cells:
+            b = self._breaker(breaker_id)
+            if b is None:
+                continue
+            b.window.set_cell(src, sec, calls, failures, slow)
+            touched.add(breaker_id)
+        self.counters["cells_in"] += len(cells)
+        return touched
+
+    def _breaker(self, breaker_id: str, state: BreakerState | None = None) -> Breaker | None:
+        b = self.breakers.get(breaker_id)
+        if b is None:
+            try:
+                key = parse_breaker_id(breaker_id)
+            except ValueError:
+                return None
+            held = self.view.get("breaker", breaker_id)
+            b = Breaker(
+                key, self._policy_of(breaker_id), state or (from_control(held) if held else None)
+            )
+            self.breakers[breaker_id] = b
+        return b
+
+    def evaluate(self, ids: set[str] | None) -> None:
+        """Run the machine for ``ids`` (changed windows), or, on the timer, for every breaker
+        waiting on time (OPEN, HALF_OPEN)."""
+        now = self.clock.time_us()
+        if ids is None:
+            ids = {
+                i
+                for i, b in self.breakers.items()
+                if b.state.state in (State.OPEN, State.HALF_OPEN)
+            }
+        for breaker_id in ids:
+            b = self.breakers.get(breaker_id)
+            if b is None:
+                continue
+            new = b.evaluate(now)
+            if new is not None:
+                self._publish(new)
+
+    def _publish(self, s: BreakerState) -> None:
+        self.counters["transitions"] += 1
+        log = logger.warning if s.state == State.OPEN else logger.info
+        log("breaker %s -> %s: %s", s.id, s.state.value, s.reason)
+        self._produce(self.topics.control, self._encode_control(to_control(s)), s.id.encode())
+        self.producer.poll(0)
+        if self.on_transition is not None:
+            self.on_transition(s)
+
+    # -- the control topic ----------------------------------------------------------------
+
+    def _owns(self, breaker_id: str) -> bool:
+        return owner_partition(breaker_id, self.partitions) in self._owned
+
+    def _on_control(self, rec: ControlRecord) -> None:
+        if rec["kind"] != "breaker" or not self._owns(rec["target_id"]):
+            return
+        incoming = from_control(rec)
+        b = self._breaker(rec["target_id"], incoming)
+        if b is not None and b.adopt(incoming) and incoming.actor != "processors":
+            logger.warning(
+                "breaker %s set %s by %s: %s",
+                b.key.id,
+                incoming.state.value,
+                incoming.actor,
+                incoming.reason,
+            )
+
+    def _on_stale_control(self, rec: ControlRecord) -> None:
+        # a record older than the state we hold came last in the log (two writers raced);
+        # after compaction it would be the only one left, so the owner writes the state again
+        b = self.breakers.get(rec["target_id"]) if rec["kind"] == "breaker" else None
+        if b is None or not self._owns(rec["target_id"]) or rec["sequence"] >= b.state.sequence:
+            return
+        b.state = replace(b.state, sequence=next_sequence(b.state.sequence, self.clock.time_us()))
+        self._publish(b.state)
+
+    # -- assignment -----------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        since_ms = (self.clock.time_us() // 1000) - self.lookback_s * 1000
+        wanted = [TopicPartition(tp.topic, tp.partition, since_ms) for tp in partitions]
+        found = consumer.offsets_for_times(wanted, timeout=30) if wanted else []
+        start = [
+            TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_END)
+            for tp in found
+        ]
+        for tp in partitions:
+            if tp.topic == self.topics.task_events:
+                self._sources[tp.partition] = {}
+            else:
+                self._owned.add(tp.partition)
+        # breakers whose decisions we now own: start from their last published state
+        for rec in self.view.records("breaker"):
+            if self._owns(rec["target_id"]):
+                self._breaker(rec["target_id"])
+        consumer.assign(start)
+        logger.info("breaker stage assigned %s", sorted((t.topic, t.partition) for t in partitions))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            if tp.topic == self.topics.task_events:
+                self._sources.pop(tp.partition, None)
+            else:
+                self._owned.discard(tp.partition)
+        for breaker_id in [i for i in self.breakers if not self._owns(i)]:
+            del self.breakers[breaker_id]
+        self._dirty = {d for d in self._dirty if d[0] in self._sources}
+        consumer.unassign()
+
+    def _evict(self) -> None:
+        oldest = self.clock.time_us() // US - self.lookback_s
+        for table in self._sources.values():
+            for breaker_id in list(table):
+                secs = table[breaker_id]
+                for sec in [s for s in secs if s < oldest]:
+                    del secs[sec]
+                if not secs:
+                    del table[breaker_id]
+        for b in self.breakers.values():
+            b.window.evict(oldest)
+
+    # -- output ---------------------------------------------------------------------------
+
+    def _produce(self, topic: str, value: bytes, key: bytes, partition: int = -1) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, value, key, partition=partition)
+                return
+            except BufferError:
+                self.producer.poll(0.1)
+
+    def close(self, timeout: float = 10.0) -> None:
+        left = self.producer.flush(timeout)
+        if left:
+            logger.error("%d breaker-stage outputs were not delivered before close", left)
+        self.consumer.close()
+        self.follower.close()
+
+
+def _partitions(bootstrap: str, topic: str) -> int:
+    md = AdminClient(admin_config(bootstrap)).list_topics(topic, timeout=30)
+    meta = md.topics.get(topic)
+    if meta is None or meta.error is not None or not meta.partitions:
+        raise RuntimeError(
+            f"topic {topic} is missing: run `fleetpulse dev up` (or create the topics) first"
+        )
+    return len(meta.partitions)
+
+
+def run_breaker_stage(settings: ProcessorSettings, policy: FleetPolicy) -> None:
+    """Run one breaker-stage worker until SIGTERM/SIGINT."""
+    import signal
+
+    stage = BreakerStage(settings, policy)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stage.stop_event.set())
+    stage.run()
