@@ -153,6 +153,9 @@ class ProcessorSettings(CommonSettings):
     breakers_fetch_wait_ms: int = Field(
         10, ge=0, le=500, description="breaker stage: how long a fetch may wait for data"
     )
+    breakers_session_timeout_ms: int = Field(
+        6000, ge=1000, description="breaker stage: how soon a dead worker's breakers move on"
+    )
 
     @field_validator("processors_horizons")
     @classmethod

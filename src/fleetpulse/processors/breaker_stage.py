@@ -99,6 +99,10 @@ class BreakerStage:
                 "client.id": client_id,
                 "fetch.wait.max.ms": settings.breakers_fetch_wait_ms,
                 "fetch.max.bytes": 64 * 1024 * 1024,
+                # a crashed worker's breakers have no decider until the group notices: keep
+                # that short (librdkafka's default is 45 s; 6 s is the broker's minimum)
+                "session.timeout.ms": settings.breakers_session_timeout_ms,
+                "heartbeat.interval.ms": max(500, settings.breakers_session_timeout_ms // 6),
             }
         )
         self.view = ControlView()
