@@ -120,7 +120,10 @@ class ControlFollower:
 
     def poll(self, timeout: float) -> int:
         """Read what is there (waiting up to ``timeout``); return how many records applied."""
-        msgs = self._consumer.consume(500, timeout=timeout)
+        # poll returns at the first record (consume(n, t) would wait for n or the full t);
+        # then take whatever else is already here
+        first = self._consumer.poll(timeout)
+        msgs = [] if first is None else [first, *self._consumer.consume(500, timeout=0)]
         applied = 0
         for m in msgs:
             if m.error() is not None:

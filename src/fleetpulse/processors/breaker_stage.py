@@ -116,13 +116,15 @@ class BreakerStage:
         self.view.on_change(self._on_control)
         self.view.on_stale(self._on_stale_control)
         self.stop_event = threading.Event()
-        # source side: task-events partition -> breaker id -> second -> [calls, failures, slow]
-        self._sources: dict[int, dict[str, dict[int, list[int]]]] = {}
+        # source side: task-events partition -> (breaker id, second) -> [calls, failures, slow]
+        self._sources: dict[int, dict[tuple[str, int], list[int]]] = {}
         self._dirty: set[tuple[int, str, int]] = set()
         # owner side
         self._owned: set[int] = set()
         self.breakers: dict[str, Breaker] = {}
         self._policies: dict[tuple[str, str | None, str | None], BreakerPolicy] = {}
+        self._call_cache: dict[tuple[str, str], list[tuple[str, BreakerPolicy]]] = {}
+        self._agent_cache: dict[str, tuple[str, BreakerPolicy] | None] = {}
         self.counters = {"events": 0, "cells_out": 0, "cells_in": 0, "transitions": 0, "bad": 0}
         self.on_transition: Callable[[BreakerState], None] | None = None
 
@@ -167,8 +169,11 @@ class BreakerStage:
         next_timer = next_evict = 0.0
         try:
             while not self.stop_event.is_set():
-                msgs = self.consumer.consume(self.settings.processors_batch_max, timeout=0.02)
-                self.step(msgs)
+                # poll returns at the first record; consume(n, t) would wait for n or all of t
+                first = self.consumer.poll(_TIMER_S)
+                if first is not None:
+                    more = self.consumer.consume(self.settings.processors_batch_max - 1, timeout=0)
+                    self.step([first, *more])
                 now = time.monotonic()
                 if now >= next_timer:
                     self.follower.poll(0)
@@ -215,41 +220,41 @@ class BreakerStage:
         self.counters["events"] += 1
         agent = ev["agent_id"]
         for call in ev["tool_calls"]:
-            integ = call["integration"]
             lat = call["latency_ms"]
             sec = (call["started_at"] + int(lat * 1000)) // US
+            status, error_type = call["status"], call["error_type"]
+            for breaker_id, pol in self._call_breakers(agent, call["integration"]):
+                self._add(table, p, breaker_id, sec, classify_call(pol, status, error_type, lat))
+        found = self._agent_breaker(agent)
+        if found is not None:
+            breaker_id, pol = found
+            counted = classify_task(pol, ev["outcome"], ev["duration_ms"])
+            self._add(table, p, breaker_id, ev["ended_at"] // US, counted)
+
+    def _call_breakers(self, agent: str, integ: str) -> list[tuple[str, BreakerPolicy]]:
+        """The enabled breakers a call of ``agent`` to ``integ`` counts for (cached)."""
+        key = (agent, integ)
+        found = self._call_cache.get(key)
+        if found is None:
+            found = []
             pol = self._policy("integration", None, integ)
             if pol.enabled:
-                self._add(
-                    table,
-                    p,
-                    integration_id(integ),
-                    sec,
-                    classify_call(pol, call["status"], call["error_type"], lat),
-                )
+                found.append((integration_id(integ), pol))
             pol = self._policy("agent_integration", agent, integ)
             if pol.enabled:
-                self._add(
-                    table,
-                    p,
-                    agent_integration_id(agent, integ),
-                    sec,
-                    classify_call(pol, call["status"], call["error_type"], lat),
-                )
-        pol = self._policy("agent", agent, None)
-        if pol.enabled:
-            sec = ev["ended_at"] // US
-            self._add(
-                table,
-                p,
-                agent_breaker_id(agent),
-                sec,
-                classify_task(pol, ev["outcome"], ev["duration_ms"]),
-            )
+                found.append((agent_integration_id(agent, integ), pol))
+            self._call_cache[key] = found
+        return found
+
+    def _agent_breaker(self, agent: str) -> tuple[str, BreakerPolicy] | None:
+        if agent not in self._agent_cache:
+            pol = self._policy("agent", agent, None)
+            self._agent_cache[agent] = (agent_breaker_id(agent), pol) if pol.enabled else None
+        return self._agent_cache[agent]
 
     def _add(
         self,
-        table: dict[str, dict[int, list[int]]],
+        table: dict[tuple[str, int], list[int]],
         p: int,
         breaker_id: str,
         sec: int,
@@ -258,10 +263,14 @@ class BreakerStage:
         calls, failures, slow = counted
         if not calls:
             return
-        cell = table.setdefault(breaker_id, {}).setdefault(sec, [0, 0, 0])
-        cell[0] += calls
-        cell[1] += failures
-        cell[2] += slow
+        key = (breaker_id, sec)
+        cell = table.get(key)
+        if cell is None:
+            table[key] = [calls, failures, slow]
+        else:
+            cell[0] += calls
+            cell[1] += failures
+            cell[2] += slow
         self._dirty.add((p, breaker_id, sec))
 
     def _ship_cells(self) -> None:
@@ -269,7 +278,7 @@ class BreakerStage:
             return
         by_dest: dict[tuple[int, int], list[list[Any]]] = {}
         for p, breaker_id, sec in self._dirty:
-            cell = self._sources.get(p, {}).get(breaker_id, {}).get(sec)
+            cell = self._sources.get(p, {}).get((breaker_id, sec))
             if cell is None:
                 continue
             dest = owner_partition(breaker_id, self.partitions)
@@ -408,12 +417,8 @@ class BreakerStage:
     def _evict(self) -> None:
         oldest = self.clock.time_us() // US - self.lookback_s
         for table in self._sources.values():
-            for breaker_id in list(table):
-                secs = table[breaker_id]
-                for sec in [s for s in secs if s < oldest]:
-                    del secs[sec]
-                if not secs:
-                    del table[breaker_id]
+            for key in [k for k in table if k[1] < oldest]:
+                del table[key]
         for b in self.breakers.values():
             b.window.evict(oldest)
 
