@@ -20,7 +20,8 @@ def main() -> None:
     agent_id, workdir = sys.argv[1], Path(sys.argv[2])
     healthy, stop = workdir / "healthy", workdir / "stop"
     out = (workdir / f"{agent_id}.jsonl").open("a", buffering=1)
-    with Fleet.connect(agent_id, agent_version="v1", spool_dir=workdir / f"spool-{agent_id}") as fleet:
+    spool = workdir / f"spool-{agent_id}"
+    with Fleet.connect(agent_id, agent_version="v1", spool_dir=spool) as fleet:
         assert fleet.guard is not None
         out.write(json.dumps({"t": time.time(), "r": "ready"}) + "\n")
         while not stop.exists():

@@ -4,6 +4,7 @@ creates and removes; each agent logs every attempt and the state its guard holds
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -172,7 +173,7 @@ def test_fleet_breaker_opens_probes_closes_and_obeys_operators(setup: Setup) -> 
     )
     flaky = [r for r in s.control_log() if r["target_id"] == FLAKY]
     assert [r["sequence"] for r in flaky] == sorted({r["sequence"] for r in flaky})
-    assert all((a["state"], b["state"]) in EDGES for a, b in zip(flaky, flaky[1:], strict=False))
+    assert all((a["state"], b["state"]) in EDGES for a, b in itertools.pairwise(flaky))
     assert flaky[-1]["state"] == "CLOSED" and "probes succeeded" in flaky[-1]["reason"]
 
     # 4. an operator forces it open: calls stop fleet-wide although flaky is healthy
@@ -210,6 +211,6 @@ def test_fleet_breaker_opens_probes_closes_and_obeys_operators(setup: Setup) -> 
     after = [r for r in log if r["target_id"] == FLAKY and r["sequence"] > held["sequence"]]
     chain = [held, *after]
     # the new stage carried on from the held state: no fresh CLOSED, no skipped HALF_OPEN
-    assert all((a["state"], b["state"]) in EDGES for a, b in zip(chain, chain[1:], strict=False))
+    assert all((a["state"], b["state"]) in EDGES for a, b in itertools.pairwise(chain))
     ledger = [r for r in log if r["target_id"] == "integration:ledger"]
     assert [r["state"] for r in ledger] == ["FORCED_OPEN"]  # left alone across the restart
