@@ -39,7 +39,6 @@ class State(StrEnum):
     DISABLED = "DISABLED"
 
 
-BLOCKING = frozenset({State.OPEN, State.FORCED_OPEN})
 OPERATOR_STATES = frozenset({State.FORCED_OPEN, State.DISABLED})
 
 

@@ -22,7 +22,8 @@ from datetime import UTC, datetime
 from fleetpulse.control.view import ControlRecord, ControlView
 from fleetpulse.errors import AgentPausedError, CircuitOpenError
 
-_BLOCKING = ("OPEN", "FORCED_OPEN", "HALF_OPEN")
+# breakers the guard must look at on every call: the ones that can stop it
+_GUARDED = ("OPEN", "FORCED_OPEN", "HALF_OPEN")
 
 
 class Guard:
@@ -62,7 +63,7 @@ class Guard:
     def _on_change(self, rec: ControlRecord) -> None:
         target, state = rec["target_id"], rec["state"]
         if rec["kind"] == "breaker":
-            if state in _BLOCKING:
+            if state in _GUARDED:
                 self._active[target] = rec
             else:
                 self._active.pop(target, None)
