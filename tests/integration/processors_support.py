@@ -264,3 +264,27 @@ class Worker:
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-3000:]
+
+
+def wait_for_group(bootstrap: str, group: str, members: int, timeout: float = 90.0) -> None:
+    """Wait until ``group`` is stable with ``members`` members that all hold partitions, so a
+    test that needs every worker to take part does not race the second worker's start."""
+    from confluent_kafka import ConsumerGroupState
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            desc = admin.describe_consumer_groups([group])[group].result(timeout=10)
+        except Exception:  # the group does not exist yet
+            desc = None
+        if (
+            desc is not None
+            and desc.state == ConsumerGroupState.STABLE
+            and len(desc.members) == members
+            and all(m.assignment.topic_partitions for m in desc.members)
+        ):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"group {group} did not reach {members} members with partitions")

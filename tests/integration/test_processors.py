@@ -11,7 +11,13 @@ from fleetpulse.devstack import free_port
 from fleetpulse.events import AvroCodec
 
 from .helpers import consumer_from_start
-from .processors_support import SnapshotReader, Worker, produce_fleet, read_events
+from .processors_support import (
+    SnapshotReader,
+    Worker,
+    produce_fleet,
+    read_events,
+    wait_for_group,
+)
 
 
 def _bad_records(bootstrap: str, topic: str) -> None:
@@ -73,6 +79,7 @@ def test_two_workers_split_partitions_and_produce_the_same_numbers(kafka, fresh_
     workers = [Worker(bootstrap, fresh_prefix, tmp_path, web_port=p) for p in ports]
     reader = SnapshotReader(bootstrap, fresh_prefix.metrics)
     try:
+        wait_for_group(bootstrap, f"{fresh_prefix.prefix}processors", 2)
         n = produce_fleet(bootstrap, fresh_prefix, seed=7)
         events = read_events(bootstrap, fresh_prefix.task_events, n)
         problems = reader.wait_until_exact(events, timeout=180)
