@@ -33,6 +33,8 @@ breakers = typer.Typer(no_args_is_help=True, help="Fleet-wide circuit breakers."
 app.add_typer(breakers, name="breakers")
 agents = typer.Typer(no_args_is_help=True, help="Agents: pause and resume fleet-wide.")
 app.add_typer(agents, name="agents")
+sink = typer.Typer(no_args_is_help=True, help="Kafka to ClickHouse (chDB embedded, or a server).")
+app.add_typer(sink, name="sink")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -295,6 +297,51 @@ def agents_resume(agent_id: str, reason: Reason, actor: Actor = None) -> None:
     """Resume a paused agent."""
     s = _control_service(actor).resume(agent_id, reason=reason)
     console.print(f"agent {s.agent_id} [bold]running[/] (by {s.actor}: {s.reason})")
+
+
+# -- sink ---------------------------------------------------------------------------------------
+
+
+@sink.command("migrate")
+def sink_migrate() -> None:
+    """Create or upgrade the ClickHouse tables (idempotent)."""
+    from fleetpulse.config import SinkSettings
+    from fleetpulse.sink.migrate import migrate
+    from fleetpulse.sink.runner import open_backend
+
+    settings = load_settings(SinkSettings)
+    backend = open_backend(settings)
+    try:
+        applied = migrate(backend, ttl_days=settings.clickhouse_ttl_days)
+    finally:
+        backend.close()
+    names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied) or "nothing to apply"
+    console.print(f"migrations: {names}")
+
+
+@sink.command("run")
+def sink_run(
+    max_events: Annotated[int | None, typer.Option(hidden=True)] = None,
+) -> None:
+    """Sink the task events into ClickHouse until interrupted (Ctrl-C or SIGTERM)."""
+    import signal
+
+    from fleetpulse.config import SinkSettings
+    from fleetpulse.devstack.topics import ensure_topics
+    from fleetpulse.sink.migrate import migrate
+    from fleetpulse.sink.runner import SinkRunner, open_backend
+
+    settings = load_settings(SinkSettings)
+    ensure_topics(settings.resolved_bootstrap(), settings.topics)
+    backend = open_backend(settings)
+    try:
+        migrate(backend, ttl_days=settings.clickhouse_ttl_days)
+        runner = SinkRunner(settings, backend)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: runner.stop_event.set())
+        runner.run(max_events=max_events)
+    finally:
+        backend.close()
 
 
 @app.command("demo")

@@ -174,6 +174,40 @@ class ProcessorSettings(CommonSettings):
         return self.breakers_group or f"{self.topic_prefix}breakers"
 
 
+class SinkSettings(CommonSettings):
+    """The ClickHouse sink (``fleetpulse sink run``) and analytics commands."""
+
+    clickhouse_url: str | None = Field(
+        None, description="a ClickHouse server (clickhouse-connect); unset: embedded chDB"
+    )
+    clickhouse_user: str = "default"
+    clickhouse_password: SecretStr = SecretStr("")
+    clickhouse_database: str = Field("fleetpulse", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    clickhouse_ttl_days: int = Field(400, ge=1, description="rows older than this are dropped")
+    data_dir: Path | None = Field(None, description="embedded chDB data; default $HOME/clickhouse")
+    sink_batch_rows: int = Field(50_000, gt=0, description="task events per insert batch")
+    sink_batch_wait_s: float = Field(1.0, gt=0, description="the longest a batch waits")
+    sink_retry_max_s: float = Field(30.0, gt=0, description="backoff cap while ClickHouse is down")
+    sink_group: str | None = Field(None, description="default: <prefix>sink")
+
+    @field_validator("clickhouse_url")
+    @classmethod
+    def _check_url(cls, v: str | None) -> str | None:
+        if not v:
+            return None
+        if not v.startswith(("http://", "https://", "clickhouse://")):
+            raise ValueError(f"{v!r} is not a URL. Expected http(s)://host:8123")
+        return v
+
+    @property
+    def group_id(self) -> str:
+        return self.sink_group or f"{self.topic_prefix}sink"
+
+    @property
+    def store_dir(self) -> Path:
+        return self.data_dir or self.home / "clickhouse"
+
+
 def load_settings(cls: type[S], **overrides: Any) -> S:
     """Build settings from the environment plus overrides, or raise a readable ConfigError."""
     try:

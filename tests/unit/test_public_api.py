@@ -51,6 +51,15 @@ PUBLIC = {
         "free_port",
     },
     "fleetpulse.testing": {"MemoryTransport", "memory_fleet", "to_micros"},
+    "fleetpulse.sink": {
+        "Backend",
+        "BackendError",
+        "ChdbBackend",
+        "ServerBackend",
+        "SinkRunner",
+        "migrate",
+        "open_backend",
+    },
     "fleetpulse.control": {"ControlFollower", "ControlService", "ControlView", "read_control"},
 }
 

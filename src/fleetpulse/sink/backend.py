@@ -1,0 +1,150 @@
+"""Two ways to reach ClickHouse behind one interface: chDB in-process (the embedded default)
+and a server through clickhouse-connect (``FLEETPULSE_CLICKHOUSE_URL``).
+
+Inserts are columnar: the sink hands over one dict of column lists per table and batch. Both
+backends pass ``insert_deduplication_token`` so a retried insert of the same block is dropped
+by ClickHouse itself.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Protocol
+
+Columns = dict[str, list[Any]]
+
+
+class BackendError(Exception):
+    """ClickHouse refused or could not be reached; the sink retries with backoff."""
+
+
+class Backend(Protocol):
+    database: str
+
+    def command(self, sql: str) -> None: ...
+    def insert(self, table: str, columns: Columns, *, dedup_token: str | None = None) -> None: ...
+    def rows(self, sql: str) -> list[dict[str, Any]]: ...
+    def close(self) -> None: ...
+
+
+class ChdbBackend:
+    """The ClickHouse engine in this process (chDB), data under ``path``.
+
+    chDB allows one process per data directory: the sink owns it, and serves analysts'
+    read-only queries from the same process.
+    """
+
+    def __init__(self, path: str, database: str = "fleetpulse") -> None:
+        from chdb import session
+
+        self.database = database
+        self._session = session.Session(path)
+        self._lock = threading.Lock()  # one statement at a time on the session
+
+    def command(self, sql: str) -> None:
+        with self._lock:
+            try:
+                self._session.query(sql)
+            except Exception as exc:  # chdb raises a bare RuntimeError with the server message
+                raise BackendError(str(exc)) from exc
+
+    def insert(self, table: str, columns: Columns, *, dedup_token: str | None = None) -> None:
+        block = _arrow(columns)  # noqa: F841 (chDB's Python() reads it by name)
+        names = ", ".join(columns)
+        select = ", ".join(
+            f"fromUnixTimestamp64Micro({c}, 'UTC')" if c.endswith("_at") else c for c in columns
+        )
+        settings = f" SETTINGS insert_deduplication_token='{dedup_token}'" if dedup_token else ""
+        sql = (
+            f"INSERT INTO {self.database}.{table} ({names}){settings} "
+            f"SELECT {select} FROM Python(block)"
+        )
+        with self._lock:
+            try:
+                self._session.query(sql)
+            except Exception as exc:
+                raise BackendError(f"insert into {table} failed: {exc}") from exc
+
+    def rows(self, sql: str) -> list[dict[str, Any]]:
+        import json
+
+        with self._lock:
+            try:
+                out = self._session.query(sql, "JSONEachRow")
+            except Exception as exc:
+                raise BackendError(str(exc)) from exc
+        text = out.bytes().decode() if hasattr(out, "bytes") else str(out)
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    def close(self) -> None:
+        with self._lock:
+            self._session.close()
+
+
+def _arrow(columns: Columns) -> Any:
+    """An Arrow table of the columns; dict columns become Map(String, String)."""
+    import pyarrow as pa
+
+    arrays = {}
+    for name, values in columns.items():
+        if values and isinstance(values[0], dict):
+            arrays[name] = pa.array(
+                [list(v.items()) for v in values], type=pa.map_(pa.string(), pa.string())
+            )
+        else:
+            arrays[name] = pa.array(values)
+    return pa.table(arrays)
+
+
+def _datetimes(columns: Columns) -> Columns:
+    """Epoch-micros ``*_at`` columns as aware datetimes, for clickhouse-connect."""
+    from datetime import UTC, datetime, timedelta
+
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    return {
+        k: [epoch + timedelta(microseconds=v) for v in vals] if k.endswith("_at") else vals
+        for k, vals in columns.items()
+    }
+
+
+class ServerBackend:
+    """A ClickHouse server through clickhouse-connect (HTTP)."""
+
+    def __init__(self, url: str, *, user: str, password: str, database: str = "fleetpulse"):
+        import clickhouse_connect
+
+        self.database = database
+        try:
+            self._client = clickhouse_connect.get_client(dsn=url, username=user, password=password)
+        except Exception as exc:
+            raise BackendError(f"cannot reach ClickHouse at {url}: {exc}") from exc
+
+    def command(self, sql: str) -> None:
+        try:
+            self._client.command(sql)
+        except Exception as exc:
+            raise BackendError(str(exc)) from exc
+
+    def insert(self, table: str, columns: Columns, *, dedup_token: str | None = None) -> None:
+        settings = {"insert_deduplication_token": dedup_token} if dedup_token else {}
+        try:
+            columns = _datetimes(columns)
+            self._client.insert(
+                f"{self.database}.{table}",
+                list(columns.values()),
+                column_names=list(columns),
+                column_oriented=True,
+                settings=settings,
+            )
+        except Exception as exc:
+            raise BackendError(f"insert into {table} failed: {exc}") from exc
+
+    def rows(self, sql: str) -> list[dict[str, Any]]:
+        try:
+            result = self._client.query(sql)
+        except Exception as exc:
+            raise BackendError(str(exc)) from exc
+        return [dict(zip(result.column_names, r, strict=True)) for r in result.result_rows]
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,226 @@
+"""``fleetpulse sink run``: Kafka to ClickHouse in large columnar batches, exactly once.
+
+One confluent-kafka consumer in the ``<prefix>sink`` group. A batch closes at
+``sink_batch_rows`` events or ``sink_batch_wait_s``; each table gets one insert per batch;
+offsets are committed only after every insert of the batch is acknowledged.
+
+Exactly once on replay, three lines deep:
+
+1. *Watermarks*: every row carries its source ``_topic/_partition/_offset``. On assignment the
+   sink reads each table's highest inserted offset per partition and skips anything at or below
+   it, so a batch inserted but not committed before a crash is not inserted again.
+2. *Tokens*: each insert carries ``insert_deduplication_token`` made from the table and the
+   offset ranges it covers; a retried insert of the same block is dropped by ClickHouse.
+3. *ReplacingMergeTree* on the event id and the analysts' ``*_v`` views (``FINAL``).
+
+While ClickHouse fails, the consumer pauses its partitions and retries with exponential backoff
+and jitter; nothing is skipped and nothing is committed. Undecodable records go to the DLQ.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from typing import Any
+
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
+
+from fleetpulse.config import SinkSettings
+from fleetpulse.errors import CodecError
+from fleetpulse.events.codec import AvroCodec
+from fleetpulse.kafka_config import consumer_config, producer_config
+from fleetpulse.sink.backend import Backend, BackendError, Columns
+from fleetpulse.sink.rows import CALL_COLUMNS, TASK_COLUMNS, add_task_event, empty
+
+logger = logging.getLogger(__name__)
+
+TABLES = ("task_events", "tool_calls")
+
+
+class SinkRunner:
+    def __init__(self, settings: SinkSettings, backend: Backend) -> None:
+        self.settings = settings
+        self.backend = backend
+        self.topics = settings.topics
+        self.bootstrap = settings.resolved_bootstrap()
+        self.codec = AvroCodec(registry_url=settings.schema_registry_url, logical_types=False)
+        self.consumer = Consumer(
+            {
+                **consumer_config(self.bootstrap, settings.group_id),
+                "client.id": "fleetpulse-sink",
+                "fetch.max.bytes": 64 * 1024 * 1024,
+            }
+        )
+        self.producer = Producer(producer_config(self.bootstrap, client_id="fleetpulse-sink"))
+        # table -> (topic, partition) -> highest offset already in ClickHouse
+        self.watermarks: dict[str, dict[tuple[str, int], int]] = {t: {} for t in TABLES}
+        self.stop_event = threading.Event()
+        self.counters = {"events": 0, "rows": 0, "skipped": 0, "dlq": 0, "retries": 0}
+        self._held: list[Message] = []
+
+    # -- assignment -----------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._load_watermarks()
+
+    def _load_watermarks(self) -> None:
+        db = self.backend.database
+        for table in TABLES:
+            while True:
+                try:
+                    rows = self.backend.rows(
+                        f"SELECT _topic AS t, _partition AS p, max(_offset) AS o "
+                        f"FROM {db}.{table} GROUP BY _topic, _partition"
+                    )
+                    break
+                except BackendError as exc:
+                    logger.warning("reading %s watermarks failed (%s); retrying", table, exc)
+                    time.sleep(1)
+            self.watermarks[table] = {(r["t"], int(r["p"])): int(r["o"]) for r in rows}
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def run(self, *, max_events: int | None = None) -> None:
+        self.consumer.subscribe([self.topics.task_events], on_assign=self._on_assign)
+        try:
+            while not self.stop_event.is_set():
+                batch = self._collect()
+                if batch:
+                    self._write(batch)
+                if max_events is not None and self.counters["events"] >= max_events:
+                    break
+        finally:
+            self.consumer.close()
+            self.producer.flush(10)
+
+    def _collect(self) -> list[Message]:
+        """Records until the batch is full or its time is up."""
+        batch, self._held = self._held, []
+        deadline = time.monotonic() + self.settings.sink_batch_wait_s
+        limit = self.settings.sink_batch_rows
+        while len(batch) < limit and not self.stop_event.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            for m in self.consumer.consume(min(limit - len(batch), 10_000), timeout=min(left, 0.1)):
+                if m.error() is None:
+                    batch.append(m)
+                else:
+                    logger.warning("sink consumer: %s", m.error())
+        return batch
+
+    def _write(self, batch: list[Message]) -> None:
+        tasks, calls = empty(TASK_COLUMNS), empty(CALL_COLUMNS)
+        ranges: dict[str, dict[tuple[str, int], list[int]]] = {t: {} for t in TABLES}
+        for m in batch:
+            topic, p, off = m.topic() or "", m.partition() or 0, m.offset() or 0
+            try:
+                ev = self.codec.decode(
+                    m.value() or b"", "TaskEvent", topic=topic, partition=p, offset=off
+                )
+            except CodecError as exc:
+                self._dead_letter(m, str(exc))
+                continue
+            self.counters["events"] += 1
+            tp = (topic, p)
+            # watermarks: what a crash left inserted but uncommitted is not inserted again
+            t_new = off > self.watermarks["task_events"].get(tp, -1)
+            c_new = off > self.watermarks["tool_calls"].get(tp, -1)
+            if not (t_new or c_new):
+                self.counters["skipped"] += 1
+                continue
+            sink_t = tasks if t_new else empty(TASK_COLUMNS)
+            sink_c = calls if c_new else empty(CALL_COLUMNS)
+            add_task_event(sink_t, sink_c, ev, topic, p, off)
+            if t_new:
+                _extend(ranges["task_events"], tp, off)
+            if c_new and ev["tool_calls"]:
+                _extend(ranges["tool_calls"], tp, off)
+        for table, cols in (("task_events", tasks), ("tool_calls", calls)):
+            if cols["_offset"]:
+                self._insert(table, cols, ranges[table])
+        self._commit(batch)
+
+    def _insert(self, table: str, cols: Columns, ranges: dict[tuple[str, int], list[int]]) -> None:
+        token = f"{table}|" + ",".join(
+            f"{t}:{p}:{lo}-{hi}" for (t, p), (lo, hi) in sorted(ranges.items())
+        )
+        backoff = 0.5
+        paused = False
+        while True:
+            try:
+                self.backend.insert(table, cols, dedup_token=token)
+                break
+            except BackendError as exc:
+                self.counters["retries"] += 1
+                if not paused:
+                    # keep the group membership (poll) without taking in more records
+                    self.consumer.pause(self.consumer.assignment())
+                    paused = True
+                logger.warning("%s; retrying in %.1fs (nothing is skipped)", exc, backoff)
+                end = time.monotonic() + backoff * (0.5 + random.random())
+                while time.monotonic() < end and not self.stop_event.is_set():
+                    m = self.consumer.poll(0.1)
+                    if m is not None and m.error() is None:
+                        self._held.append(m)  # fetched before the pause: next batch
+                if self.stop_event.is_set():
+                    raise
+                backoff = min(backoff * 2, self.settings.sink_retry_max_s)
+        if paused:
+            self.consumer.resume(self.consumer.assignment())
+        marks = self.watermarks[table]
+        for tp, (_lo, hi) in ranges.items():
+            marks[tp] = max(marks.get(tp, -1), hi)
+        self.counters["rows"] += len(cols["_offset"])
+
+    def _commit(self, batch: list[Message]) -> None:
+        last: dict[tuple[str, int], int] = {}
+        for m in batch:
+            last[(m.topic() or "", m.partition() or 0)] = m.offset() or 0
+        offsets = [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+        except Exception as exc:  # a rebalance took the partition: its new owner dedups
+            logger.warning("offset commit failed (%s); the watermarks prevent duplicates", exc)
+
+    def _dead_letter(self, m: Message, reason: str) -> None:
+        self.counters["dlq"] += 1
+        logger.warning("dead-lettering %s[%d]@%d: %s", m.topic(), m.partition(), m.offset(), reason)
+        self.producer.produce(
+            self.topics.dlq,
+            m.value(),
+            m.key(),
+            headers=[
+                ("fleetpulse.reason", reason.encode()),
+                ("fleetpulse.source.topic", (m.topic() or "").encode()),
+                ("fleetpulse.source.partition", str(m.partition()).encode()),
+                ("fleetpulse.source.offset", str(m.offset()).encode()),
+                ("fleetpulse.stage", b"sink"),
+            ],
+        )
+        self.producer.poll(0)
+
+
+def _extend(ranges: dict[tuple[str, int], list[int]], tp: tuple[str, int], off: int) -> None:
+    r = ranges.get(tp)
+    if r is None:
+        ranges[tp] = [off, off]
+    else:
+        r[1] = off
+
+
+def open_backend(settings: SinkSettings) -> Any:
+    """The configured backend: a server when FLEETPULSE_CLICKHOUSE_URL is set, else chDB."""
+    from fleetpulse.sink.backend import ChdbBackend, ServerBackend
+
+    if settings.clickhouse_url:
+        return ServerBackend(
+            settings.clickhouse_url,
+            user=settings.clickhouse_user,
+            password=settings.clickhouse_password.get_secret_value(),
+            database=settings.clickhouse_database,
+        )
+    settings.store_dir.mkdir(parents=True, exist_ok=True)
+    return ChdbBackend(str(settings.store_dir), settings.clickhouse_database)
