@@ -321,6 +321,9 @@ def sink_migrate() -> None:
 
 @sink.command("run")
 def sink_run(
+    drain: Annotated[
+        bool, typer.Option(help="stop once every partition is written up to its end")
+    ] = False,
     max_events: Annotated[int | None, typer.Option(hidden=True)] = None,
 ) -> None:
     """Sink the task events into ClickHouse until interrupted (Ctrl-C or SIGTERM)."""
@@ -339,7 +342,7 @@ def sink_run(
         runner = SinkRunner(settings, backend)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: runner.stop_event.set())
-        runner.run(max_events=max_events)
+        runner.run(max_events=max_events, drain=drain)
     finally:
         backend.close()
 

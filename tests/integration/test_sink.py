@@ -198,13 +198,14 @@ def test_sigkill_at_random_points_five_times_loses_and_duplicates_nothing(
         time.sleep(2.0 + seed * 0.7)  # a different point of its work each time
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
+    # the last run writes everything that is left, then stops by itself
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fleetpulse.cli", "sink", "run", "--max-events", "1"],
-        env={**env, "FLEETPULSE_SINK_BATCH_ROWS": "100000", "FLEETPULSE_SINK_BATCH_WAIT_S": "5"},
+        [sys.executable, "-m", "fleetpulse.cli", "sink", "run", "--drain"],
+        env=env,
         stdout=(tmp_path / "sink.log").open("ab"),
         stderr=subprocess.STDOUT,
     )
-    proc.wait(120)
+    assert proc.wait(180) == 0
     events = read_all(bootstrap, fresh_prefix.task_events, n, logical_types=False)
     assert len(events) == n
     assert_exact(store, events)

@@ -51,6 +51,9 @@ class SinkRunner:
                 **consumer_config(self.bootstrap, settings.group_id),
                 "client.id": "fleetpulse-sink",
                 "fetch.max.bytes": 64 * 1024 * 1024,
+                # a crashed sink's partitions move on within seconds, not librdkafka's 45 s
+                "session.timeout.ms": 10_000,
+                "heartbeat.interval.ms": 2_000,
             }
         )
         self.producer = Producer(producer_config(self.bootstrap, client_id="fleetpulse-sink"))
@@ -82,7 +85,9 @@ class SinkRunner:
 
     # -- the loop -------------------------------------------------------------------------
 
-    def run(self, *, max_events: int | None = None) -> None:
+    def run(self, *, max_events: int | None = None, drain: bool = False) -> None:
+        """Sink until stopped; or until ``max_events`` were read; or, with ``drain``, until
+        every assigned partition is written up to its end."""
         self.consumer.subscribe([self.topics.task_events], on_assign=self._on_assign)
         try:
             while not self.stop_event.is_set():
@@ -91,9 +96,26 @@ class SinkRunner:
                     self._write(batch)
                 if max_events is not None and self.counters["events"] >= max_events:
                     break
+                if drain and not batch and self._caught_up():
+                    break
         finally:
             self.consumer.close()
             self.producer.flush(10)
+
+    def _caught_up(self) -> bool:
+        assigned = self.consumer.assignment()
+        if not assigned:
+            return False
+        committed = {
+            (tp.topic, tp.partition): tp.offset
+            for tp in self.consumer.committed(assigned, timeout=10)
+        }
+        for tp in assigned:
+            low, high = self.consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+            done = committed.get((tp.topic, tp.partition), -1)
+            if max(done, low) < high:
+                return False
+        return True
 
     def _collect(self) -> list[Message]:
         """Records until the batch is full or its time is up."""
