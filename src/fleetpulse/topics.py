@@ -107,3 +107,17 @@ class Topics:
 
     def all(self) -> list[str]:
         return [self.name(s) for s in TOPIC_SPECS]
+
+
+def dlq_headers(
+    reason: str, topic: str, partition: int, offset: int, stage: str
+) -> list[tuple[str, str | bytes | None]]:
+    """The headers every record sent to ``fleetpulse.dlq`` carries: why, from where, and which
+    stage gave up on it (public contract: tools that re-drive the DLQ read them)."""
+    return [
+        ("fleetpulse.reason", reason.encode()),
+        ("fleetpulse.source.topic", topic.encode()),
+        ("fleetpulse.source.partition", str(partition).encode()),
+        ("fleetpulse.source.offset", str(offset).encode()),
+        ("fleetpulse.stage", stage.encode()),
+    ]

@@ -33,7 +33,6 @@ from typing import Any
 
 import orjson
 from confluent_kafka import OFFSET_END, Consumer, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from fleetpulse.clock import Clock, SystemClock
 from fleetpulse.config import ProcessorSettings
@@ -41,7 +40,7 @@ from fleetpulse.control.follower import ControlFollower
 from fleetpulse.control.view import ControlRecord, ControlView
 from fleetpulse.errors import CodecError
 from fleetpulse.events.codec import AvroCodec
-from fleetpulse.kafka_config import admin_config, consumer_config, producer_config
+from fleetpulse.kafka_config import consumer_config, producer_config
 from fleetpulse.policy import BreakerPolicy, FleetPolicy
 from fleetpulse.processors.breakers import (
     US,
@@ -58,6 +57,7 @@ from fleetpulse.processors.breakers import (
     parse_breaker_id,
     to_control,
 )
+from fleetpulse.processors.core import partition_count
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class BreakerStage:
         self.bootstrap = settings.resolved_bootstrap()
         self.clock = clock or SystemClock()
         self.lookback_s = policy.longest_breaker_window_s + 60
-        self.partitions = _partitions(self.bootstrap, self.topics.breaker_counts)
+        self.partitions = partition_count(self.bootstrap, self.topics.breaker_counts)
         self.codec = AvroCodec(registry_url=settings.schema_registry_url, logical_types=False)
         self._encode_control = AvroCodec(registry_url=settings.schema_registry_url).encoder(
             "ControlMessage", self.topics.control
@@ -438,16 +438,6 @@ class BreakerStage:
             logger.error("%d breaker-stage outputs were not delivered before close", left)
         self.consumer.close()
         self.follower.close()
-
-
-def _partitions(bootstrap: str, topic: str) -> int:
-    md = AdminClient(admin_config(bootstrap)).list_topics(topic, timeout=30)
-    meta = md.topics.get(topic)
-    if meta is None or meta.error is not None or not meta.partitions:
-        raise RuntimeError(
-            f"topic {topic} is missing: run `fleetpulse dev up` (or create the topics) first"
-        )
-    return len(meta.partitions)
 
 
 def run_breaker_stage(settings: ProcessorSettings, policy: FleetPolicy) -> None:

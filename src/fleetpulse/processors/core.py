@@ -27,6 +27,7 @@ from fleetpulse.processors.engine import Engine, EngineConfig
 from fleetpulse.processors.prom import ProcessorCollector, new_registry
 from fleetpulse.processors.replay import replay_partition
 from fleetpulse.processors.windows import US, WindowConfig, parse_horizons
+from fleetpulse.topics import dlq_headers
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,17 @@ def check_task_event(ev: dict[str, Any], now_us: int, max_future_us: int) -> str
     return None
 
 
+def partition_count(bootstrap: str, topic: str) -> int:
+    """How many partitions ``topic`` has; a clear error when it does not exist."""
+    md = AdminClient(admin_config(bootstrap)).list_topics(topic, timeout=30)
+    meta = md.topics.get(topic)
+    if meta is None or meta.error is not None or not meta.partitions:
+        raise RuntimeError(
+            f"topic {topic} is missing: run `fleetpulse dev up` (or create the topics) first"
+        )
+    return len(meta.partitions)
+
+
 class ProcessorCore:
     def __init__(
         self,
@@ -84,7 +96,10 @@ class ProcessorCore:
         )
         self.engine = Engine(
             self.clock,
-            EngineConfig(window=window, partials_partitions=self._partials_partitions()),
+            EngineConfig(
+                window=window,
+                partials_partitions=partition_count(self.bootstrap, self.topics.partials),
+            ),
         )
         self.codec = AvroCodec(registry_url=settings.schema_registry_url, logical_types=False)
         self._encode_snapshot = AvroCodec(registry_url=settings.schema_registry_url).encoder(
@@ -101,16 +116,6 @@ class ProcessorCore:
         self._rebuilding: set[tuple[str, int]] = set()
         self._known: set[tuple[str, int]] = set()
         self.dlq_count = 0
-
-    def _partials_partitions(self) -> int:
-        md = AdminClient(admin_config(self.bootstrap)).list_topics(self.topics.partials, timeout=30)
-        topic = md.topics.get(self.topics.partials)
-        if topic is None or topic.error is not None or not topic.partitions:
-            raise RuntimeError(
-                f"topic {self.topics.partials} is missing: run `fleetpulse dev up` (or create "
-                "the topics) before the processors"
-            )
-        return len(topic.partitions)
 
     # -- assignment -----------------------------------------------------------------------
 
@@ -223,13 +228,7 @@ class ProcessorCore:
             self.topics.dlq,
             r.value,
             r.key,
-            headers=[
-                ("fleetpulse.reason", reason.encode()),
-                ("fleetpulse.source.topic", r.topic.encode()),
-                ("fleetpulse.source.partition", str(r.partition).encode()),
-                ("fleetpulse.source.offset", str(r.offset).encode()),
-                ("fleetpulse.stage", b"processors"),
-            ],
+            headers=dlq_headers(reason, r.topic, r.partition, r.offset, "processors"),
         )
 
     # -- output ---------------------------------------------------------------------------

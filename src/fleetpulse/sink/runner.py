@@ -33,6 +33,7 @@ from fleetpulse.events.codec import AvroCodec
 from fleetpulse.kafka_config import consumer_config, producer_config
 from fleetpulse.sink.backend import Backend, BackendError, Columns
 from fleetpulse.sink.rows import CALL_COLUMNS, TASK_COLUMNS, add_task_event, empty
+from fleetpulse.topics import dlq_headers
 
 logger = logging.getLogger(__name__)
 
@@ -214,13 +215,9 @@ class SinkRunner:
             self.topics.dlq,
             m.value(),
             m.key(),
-            headers=[
-                ("fleetpulse.reason", reason.encode()),
-                ("fleetpulse.source.topic", (m.topic() or "").encode()),
-                ("fleetpulse.source.partition", str(m.partition()).encode()),
-                ("fleetpulse.source.offset", str(m.offset()).encode()),
-                ("fleetpulse.stage", b"sink"),
-            ],
+            headers=dlq_headers(
+                reason, m.topic() or "", m.partition() or 0, m.offset() or 0, "sink"
+            ),
         )
         self.producer.poll(0)
 
