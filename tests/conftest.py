@@ -107,3 +107,37 @@ def docker_kafka() -> Iterator[str]:
 
     with KafkaContainer() as container:
         yield container.get_bootstrap_server()
+
+
+@dataclass(frozen=True)
+class ClickHouseUnderTest:
+    url: str
+    user: str
+    password: str
+
+
+@pytest.fixture(scope="session")
+def clickhouse_server() -> Iterator[ClickHouseUnderTest]:
+    """A real ClickHouse server for the clickhouse-connect backend: the one named by
+    ``FLEETPULSE_TEST_CLICKHOUSE_URL`` (user and password from ``FLEETPULSE_TEST_CLICKHOUSE_USER``
+    / ``_PASSWORD``), else a testcontainers one where Docker answers; skipped otherwise."""
+    url = os.environ.get("FLEETPULSE_TEST_CLICKHOUSE_URL")
+    if url:
+        yield ClickHouseUnderTest(
+            url,
+            os.environ.get("FLEETPULSE_TEST_CLICKHOUSE_USER", "default"),
+            os.environ.get("FLEETPULSE_TEST_CLICKHOUSE_PASSWORD", ""),
+        )
+        return
+    reason = docker_available()
+    if reason:
+        pytest.skip(
+            f"ClickHouse server tests skipped: FLEETPULSE_TEST_CLICKHOUSE_URL is unset and {reason}"
+        )
+    from testcontainers.clickhouse import ClickHouseContainer
+
+    with ClickHouseContainer() as c:
+        port = c.get_exposed_port(8123)
+        yield ClickHouseUnderTest(
+            f"http://{c.get_container_host_ip()}:{port}", c.username, c.password
+        )

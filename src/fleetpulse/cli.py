@@ -1,8 +1,9 @@
 """The `fleetpulse` command line. Each verb builds its settings here, in main, and passes them on.
 
 Verbs today: `dev up | down | status | fetch`, `processors run`, `breakers list | show |
-force-open | disable | reset`, `agents pause | resume`, `demo`. Later issues add sink, api,
-pager, sql, sim, alerts and approvals (names fixed in ARCHITECTURE.md).
+force-open | disable | reset`, `agents pause | resume`, `sink run | migrate`, `sql`,
+`report daily | agent | integration | audit`, `demo`. Later issues add api, pager, sim, alerts
+and approvals (names fixed in ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import typer
@@ -35,6 +37,8 @@ agents = typer.Typer(no_args_is_help=True, help="Agents: pause and resume fleet-
 app.add_typer(agents, name="agents")
 sink = typer.Typer(no_args_is_help=True, help="Kafka to ClickHouse (chDB embedded, or a server).")
 app.add_typer(sink, name="sink")
+report = typer.Typer(no_args_is_help=True, help="Analysts' and compliance's standard questions.")
+app.add_typer(report, name="report")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -303,20 +307,31 @@ def agents_resume(agent_id: str, reason: Reason, actor: Actor = None) -> None:
 
 
 @sink.command("migrate")
-def sink_migrate() -> None:
+def sink_migrate(
+    roles: Annotated[
+        bool,
+        typer.Option(
+            help="also provision the server's roles: fleetpulse_writer (INSERT), "
+            "fleetpulse_analyst (read-only SELECT, quota), fleetpulse_auditor (audit tables)"
+        ),
+    ] = False,
+) -> None:
     """Create or upgrade the ClickHouse tables (idempotent)."""
     from fleetpulse.config import SinkSettings
     from fleetpulse.sink.migrate import migrate
+    from fleetpulse.sink.roles import provision_roles
     from fleetpulse.sink.runner import open_backend
 
     settings = load_settings(SinkSettings)
     backend = open_backend(settings)
     try:
         applied = migrate(backend, ttl_days=settings.clickhouse_ttl_days)
+        names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied) or "nothing to apply"
+        console.print(f"migrations: {names}")
+        if roles:
+            console.print("provisioned: " + ", ".join(provision_roles(backend)))
     finally:
         backend.close()
-    names = ", ".join(f"{m.version:04d}_{m.name}" for m in applied) or "nothing to apply"
-    console.print(f"migrations: {names}")
 
 
 @sink.command("run")
@@ -332,19 +347,168 @@ def sink_run(
     from fleetpulse.config import SinkSettings
     from fleetpulse.devstack.topics import ensure_topics
     from fleetpulse.sink.migrate import migrate
+    from fleetpulse.sink.query import QueryServer
     from fleetpulse.sink.runner import SinkRunner, open_backend
 
     settings = load_settings(SinkSettings)
     ensure_topics(settings.resolved_bootstrap(), settings.topics)
     backend = open_backend(settings)
+    server = None
     try:
         migrate(backend, ttl_days=settings.clickhouse_ttl_days)
+        if not settings.clickhouse_url:  # this process owns the embedded store: serve analysts
+            server = QueryServer(backend, settings.store_dir).start()
         runner = SinkRunner(settings, backend)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: runner.stop_event.set())
         runner.run(max_events=max_events, drain=drain)
     finally:
+        if server is not None:
+            server.stop()
         backend.close()
+
+
+# -- analysts ---------------------------------------------------------------------------------
+
+Format = Annotated[str, typer.Option("--format", help="table, json or csv")]
+
+
+def _analyst() -> Any:
+    from fleetpulse.config import SinkSettings
+    from fleetpulse.sink.query import open_analyst
+
+    settings = load_settings(SinkSettings)
+    return settings.clickhouse_database, open_analyst(settings)
+
+
+def _print_sections(sections: list[Any], fmt: str) -> None:
+    """Query results as rich tables, one JSON document, or CSV blocks."""
+    import csv
+
+    if fmt not in ("table", "json", "csv"):
+        raise ValueError(f"--format {fmt!r}: expected table, json or csv")
+    if fmt == "json":
+        doc: Any = (
+            sections[0].table.records()
+            if len(sections) == 1 and not sections[0].title
+            else {s.title: s.table.records() for s in sections}
+        )
+        print(json.dumps(doc, indent=2, default=str))
+        return
+    for i, s in enumerate(sections):
+        if fmt == "csv":
+            if s.title:
+                print(("\n" if i else "") + f"# {s.title}")
+            w = csv.writer(sys.stdout)
+            w.writerow(s.table.columns)
+            w.writerows(s.table.rows)
+            continue
+        t = Table(title=s.title or None, title_justify="left")
+        for c in s.table.columns:
+            t.add_column(c)
+        for r in s.table.rows:
+            t.add_row(*("" if v is None else str(v) for v in r))
+        console.print(t if s.table.rows else f"[bold]{s.title}[/]: no rows")
+
+
+@app.command("sql")
+def sql(
+    query: Annotated[str, typer.Argument(help="one read-only statement (SELECT, SHOW, ...)")],
+    fmt: Format = "table",
+) -> None:
+    """Run a read-only query: through the process that owns the embedded store, or on the
+    ClickHouse server (FLEETPULSE_CLICKHOUSE_URL, with the analyst's credentials)."""
+    from fleetpulse.sink.reports import Section
+
+    _db, analyst = _analyst()
+    try:
+        _print_sections([Section("", analyst.table(query))], fmt)
+    finally:
+        analyst.close()
+
+
+def _when(value: str | None, default: datetime) -> datetime:
+    if value is None:
+        return default
+    try:
+        t = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an ISO 8601 time (e.g. 2026-11-17T02:00)") from None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+@report.command("daily")
+def report_daily(
+    day: Annotated[str | None, typer.Option(help="YYYY-MM-DD (UTC); default today")] = None,
+    fmt: Format = "table",
+) -> None:
+    """Tasks per agent on a day (completed, failed, cost, latency); integrations by errors."""
+    from fleetpulse.sink import reports
+
+    d = _when(day, datetime.now(UTC)).date()
+    db, analyst = _analyst()
+    try:
+        _print_sections(reports.daily(analyst, db, d), fmt)
+    finally:
+        analyst.close()
+
+
+@report.command("agent")
+def report_agent(
+    agent_id: str,
+    days: Annotated[int, typer.Option(min=1, help="days back, today included")] = 7,
+    fmt: Format = "table",
+) -> None:
+    """One agent: its days by version, latest failures, the integrations it used."""
+    from fleetpulse.sink import reports
+
+    until = datetime.now(UTC).date()
+    db, analyst = _analyst()
+    try:
+        sections = reports.agent(analyst, db, agent_id, until - timedelta(days=days - 1), until)
+        _print_sections(sections, fmt)
+    finally:
+        analyst.close()
+
+
+Since = Annotated[str | None, typer.Option(help="ISO 8601, UTC unless an offset is given")]
+
+
+@report.command("integration")
+def report_integration(
+    name: str, since: Since = None, until: Since = None, fmt: Format = "table"
+) -> None:
+    """One integration: calls, failures and latency by hour; agents; breaker transitions.
+    Default span: the last 24 hours."""
+    from fleetpulse.sink import reports
+
+    end = _when(until, datetime.now(UTC))
+    start = _when(since, end - timedelta(hours=24))
+    db, analyst = _analyst()
+    try:
+        _print_sections(reports.integration(analyst, db, name, start, end), fmt)
+    finally:
+        analyst.close()
+
+
+@report.command("audit")
+def report_audit(
+    agent: Annotated[str, typer.Option(help="the agent id")],
+    target: Annotated[str, typer.Option(help="the target record, as the tool call named it")],
+    since: Since = None,
+    until: Since = None,
+    fmt: Format = "table",
+) -> None:
+    """What an agent did to a record between two instants, call by call (default: 24 h)."""
+    from fleetpulse.sink import reports
+
+    end = _when(until, datetime.now(UTC))
+    start = _when(since, end - timedelta(hours=24))
+    db, analyst = _analyst()
+    try:
+        _print_sections(reports.audit(analyst, db, agent, target, start, end), fmt)
+    finally:
+        analyst.close()
 
 
 @app.command("demo")

@@ -1,5 +1,6 @@
-"""The sink on embedded ClickHouse (chDB) against the real broker: exact rows, SIGKILL restarts,
-ClickHouse failing for a while, the DLQ."""
+"""The sink against the real broker: exact rows, SIGKILL restarts, ClickHouse failing for a
+while, the DLQ. Every test runs on embedded ClickHouse (chDB), and again on a ClickHouse server
+through clickhouse-connect when one is available (see ``clickhouse_server``)."""
 
 from __future__ import annotations
 
@@ -16,13 +17,14 @@ import pytest
 from confluent_kafka import Producer
 
 from fleetpulse.config import SinkSettings
-from fleetpulse.sink.backend import BackendError, ChdbBackend, Columns
+from fleetpulse.sink.backend import BackendError, Columns
 from fleetpulse.sink.migrate import migrate
 from fleetpulse.sink.runner import SinkRunner
 from fleetpulse.topics import Topics
 
 from .helpers import consumer_from_start, read_all
 from .processors_support import produce_fleet
+from .sink_support import Store, assert_rollups_match
 
 TASK_FIELDS = [
     "event_id", "agent_id", "agent_version", "agent_role", "task_id", "task_type", "trace_id",
@@ -41,12 +43,12 @@ CALL_FIELDS = [
 ]
 
 
-def settings(bootstrap: str, topics: Topics, store: Path, **extra: Any) -> SinkSettings:
+def settings(bootstrap: str, topics: Topics, store: Store, **extra: Any) -> SinkSettings:
     return SinkSettings(
         bootstrap_servers=bootstrap,
         topic_prefix=topics.prefix,
-        data_dir=store,
         sink_group=f"{topics.prefix}sink",
+        **store.settings,
         **extra,
     )
 
@@ -55,17 +57,16 @@ def norm(v: Any) -> Any:
     return "" if v is None else v
 
 
-def assert_exact(store: Path, events: list[dict[str, Any]]) -> None:
+def assert_exact(store: Store, events: list[dict[str, Any]]) -> None:
     """Exactly these events and their calls, field by field, no duplicate."""
-    b = ChdbBackend(str(store))
+    b = store.backend()
+    db = b.database
     try:
         rows = b.rows(
             "SELECT *, toUnixTimestamp64Micro(started_at) AS s_us, "
-            "toUnixTimestamp64Micro(ended_at) AS e_us FROM fleetpulse.task_events"
+            f"toUnixTimestamp64Micro(ended_at) AS e_us FROM {db}.task_events"
         )
-        calls = b.rows(
-            "SELECT *, toUnixTimestamp64Micro(started_at) AS s_us FROM fleetpulse.tool_calls"
-        )
+        calls = b.rows(f"SELECT *, toUnixTimestamp64Micro(started_at) AS s_us FROM {db}.tool_calls")
     finally:
         b.close()
     assert len(rows) == len(events), f"{len(rows)} rows for {len(events)} events"
@@ -92,10 +93,11 @@ def assert_exact(store: Path, events: list[dict[str, Any]]) -> None:
             for f in CALL_FIELDS:
                 assert str(crow[f]) == str(norm(call[f])), (f, crow[f], call[f])
     assert len(calls) == n_calls
+    assert_rollups_match(store, events)
 
 
 def test_every_event_and_call_lands_exactly_once_and_bad_records_go_to_dlq(
-    kafka: Any, fresh_prefix: Topics, tmp_path: Path
+    kafka: Any, fresh_prefix: Topics, store: Store
 ) -> None:
     bootstrap = kafka.bootstrap_servers
     n = produce_fleet(bootstrap, fresh_prefix, agents=10, tasks=30)
@@ -104,8 +106,7 @@ def test_every_event_and_call_lands_exactly_once_and_bad_records_go_to_dlq(
     p.flush(10)
     events = read_all(bootstrap, fresh_prefix.task_events, n, logical_types=False,
                       skip_undecodable=True)  # fmt: skip
-    store = tmp_path / "ch"
-    backend = ChdbBackend(str(store))
+    backend = store.backend()
     migrate(backend)
     runner = SinkRunner(settings(bootstrap, fresh_prefix, store), backend)
     runner.run(max_events=n)
@@ -123,7 +124,7 @@ def test_every_event_and_call_lands_exactly_once_and_bad_records_go_to_dlq(
 class FlakyBackend:
     """A chDB backend whose inserts fail while ``down`` is set: ClickHouse unreachable."""
 
-    def __init__(self, inner: ChdbBackend) -> None:
+    def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.database = inner.database
         self.down = threading.Event()
@@ -141,16 +142,18 @@ class FlakyBackend:
     def rows(self, sql: str) -> list[dict[str, Any]]:
         return self.inner.rows(sql)
 
+    def table(self, sql: str) -> Any:
+        return self.inner.table(sql)
+
     def close(self) -> None:
         self.inner.close()
 
 
 def test_clickhouse_down_pauses_and_recovers_without_loss(
-    kafka: Any, fresh_prefix: Topics, tmp_path: Path
+    kafka: Any, fresh_prefix: Topics, store: Store
 ) -> None:
     bootstrap = kafka.bootstrap_servers
-    store = tmp_path / "ch"
-    backend = FlakyBackend(ChdbBackend(str(store)))
+    backend = FlakyBackend(store.backend())
     migrate(backend)  # type: ignore[arg-type]
     backend.down.set()
     runner = SinkRunner(
@@ -173,16 +176,15 @@ def test_clickhouse_down_pauses_and_recovers_without_loss(
 
 
 def test_sigkill_at_random_points_five_times_loses_and_duplicates_nothing(
-    kafka: Any, fresh_prefix: Topics, tmp_path: Path
+    kafka: Any, fresh_prefix: Topics, store: Store, tmp_path: Path
 ) -> None:
     bootstrap = kafka.bootstrap_servers
-    store = tmp_path / "ch"
     env = {
         **os.environ,
         "FLEETPULSE_BOOTSTRAP_SERVERS": bootstrap,
         "FLEETPULSE_TOPIC_PREFIX": fresh_prefix.prefix,
         "FLEETPULSE_HOME": str(tmp_path / "home"),
-        "FLEETPULSE_DATA_DIR": str(store),
+        **store.env,
         "FLEETPULSE_SINK_BATCH_ROWS": "200",
         "FLEETPULSE_SINK_BATCH_WAIT_S": "0.2",
     }

@@ -44,3 +44,80 @@ def test_a_task_event_becomes_one_task_row_and_one_row_per_call() -> None:
     assert calls["target"] == ["account/1", ""] and calls["access"] == ["read", "write"]
     assert calls["task_id"] == [ev["task_id"]] * 2 and calls["_offset"] == [42, 42]
     assert tasks["started_at"] == [ev["started_at"]]  # epoch micros, converted at insert
+
+
+def test_every_route_fills_every_column_of_its_tables() -> None:
+    from fleetpulse.sink.rows import COLUMNS, ROUTES, TABLES
+
+    records = {
+        "Alert": {f: None for f in COLUMNS["alerts"]},
+        "ControlMessage": {f: None for f in COLUMNS["breaker_transitions"]},
+        "GovernanceEvent": {f: None for f in COLUMNS["governance"]},
+        "MetricSnapshot": {f: None for f in COLUMNS["metric_snapshots"]},
+    }
+    for route in ROUTES:
+        if route.record not in records:
+            continue
+        cols = {t: empty(COLUMNS[t]) for t in TABLES}
+        route.add(cols, records[route.record], "t", 1, 7)
+        (table,) = route.tables
+        assert {len(v) for v in cols[table].values()} == {1}, table
+        assert cols[table]["_offset"] == [7]
+        # nullable Avro fields: 0 for numbers and times, '' for strings
+        for f in ("ended_at", "retry_at", "version"):
+            if f in cols[table]:
+                assert cols[table][f] == [0]
+        assert all(v == [""] for k, v in cols[table].items() if k in ("root_cause", "agent_id"))
+    assert len(TABLES) == len(set(TABLES)) == 6
+
+
+def test_analysts_sql_is_made_read_only() -> None:
+    import pytest
+
+    from fleetpulse.sink.query import QueryError, readonly_sql
+
+    assert readonly_sql(" select 1 ;") == (
+        "SELECT * FROM (select 1\n) SETTINGS readonly = 1, max_execution_time = 60"
+    )
+    # a trailing comment cannot swallow the closing parenthesis
+    assert readonly_sql("SELECT 1 -- note").startswith("SELECT * FROM (SELECT 1 -- note\n)")
+    assert readonly_sql("SHOW TABLES").endswith("SETTINGS readonly = 1, max_execution_time = 60")
+    for bad, why in (
+        ("", "empty"),
+        ("DROP TABLE x", "read-only"),
+        ("insert into x values (1)", "read-only"),
+        ("SHOW TABLES; DROP TABLE x", "one statement"),
+    ):
+        with pytest.raises(QueryError, match=why):
+            readonly_sql(bad)
+
+
+def test_report_literals_are_quoted() -> None:
+    from fleetpulse.sink.reports import quote
+
+    assert quote("customer/42") == "'customer/42'"
+    assert quote("x' OR 1=1 --") == "'x\\' OR 1=1 --'"
+    assert quote("back\\slash") == "'back\\\\slash'"
+
+
+def test_roles_are_least_privilege_and_users_come_from_the_environment() -> None:
+    from fleetpulse.sink.roles import role_statements, user_statements
+
+    stmts = role_statements("fp")
+    writer = [s for s in stmts if s.endswith("TO fleetpulse_writer")]
+    assert "GRANT INSERT ON fp.* TO fleetpulse_writer" in writer
+    assert all("SELECT ON fp.*" not in s for s in writer)  # reads only its watermark columns
+    assert (
+        "GRANT SELECT(_topic, _partition, _offset) ON fp.tool_calls TO fleetpulse_writer" in stmts
+    )
+    auditor = {s.split(" ON ")[1].split(" TO")[0] for s in stmts if s.endswith("fleetpulse_auditor")
+               and s.startswith("GRANT")}  # fmt: skip
+    assert "fp.governance" in auditor and "fp.metric_snapshots" not in auditor
+    first = {
+        s.split(" IF NOT EXISTS ")[-1].split()[0]: i for i, s in reversed(list(enumerate(stmts)))
+    }
+    assert first["fleetpulse_auditor"] < first["fleetpulse_analyst_quota"]  # the quota names it
+    users = user_statements({"FLEETPULSE_CLICKHOUSE_ANALYST_PASSWORD": "s3'cret"})
+    assert [r for r, _ in users] == ["analyst", "analyst"]
+    assert "BY 's3\\'cret'" in users[0][1] and "DEFAULT ROLE fleetpulse_analyst" in users[0][1]
+    assert user_statements({}) == []

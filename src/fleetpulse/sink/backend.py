@@ -13,6 +13,14 @@ from typing import Any, Protocol
 
 Columns = dict[str, list[Any]]
 
+# Columns that hold epoch microseconds in the batch and DateTime64 in ClickHouse.
+_TIME_NAMES = frozenset({"since", "window_start", "window_end", "at"})
+
+
+def is_time(column: str) -> bool:
+    """``*_at`` columns and the few timestamp fields named otherwise in the Avro schemas."""
+    return column.endswith("_at") or column in _TIME_NAMES
+
 
 class BackendError(Exception):
     """ClickHouse refused or could not be reached; the sink retries with backoff."""
@@ -24,6 +32,7 @@ class Backend(Protocol):
     def command(self, sql: str) -> None: ...
     def insert(self, table: str, columns: Columns, *, dedup_token: str | None = None) -> None: ...
     def rows(self, sql: str) -> list[dict[str, Any]]: ...
+    def table(self, sql: str) -> tuple[list[str], list[list[Any]]]: ...
     def close(self) -> None: ...
 
 
@@ -52,7 +61,7 @@ class ChdbBackend:
         block = _arrow(columns)  # noqa: F841 (chDB's Python() reads it by name)
         names = ", ".join(columns)
         select = ", ".join(
-            f"fromUnixTimestamp64Micro({c}, 'UTC')" if c.endswith("_at") else c for c in columns
+            f"fromUnixTimestamp64Micro({c}, 'UTC')" if is_time(c) else c for c in columns
         )
         settings = f" SETTINGS insert_deduplication_token='{dedup_token}'" if dedup_token else ""
         sql = (
@@ -76,20 +85,38 @@ class ChdbBackend:
         text = out.bytes().decode() if hasattr(out, "bytes") else str(out)
         return [json.loads(line) for line in text.splitlines() if line.strip()]
 
+    def table(self, sql: str) -> tuple[list[str], list[list[Any]]]:
+        """Column names and rows (also for a result with no rows)."""
+        import json
+
+        with self._lock:
+            try:
+                out = self._session.query(sql, "JSONCompact")
+            except Exception as exc:
+                raise BackendError(str(exc)) from exc
+        text = out.bytes().decode() if hasattr(out, "bytes") else str(out)
+        if not text.strip():  # a statement without a result
+            return [], []
+        body = json.loads(text)
+        return [m["name"] for m in body["meta"]], body["data"]
+
     def close(self) -> None:
         with self._lock:
             self._session.close()
 
 
 def _arrow(columns: Columns) -> Any:
-    """An Arrow table of the columns; dict columns become Map(String, String)."""
+    """An Arrow table of the columns; dict columns become maps of strings to strings, or to
+    doubles when their values are numbers (``measurements``)."""
     import pyarrow as pa
 
     arrays = {}
     for name, values in columns.items():
         if values and isinstance(values[0], dict):
+            sample = next((v for d in values for v in d.values()), "")
+            kind = pa.float64() if isinstance(sample, int | float) else pa.string()
             arrays[name] = pa.array(
-                [list(v.items()) for v in values], type=pa.map_(pa.string(), pa.string())
+                [list(v.items()) for v in values], type=pa.map_(pa.string(), kind)
             )
         else:
             arrays[name] = pa.array(values)
@@ -97,12 +124,12 @@ def _arrow(columns: Columns) -> Any:
 
 
 def _datetimes(columns: Columns) -> Columns:
-    """Epoch-micros ``*_at`` columns as aware datetimes, for clickhouse-connect."""
+    """Epoch-micros time columns as aware datetimes, for clickhouse-connect."""
     from datetime import UTC, datetime, timedelta
 
     epoch = datetime(1970, 1, 1, tzinfo=UTC)
     return {
-        k: [epoch + timedelta(microseconds=v) for v in vals] if k.endswith("_at") else vals
+        k: [epoch + timedelta(microseconds=v) for v in vals] if is_time(k) else vals
         for k, vals in columns.items()
     }
 
@@ -145,6 +172,13 @@ class ServerBackend:
         except Exception as exc:
             raise BackendError(str(exc)) from exc
         return [dict(zip(result.column_names, r, strict=True)) for r in result.result_rows]
+
+    def table(self, sql: str) -> tuple[list[str], list[list[Any]]]:
+        try:
+            result = self._client.query(sql)
+        except Exception as exc:
+            raise BackendError(str(exc)) from exc
+        return list(result.column_names), [list(r) for r in result.result_rows]
 
     def close(self) -> None:
         self._client.close()

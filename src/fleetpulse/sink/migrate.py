@@ -9,7 +9,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from fleetpulse.sink.backend import Backend
+from fleetpulse.sink.backend import Backend, BackendError
 
 logger = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -44,15 +44,22 @@ def statements(sql: str) -> list[str]:
 
 
 def migrate(backend: Backend, *, ttl_days: int = 400) -> list[Migration]:
-    """Apply what is missing; return what was applied now."""
+    """Apply what is missing; return what was applied now. When nothing is missing no DDL
+    runs, so the sink can start under the writer role (INSERT only)."""
     db = backend.database
+    try:
+        done = _applied(backend)
+    except BackendError:  # a new database
+        done = set()
+    if all(m.version in done for m in migrations()):
+        return []
     backend.command(f"CREATE DATABASE IF NOT EXISTS {db}")
     backend.command(
         f"CREATE TABLE IF NOT EXISTS {db}.schema_migrations (version UInt32, name String, "
         "checksum String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) "
         "ENGINE = ReplacingMergeTree ORDER BY version"
     )
-    done = {int(r["version"]) for r in backend.rows(f"SELECT version FROM {db}.schema_migrations")}
+    done = _applied(backend)
     applied = []
     for m in migrations():
         if m.version in done:
@@ -66,3 +73,8 @@ def migrate(backend: Backend, *, ttl_days: int = 400) -> list[Migration]:
         logger.info("applied migration %04d_%s", m.version, m.name)
         applied.append(m)
     return applied
+
+
+def _applied(backend: Backend) -> set[int]:
+    rows = backend.rows(f"SELECT version FROM {backend.database}.schema_migrations")
+    return {int(r["version"]) for r in rows}

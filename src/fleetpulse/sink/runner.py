@@ -1,7 +1,8 @@
 """``fleetpulse sink run``: Kafka to ClickHouse in large columnar batches, exactly once.
 
-One confluent-kafka consumer in the ``<prefix>sink`` group. A batch closes at
-``sink_batch_rows`` events or ``sink_batch_wait_s``; each table gets one insert per batch;
+One confluent-kafka consumer in the ``<prefix>sink`` group over task-events, alerts, control,
+governance and metrics (``rows.ROUTES`` maps each topic to its tables). A batch closes at
+``sink_batch_rows`` records or ``sink_batch_wait_s``; each table gets one insert per batch;
 offsets are committed only after every insert of the batch is acknowledged.
 
 Exactly once on replay, three lines deep:
@@ -32,12 +33,10 @@ from fleetpulse.errors import CodecError
 from fleetpulse.events.codec import AvroCodec
 from fleetpulse.kafka_config import consumer_config, producer_config
 from fleetpulse.sink.backend import Backend, BackendError, Columns
-from fleetpulse.sink.rows import CALL_COLUMNS, TASK_COLUMNS, add_task_event, empty
+from fleetpulse.sink.rows import COLUMNS, ROUTES, TABLES, Route, empty
 from fleetpulse.topics import dlq_headers
 
 logger = logging.getLogger(__name__)
-
-TABLES = ("task_events", "tool_calls")
 
 
 class SinkRunner:
@@ -47,6 +46,7 @@ class SinkRunner:
         self.topics = settings.topics
         self.bootstrap = settings.resolved_bootstrap()
         self.codec = AvroCodec(registry_url=settings.schema_registry_url, logical_types=False)
+        self.routes: dict[str, Route] = {getattr(self.topics, r.topic_attr): r for r in ROUTES}
         self.consumer = Consumer(
             {
                 **consumer_config(self.bootstrap, settings.group_id),
@@ -89,7 +89,7 @@ class SinkRunner:
     def run(self, *, max_events: int | None = None, drain: bool = False) -> None:
         """Sink until stopped; or until ``max_events`` were read; or, with ``drain``, until
         every assigned partition is written up to its end."""
-        self.consumer.subscribe([self.topics.task_events], on_assign=self._on_assign)
+        self.consumer.subscribe(list(self.routes), on_assign=self._on_assign)
         try:
             while not self.stop_event.is_set():
                 batch = self._collect()
@@ -135,13 +135,14 @@ class SinkRunner:
         return batch
 
     def _write(self, batch: list[Message]) -> None:
-        tasks, calls = empty(TASK_COLUMNS), empty(CALL_COLUMNS)
+        cols = {t: empty(COLUMNS[t]) for t in TABLES}
         ranges: dict[str, dict[tuple[str, int], list[int]]] = {t: {} for t in TABLES}
         for m in batch:
             topic, p, off = m.topic() or "", m.partition() or 0, m.offset() or 0
+            route = self.routes[topic]
             try:
-                ev = self.codec.decode(
-                    m.value() or b"", "TaskEvent", topic=topic, partition=p, offset=off
+                rec = self.codec.decode(
+                    m.value() or b"", route.record, topic=topic, partition=p, offset=off
                 )
             except CodecError as exc:
                 self._dead_letter(m, str(exc))
@@ -149,21 +150,19 @@ class SinkRunner:
             self.counters["events"] += 1
             tp = (topic, p)
             # watermarks: what a crash left inserted but uncommitted is not inserted again
-            t_new = off > self.watermarks["task_events"].get(tp, -1)
-            c_new = off > self.watermarks["tool_calls"].get(tp, -1)
-            if not (t_new or c_new):
+            new = [t for t in route.tables if off > self.watermarks[t].get(tp, -1)]
+            if not new:
                 self.counters["skipped"] += 1
                 continue
-            sink_t = tasks if t_new else empty(TASK_COLUMNS)
-            sink_c = calls if c_new else empty(CALL_COLUMNS)
-            add_task_event(sink_t, sink_c, ev, topic, p, off)
-            if t_new:
-                _extend(ranges["task_events"], tp, off)
-            if c_new and ev["tool_calls"]:
-                _extend(ranges["tool_calls"], tp, off)
-        for table, cols in (("task_events", tasks), ("tool_calls", calls)):
-            if cols["_offset"]:
-                self._insert(table, cols, ranges[table])
+            targets = {t: cols[t] if t in new else empty(COLUMNS[t]) for t in route.tables}
+            before = {t: len(cols[t]["_offset"]) for t in new}
+            route.add(targets, rec, topic, p, off)
+            for t in new:
+                if len(cols[t]["_offset"]) > before[t]:  # e.g. a task without tool calls
+                    _extend(ranges[t], tp, off)
+        for table in TABLES:
+            if cols[table]["_offset"]:
+                self._insert(table, cols[table], ranges[table])
         self._commit(batch)
 
     def _insert(self, table: str, cols: Columns, ranges: dict[tuple[str, int], list[int]]) -> None:
