@@ -189,6 +189,9 @@ class SinkSettings(CommonSettings):
     sink_batch_wait_s: float = Field(1.0, gt=0, description="the longest a batch waits")
     sink_retry_max_s: float = Field(30.0, gt=0, description="backoff cap while ClickHouse is down")
     sink_group: str | None = Field(None, description="default: <prefix>sink")
+    sink_decode_in_clickhouse: bool = Field(
+        True, description="embedded store: ClickHouse parses the task events' Avro (fast path)"
+    )
 
     @field_validator("clickhouse_url")
     @classmethod

@@ -17,6 +17,7 @@ import pytest
 from confluent_kafka import Producer
 
 from fleetpulse.config import SinkSettings
+from fleetpulse.events import AvroCodec
 from fleetpulse.sink.backend import BackendError, Columns
 from fleetpulse.sink.migrate import migrate
 from fleetpulse.sink.runner import SinkRunner
@@ -103,6 +104,9 @@ def test_every_event_and_call_lands_exactly_once_and_bad_records_go_to_dlq(
     n = produce_fleet(bootstrap, fresh_prefix, agents=10, tasks=30)
     p = Producer({"bootstrap.servers": bootstrap})
     p.produce(fresh_prefix.task_events, b"\x00not avro", b"agent-00")
+    # the right header, a broken body: ClickHouse refuses the batch, Python finds the record
+    header = b"\xc3\x01" + AvroCodec().store.latest("TaskEvent").fingerprint
+    p.produce(fresh_prefix.task_events, header + b"\xff\xff\xff", b"agent-01")
     p.flush(10)
     events = read_all(bootstrap, fresh_prefix.task_events, n, logical_types=False,
                       skip_undecodable=True)  # fmt: skip
@@ -110,15 +114,18 @@ def test_every_event_and_call_lands_exactly_once_and_bad_records_go_to_dlq(
     migrate(backend)
     runner = SinkRunner(settings(bootstrap, fresh_prefix, store), backend)
     runner.run(max_events=n)
-    assert runner.counters["dlq"] == 1
+    assert runner.counters["dlq"] == 2
     backend.close()
     assert_exact(store, events)
     c = consumer_from_start(bootstrap, fresh_prefix.dlq)
-    msgs = c.consume(10, timeout=10)
+    msgs = []
+    while len(msgs) < 2:
+        msgs += c.consume(10, timeout=10)
     c.close()
-    headers = dict(msgs[0].headers() or [])
-    assert msgs[0].value() == b"\x00not avro"
+    by_value = {m.value(): dict(m.headers() or []) for m in msgs}
+    headers = by_value[b"\x00not avro"]
     assert headers["fleetpulse.stage"] == b"sink" and b"wire format" in headers["fleetpulse.reason"]
+    assert by_value[header + b"\xff\xff\xff"]["fleetpulse.stage"] == b"sink"
 
 
 class FlakyBackend:

@@ -9,6 +9,7 @@ by ClickHouse itself.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Protocol
 
 Columns = dict[str, list[Any]]
@@ -24,6 +25,23 @@ def is_time(column: str) -> bool:
 
 class BackendError(Exception):
     """ClickHouse refused or could not be reached; the sink retries with backoff."""
+
+
+class StoreBusyError(BackendError):
+    """The embedded store is open in another process."""
+
+
+def open_chdb(path: str, database: str = "fleetpulse", *, wait_s: float = 30.0) -> ChdbBackend:
+    """Open the embedded store, waiting up to ``wait_s`` for another process to let it go
+    (``fleetpulse sql`` holds it for the length of one query when no sink runs)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return ChdbBackend(path, database)
+        except StoreBusyError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
 
 
 class Backend(Protocol):
@@ -47,7 +65,13 @@ class ChdbBackend:
         from chdb import session
 
         self.database = database
-        self._session = session.Session(path)
+        try:
+            self._session = session.Session(path)
+        except Exception as exc:  # chDB says only "Error initializing EmbeddedServer"
+            raise StoreBusyError(
+                f"cannot open the embedded ClickHouse store at {path}: another process has it "
+                f"open (chDB allows one process per data directory) ({exc})"
+            ) from None
         self._lock = threading.Lock()  # one statement at a time on the session
 
     def command(self, sql: str) -> None:
@@ -67,6 +91,22 @@ class ChdbBackend:
         sql = (
             f"INSERT INTO {self.database}.{table} ({names}){settings} "
             f"SELECT {select} FROM Python(block)"
+        )
+        with self._lock:
+            try:
+                self._session.query(sql)
+            except Exception as exc:
+                raise BackendError(f"insert into {table} failed: {exc}") from exc
+
+    def insert_from_file(
+        self, table: str, columns: list[str], select: str, path: str, fmt: str, dedup_token: str
+    ) -> None:
+        """``INSERT INTO table (columns) SELECT ...`` over a local file ClickHouse parses itself
+        (``select`` names it as ``{source}``)."""
+        source = f"file('{path}', '{fmt}')"
+        sql = (
+            f"INSERT INTO {self.database}.{table} ({', '.join(columns)}) "
+            f"SETTINGS insert_deduplication_token='{dedup_token}' " + select.format(source=source)
         )
         with self._lock:
             try:

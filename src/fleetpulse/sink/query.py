@@ -21,6 +21,7 @@ import logging
 import os
 import secrets
 import threading
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -208,10 +209,10 @@ def endpoint(store_dir: Path) -> dict[str, Any] | None:
     return info if pid_alive(info.get("pid")) else None
 
 
-def open_analyst(settings: Any) -> Analyst:
+def open_analyst(settings: Any, *, wait_s: float = 30.0) -> Analyst:
     """A read-only connection for ``fleetpulse sql`` and ``fleetpulse report``: the server,
     the process that owns the embedded store, or the embedded store itself when nobody does."""
-    from fleetpulse.sink.backend import ChdbBackend, ServerBackend
+    from fleetpulse.sink.backend import ChdbBackend, ServerBackend, StoreBusyError
 
     if settings.clickhouse_url:
         return ReadOnly(
@@ -223,12 +224,19 @@ def open_analyst(settings: Any) -> Analyst:
             )
         )
     store: Path = settings.store_dir
-    info = endpoint(store)
-    if info is not None:
-        return RemoteStore(info["url"], info["token"])
     if not store.exists():
         raise QueryError(
             f"no ClickHouse data at {store}: run `fleetpulse sink run` first "
             "(or set FLEETPULSE_DATA_DIR / FLEETPULSE_CLICKHOUSE_URL)"
         )
-    return ReadOnly(ChdbBackend(str(store), settings.clickhouse_database))
+    deadline = time.monotonic() + wait_s
+    while True:
+        info = endpoint(store)
+        if info is not None:
+            return RemoteStore(info["url"], info["token"])
+        try:  # nobody serves it: open it here, unless a sink is starting (then ask it)
+            return ReadOnly(ChdbBackend(str(store), settings.clickhouse_database))
+        except StoreBusyError as exc:
+            if time.monotonic() >= deadline:
+                raise QueryError(f"{exc}; and it serves no queries") from None
+            time.sleep(0.2)

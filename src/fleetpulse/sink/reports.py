@@ -9,6 +9,9 @@
 - ``audit``: what an agent did to a record between two instants, call by call, with the task
   each call belonged to, and the governance actions on that agent in the same span.
 
+Raw rows are read filtered first, then deduplicated on their id (``LIMIT 1 BY``): the same
+answer as the ``*_v`` views (``FINAL``), without merging the whole table first.
+
 Figures are defined as the processors define them: failed = failure + timeout; an
 integration's error rate = (error + timeout) / attempted calls (denied and short-circuited
 calls never reached it); latency quantiles over attempted calls.
@@ -36,6 +39,11 @@ def quote(value: str) -> str:
         "'it\\\\'s'"
     """
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _once(db: str, table: str, key: str, where: str) -> str:
+    """``table``'s rows matching ``where``, each id once (a replay's duplicate hidden)."""
+    return f"(SELECT * FROM {db}.{table} WHERE {where} LIMIT 1 BY {key})"
 
 
 def _ts(t: datetime) -> str:
@@ -110,9 +118,8 @@ def agent(analyst: Analyst, db: str, agent_id: str, since: date, until: date) ->
     failures = analyst.table(f"""
         SELECT ended_at, task_id, task_type, agent_version, outcome, error_type,
                round(duration_ms, 1) AS duration_ms
-        FROM {db}.task_events_v
-        WHERE {span} AND outcome != 'success'
-        ORDER BY ended_at DESC LIMIT 20""")
+        FROM {_once(db, "task_events", "event_id", f"{span} AND outcome != 'success'")}
+        ORDER BY ended_at DESC, task_id LIMIT 20""")
     calls = analyst.table(f"""
         SELECT integration, count() AS calls,
                countIf(status IN ('error', 'timeout')) AS errors,
@@ -120,8 +127,7 @@ def agent(analyst: Analyst, db: str, agent_id: str, since: date, until: date) ->
                countIf(status = 'short_circuited') AS short_circuited,
                round(quantileIf(0.99)(latency_ms, status IN ('ok', 'error', 'timeout')), 1)
                    AS p99_ms
-        FROM {db}.tool_calls_v
-        WHERE {span.replace("ended_at", "started_at")}
+        FROM {_once(db, "tool_calls", "call_id", span.replace("ended_at", "started_at"))}
         GROUP BY integration ORDER BY calls DESC, integration""")
     return [
         Section(f"{agent_id}: days by version", days),
@@ -153,7 +159,7 @@ def integration(
                round(failed / greatest(countIf(status IN ('ok', 'error', 'timeout')), 1), 4)
                    AS error_rate,
                topKIf(3)(error_type, error_type != '') AS top_error_types
-        FROM {db}.tool_calls_v WHERE {calls_span}
+        FROM {_once(db, "tool_calls", "call_id", calls_span)}
         GROUP BY agent_id ORDER BY failed DESC, calls DESC, agent_id LIMIT 50""")
     breakers = analyst.table(f"""
         SELECT since, target_id, state, actor, reason
@@ -171,21 +177,23 @@ def audit(
     analyst: Analyst, db: str, agent_id: str, target: str, since: datetime, until: datetime
 ) -> list[Section]:
     a, t = quote(agent_id), quote(target)
+    calls_where = (
+        f"agent_id = {a} AND target = {t} "
+        f"AND started_at >= {_ts(since)} AND started_at < {_ts(until)}"
+    )
     calls = analyst.table(f"""
         SELECT c.started_at AS at, c.integration AS integration, c.operation AS operation,
                c.access AS access, c.status AS status, c.error_type AS error_type,
                round(c.latency_ms, 1) AS latency_ms, c.agent_version AS agent_version,
                c.task_id AS task_id, t.task_type AS task_type, t.outcome AS task_outcome,
                t.trace_id AS trace_id, c.call_id AS call_id
-        FROM (
-            SELECT * FROM {db}.tool_calls_v
-            WHERE agent_id = {a} AND target = {t}
-              AND started_at >= {_ts(since)} AND started_at < {_ts(until)}
-        ) AS c
+        FROM {_once(db, "tool_calls", "call_id", calls_where)} AS c
         LEFT JOIN (
-            SELECT task_id, task_type, outcome, trace_id FROM {db}.task_events_v
+            SELECT task_id, task_type, outcome, trace_id FROM {db}.task_events
             WHERE agent_id = {a} AND ended_at >= {_ts(since)}
               AND ended_at < {_ts(until + timedelta(days=1))}
+              AND task_id IN (SELECT task_id FROM {db}.tool_calls WHERE {calls_where})
+            LIMIT 1 BY task_id
         ) AS t ON c.task_id = t.task_id
         ORDER BY at, call_id""")
     governance = analyst.table(f"""

@@ -21,9 +21,13 @@ and jitter; nothing is skipped and nothing is committed. Undecodable records go 
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
+import uuid
+from pathlib import Path
+from tempfile import gettempdir
 from typing import Any
 
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
@@ -32,6 +36,8 @@ from fleetpulse.config import SinkSettings
 from fleetpulse.errors import CodecError
 from fleetpulse.events.codec import AvroCodec
 from fleetpulse.kafka_config import consumer_config, producer_config
+from fleetpulse.sink.avro_batch import AvroBatch
+from fleetpulse.sink.avro_batch import selects as avro_selects
 from fleetpulse.sink.backend import Backend, BackendError, Columns
 from fleetpulse.sink.rows import COLUMNS, ROUTES, TABLES, Route, empty
 from fleetpulse.topics import dlq_headers
@@ -63,6 +69,8 @@ class SinkRunner:
         self.stop_event = threading.Event()
         self.counters = {"events": 0, "rows": 0, "skipped": 0, "dlq": 0, "retries": 0}
         self._held: list[Message] = []
+        shm = Path("/dev/shm")  # the fast path's batch files: memory, not disk, where it exists
+        self.avro_dir = shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(gettempdir())
 
     # -- assignment -----------------------------------------------------------------------
 
@@ -134,21 +142,38 @@ class SinkRunner:
                     logger.warning("sink consumer: %s", m.error())
         return batch
 
-    def _write(self, batch: list[Message]) -> None:
+    def _write(self, batch: list[Message], *, slow: bool = False) -> None:
+        """Decode, filter by watermarks, insert per table, commit. ``slow``: every record
+        through Python (the fallback when ClickHouse could not parse a batch); no commit."""
+        fast = None if slow else self._fast_batch(batch)
+        fast_seen = fast_skipped = 0
+        fast_msgs: list[Message] = []
         cols = {t: empty(COLUMNS[t]) for t in TABLES}
         ranges: dict[str, dict[tuple[str, int], list[int]]] = {t: {} for t in TABLES}
+        fast_ranges: dict[str, dict[tuple[str, int], list[int]]] = {t: {} for t in TABLES}
         for m in batch:
             topic, p, off = m.topic() or "", m.partition() or 0, m.offset() or 0
             route = self.routes[topic]
+            value = m.value() or b""
+            tp = (topic, p)
+            if fast is not None and topic == self.topics.task_events and fast.accepts(value):
+                # ClickHouse decodes it (avro_batch.py); the watermarks still apply
+                fast_seen += 1
+                fast_msgs.append(m)
+                new = [t for t in route.tables if off > self.watermarks[t].get(tp, -1)]
+                if not new:
+                    fast_skipped += 1
+                    continue
+                fast.add(p, off, value)
+                for t in new:
+                    _extend(fast_ranges[t], tp, off)
+                continue
             try:
-                rec = self.codec.decode(
-                    m.value() or b"", route.record, topic=topic, partition=p, offset=off
-                )
+                rec = self.codec.decode(value, route.record, topic=topic, partition=p, offset=off)
             except CodecError as exc:
                 self._dead_letter(m, str(exc))
                 continue
             self.counters["events"] += 1
-            tp = (topic, p)
             # watermarks: what a crash left inserted but uncommitted is not inserted again
             new = [t for t in route.tables if off > self.watermarks[t].get(tp, -1)]
             if not new:
@@ -160,15 +185,66 @@ class SinkRunner:
             for t in new:
                 if len(cols[t]["_offset"]) > before[t]:  # e.g. a task without tool calls
                     _extend(ranges[t], tp, off)
+        if fast is not None and (not len(fast) or self._insert_fast(fast, fast_ranges)):
+            self.counters["events"] += fast_seen
+            self.counters["skipped"] += fast_skipped
+        elif fast is not None:  # ClickHouse could not parse it: decode here, record by record
+            self._write(fast_msgs, slow=True)
         for table in TABLES:
             if cols[table]["_offset"]:
                 self._insert(table, cols[table], ranges[table])
-        self._commit(batch)
+        if not slow:
+            self._commit(batch)
+
+    def _fast_batch(self, batch: list[Message]) -> AvroBatch | None:
+        """An AvroBatch when ClickHouse can decode this batch's task events itself: the
+        backend reads local files (chDB), and no task event needs Python's schema resolution
+        (an older writer schema, the Confluent framing). Mixing both paths in one batch could
+        leave a table's watermark above rows not yet written."""
+        if not self.settings.sink_decode_in_clickhouse or not hasattr(
+            self.backend, "insert_from_file"
+        ):
+            return None
+        fast = AvroBatch(self.codec)
+        for m in batch:
+            value = m.value() or b""
+            if m.topic() != self.topics.task_events or fast.accepts(value):
+                continue
+            try:
+                self.codec.decode(value, "TaskEvent")
+            except CodecError:
+                continue  # undecodable either way: it goes to the DLQ
+            return None
+        return fast
+
+    def _insert_fast(
+        self, fast: AvroBatch, ranges: dict[str, dict[tuple[str, int], list[int]]]
+    ) -> bool:
+        """Both tables from one Avro container; False if ClickHouse cannot parse it."""
+        topic = self.topics.task_events
+        path = self.avro_dir / f"batch-{os.getpid()}-{uuid.uuid4().hex[:8]}.avro"
+        path.write_bytes(fast.container())
+        try:
+            for table, (columns, select) in avro_selects(topic, self.watermarks).items():
+                if not ranges[table]:
+                    continue
+                token = f"{table}|avro|" + _token(ranges[table])
+                try:
+                    self.backend.insert_from_file(  # type: ignore[attr-defined]
+                        table, columns, select, str(path), "Avro", token
+                    )
+                except BackendError as exc:
+                    logger.warning("fast path refused (%s); decoding in Python", exc)
+                    return False
+                self._advance(table, ranges[table])
+                if table == "task_events":
+                    self.counters["rows"] += len(fast)
+        finally:
+            path.unlink(missing_ok=True)
+        return True
 
     def _insert(self, table: str, cols: Columns, ranges: dict[tuple[str, int], list[int]]) -> None:
-        token = f"{table}|" + ",".join(
-            f"{t}:{p}:{lo}-{hi}" for (t, p), (lo, hi) in sorted(ranges.items())
-        )
+        token = f"{table}|" + _token(ranges)
         backoff = 0.5
         paused = False
         while True:
@@ -192,10 +268,13 @@ class SinkRunner:
                 backoff = min(backoff * 2, self.settings.sink_retry_max_s)
         if paused:
             self.consumer.resume(self.consumer.assignment())
+        self._advance(table, ranges)
+        self.counters["rows"] += len(cols["_offset"])
+
+    def _advance(self, table: str, ranges: dict[tuple[str, int], list[int]]) -> None:
         marks = self.watermarks[table]
         for tp, (_lo, hi) in ranges.items():
             marks[tp] = max(marks.get(tp, -1), hi)
-        self.counters["rows"] += len(cols["_offset"])
 
     def _commit(self, batch: list[Message]) -> None:
         last: dict[tuple[str, int], int] = {}
@@ -221,6 +300,10 @@ class SinkRunner:
         self.producer.poll(0)
 
 
+def _token(ranges: dict[tuple[str, int], list[int]]) -> str:
+    return ",".join(f"{t}:{p}:{lo}-{hi}" for (t, p), (lo, hi) in sorted(ranges.items()))
+
+
 def _extend(ranges: dict[tuple[str, int], list[int]], tp: tuple[str, int], off: int) -> None:
     r = ranges.get(tp)
     if r is None:
@@ -231,7 +314,7 @@ def _extend(ranges: dict[tuple[str, int], list[int]], tp: tuple[str, int], off: 
 
 def open_backend(settings: SinkSettings) -> Any:
     """The configured backend: a server when FLEETPULSE_CLICKHOUSE_URL is set, else chDB."""
-    from fleetpulse.sink.backend import ChdbBackend, ServerBackend
+    from fleetpulse.sink.backend import ServerBackend, open_chdb
 
     if settings.clickhouse_url:
         return ServerBackend(
@@ -241,4 +324,4 @@ def open_backend(settings: SinkSettings) -> Any:
             database=settings.clickhouse_database,
         )
     settings.store_dir.mkdir(parents=True, exist_ok=True)
-    return ChdbBackend(str(settings.store_dir), settings.clickhouse_database)
+    return open_chdb(str(settings.store_dir), settings.clickhouse_database)

@@ -1,0 +1,149 @@
+"""The fast path for task events: ClickHouse decodes the Avro, not Python.
+
+A TaskEvent in single-object encoding is a 10-byte header and the Avro body. An Avro record's
+body is its fields' bodies one after the other, so ``zigzag(partition) + zigzag(offset) + body``
+is a valid body of the same schema with two leading fields, ``_partition`` and ``_offset``.
+A batch of those, framed as one Avro object container file (header, one block, sync marker),
+is read by ClickHouse's own Avro format in C++: about 10x what fastavro decodes per core here.
+Both tables are filled from it in SQL (``tool_calls`` with ARRAY JOIN).
+
+Only records written with the schema this build ships as latest take this path; older
+writer schemas and the Confluent framing (which need schema resolution) take the Python path,
+and so does a whole batch if ClickHouse cannot parse it (so a corrupt body still reaches the
+DLQ with its reason).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from fleetpulse.events.codec import SINGLE_OBJECT_MARKER, AvroCodec
+
+HEADER_LEN = 10  # marker (2) + CRC-64-AVRO fingerprint (8)
+
+
+def zigzag(n: int) -> bytes:
+    """Avro's variable-length zig-zag encoding of a long.
+
+    Example:
+        >>> zigzag(0), zigzag(-1), zigzag(1), zigzag(64)
+        (b'\\x00', b'\\x01', b'\\x02', b'\\x80\\x01')
+    """
+    n = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while n & ~0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _string(b: bytes) -> bytes:
+    return zigzag(len(b)) + b
+
+
+class AvroBatch:
+    """Task events of the latest TaskEvent schema, collected as one Avro container file."""
+
+    def __init__(self, codec: AvroCodec) -> None:
+        latest = codec.store.latest("TaskEvent")
+        self.prefix = SINGLE_OBJECT_MARKER + latest.fingerprint
+        schema = json.loads(latest.raw) if isinstance(latest.raw, str) else dict(latest.raw)
+        schema["name"] = "SinkTaskEvent"
+        schema["fields"] = [
+            {"name": "_partition", "type": "int"},
+            {"name": "_offset", "type": "long"},
+            *schema["fields"],
+        ]
+        self._schema_json = json.dumps(schema).encode()
+        self.bodies: list[bytes] = []
+
+    def accepts(self, value: bytes) -> bool:
+        return value[:HEADER_LEN] == self.prefix
+
+    def add(self, partition: int, offset: int, value: bytes) -> None:
+        self.bodies.append(zigzag(partition) + zigzag(offset) + value[HEADER_LEN:])
+
+    def __len__(self) -> int:
+        return len(self.bodies)
+
+    def container(self) -> bytes:
+        """The batch as an Avro object container file (uncompressed, one block)."""
+        sync = os.urandom(16)
+        meta = (
+            zigzag(2)
+            + _string(b"avro.schema")
+            + _string(self._schema_json)
+            + _string(b"avro.codec")
+            + _string(b"null")
+            + zigzag(0)
+        )
+        data = b"".join(self.bodies)
+        return b"Obj\x01" + meta + sync + zigzag(len(self.bodies)) + zigzag(len(data)) + data + sync
+
+
+def _q(s: str) -> str:
+    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _above(watermarks: dict[int, int]) -> str:
+    """SQL: the row's offset is above its partition's watermark."""
+    if not watermarks:
+        return "1"
+    cases = ", ".join(f"_partition = {p}, {o}" for p, o in sorted(watermarks.items()))
+    return f"_offset > multiIf({cases}, -1)"
+
+
+def task_events_select(topic: str, watermarks: dict[int, int]) -> tuple[list[str], str]:
+    """Columns and SELECT (over ``{source}``) filling task_events from the container."""
+    cols = [
+        "event_id", "agent_id", "agent_version", "agent_role", "task_id", "task_type",
+        "trace_id", "parent_task_id", "upstream_agent_id", "input_hash", "outcome",
+        "error_type", "started_at", "ended_at", "duration_ms", "model", "provider",
+        "input_tokens", "output_tokens", "cached_tokens", "cost_micros", "price_table_version",
+        "tool_call_count", "attributes", "_topic", "_partition", "_offset",
+    ]  # fmt: skip
+    exprs = [
+        "event_id", "agent_id", "agent_version", "agent_role", "task_id", "task_type",
+        "trace_id", "ifNull(parent_task_id, '')", "ifNull(upstream_agent_id, '')", "input_hash",
+        "toString(outcome)", "ifNull(error_type, '')", "started_at", "ended_at", "duration_ms",
+        "ifNull(model, '')", "ifNull(provider, '')", "input_tokens", "output_tokens",
+        "cached_tokens", "cost_micros", "price_table_version", "length(tool_calls)",
+        "attributes", _q(topic), "_partition", "_offset",
+    ]  # fmt: skip
+    sql = f"SELECT {', '.join(exprs)} FROM {{source}} WHERE {_above(watermarks)}"
+    return cols, sql
+
+
+def tool_calls_select(topic: str, watermarks: dict[int, int]) -> tuple[list[str], str]:
+    """Columns and SELECT (over ``{source}``) filling tool_calls: one row per call."""
+    cols = [
+        "event_id", "task_id", "call_id", "agent_id", "agent_version", "agent_role",
+        "integration", "operation", "access", "target", "status", "error_type", "started_at",
+        "latency_ms", "cost_micros", "_topic", "_partition", "_offset",
+    ]  # fmt: skip
+    exprs = [
+        "event_id", "task_id", "c.call_id", "agent_id", "agent_version", "agent_role",
+        "c.integration", "c.operation", "toString(c.access)", "ifNull(c.target, '')",
+        "toString(c.status)", "ifNull(c.error_type, '')", "c.started_at", "c.latency_ms",
+        "c.cost_micros", _q(topic), "_partition", "_offset",
+    ]  # fmt: skip
+    sql = (
+        f"SELECT {', '.join(exprs)} FROM {{source}} ARRAY JOIN tool_calls AS c "
+        f"WHERE {_above(watermarks)}"
+    )
+    return cols, sql
+
+
+def selects(topic: str, marks: dict[str, dict[tuple[str, int], int]]) -> dict[str, Any]:
+    """Per table: (columns, select) for this topic's rows above that table's watermarks."""
+
+    def of(table: str) -> dict[int, int]:
+        return {p: o for (t, p), o in marks[table].items() if t == topic}
+
+    return {
+        "task_events": task_events_select(topic, of("task_events")),
+        "tool_calls": tool_calls_select(topic, of("tool_calls")),
+    }
