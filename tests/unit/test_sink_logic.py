@@ -121,3 +121,29 @@ def test_roles_are_least_privilege_and_users_come_from_the_environment() -> None
     assert [r for r, _ in users] == ["analyst", "analyst"]
     assert "BY 's3\\'cret'" in users[0][1] and "DEFAULT ROLE fleetpulse_analyst" in users[0][1]
     assert user_statements({}) == []
+
+
+def test_the_fast_path_container_is_valid_avro_with_offsets_in_front() -> None:
+    """Any Avro reader (fastavro here) reads the container as the events plus their place."""
+    import io
+
+    import fastavro
+
+    from fleetpulse.sink.avro_batch import AvroBatch
+
+    fleet, sink = memory_fleet("a1", clock=ManualClock())
+    for i in range(3):
+        with fleet.task("triage", attributes={"i": str(i)}) as task:
+            with task.tool("crm", "get", target=f"account/{i}"):
+                pass
+    codec = AvroCodec(logical_types=False)
+    batch = AvroBatch(codec)
+    for off, (_topic, _key, value) in enumerate(sink.records, start=2**40):
+        assert batch.accepts(value)
+        batch.add(5, off, value)
+    assert not batch.accepts(b"\x00" + sink.records[0][2][1:])
+    got = list(fastavro.reader(io.BytesIO(batch.container())))
+    assert [(r["_partition"], r["_offset"]) for r in got] == [(5, 2**40 + i) for i in range(3)]
+    for r, (_t, _k, value) in zip(got, sink.records, strict=True):
+        want = AvroCodec().decode(value, "TaskEvent")
+        assert {k: v for k, v in r.items() if not k.startswith("_")} == want
