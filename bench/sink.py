@@ -349,7 +349,7 @@ def write(tp: dict[str, Any], fr: dict[str, Any], rp: dict[str, Any]) -> None:
         "",
         f"## Throughput: {n:,} task events = {rows:,} rows (the task and its 2 tool calls)",
         "",
-        "| path | events/s | rows/s | sink as a share |",
+        "| path | events/s | rows/s | sink ÷ this path |",
         "|---|---:|---:|---:|",
         line("bare confluent-kafka consume (Kafka's limit)", tp["kafka_s"]),
         line("consume + fastavro decode (the Python path's floor)", tp["decode_s"]),
