@@ -112,14 +112,20 @@ class SinkRunner:
             self.producer.flush(10)
 
     def _caught_up(self) -> bool:
-        assigned = self.consumer.assignment()
-        if not assigned:
+        """Every partition of every sunk topic is committed up to its end. All partitions, not
+        only the assigned ones: right after a restart the group may hand this member a part
+        of them first (a killed member's share moves once its session times out)."""
+        if not self.consumer.assignment():
             return False
+        partitions = []
+        for topic in self.routes:
+            md = self.consumer.list_topics(topic, timeout=10).topics[topic]
+            partitions += [TopicPartition(topic, p) for p in md.partitions]
         committed = {
             (tp.topic, tp.partition): tp.offset
-            for tp in self.consumer.committed(assigned, timeout=10)
+            for tp in self.consumer.committed(partitions, timeout=10)
         }
-        for tp in assigned:
+        for tp in partitions:
             low, high = self.consumer.get_watermark_offsets(tp, timeout=10, cached=False)
             done = committed.get((tp.topic, tp.partition), -1)
             if max(done, low) < high:
