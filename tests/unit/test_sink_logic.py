@@ -93,7 +93,7 @@ def test_analysts_sql_is_made_read_only() -> None:
 
 
 def test_report_literals_are_quoted() -> None:
-    from fleetpulse.sink.reports import quote
+    from fleetpulse.sink.backend import quote
 
     assert quote("customer/42") == "'customer/42'"
     assert quote("x' OR 1=1 --") == "'x\\' OR 1=1 --'"

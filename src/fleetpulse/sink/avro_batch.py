@@ -20,6 +20,7 @@ import os
 from typing import Any
 
 from fleetpulse.events.codec import SINGLE_OBJECT_MARKER, AvroCodec
+from fleetpulse.sink.backend import quote
 
 HEADER_LEN = 10  # marker (2) + CRC-64-AVRO fingerprint (8)
 
@@ -84,10 +85,6 @@ class AvroBatch:
         return b"Obj\x01" + meta + sync + zigzag(len(self.bodies)) + zigzag(len(data)) + data + sync
 
 
-def _q(s: str) -> str:
-    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def _above(watermarks: dict[int, int]) -> str:
     """SQL: the row's offset is above its partition's watermark."""
     if not watermarks:
@@ -111,7 +108,7 @@ def task_events_select(topic: str, watermarks: dict[int, int]) -> tuple[list[str
         "toString(outcome)", "ifNull(error_type, '')", "started_at", "ended_at", "duration_ms",
         "ifNull(model, '')", "ifNull(provider, '')", "input_tokens", "output_tokens",
         "cached_tokens", "cost_micros", "price_table_version", "length(tool_calls)",
-        "attributes", _q(topic), "_partition", "_offset",
+        "attributes", quote(topic), "_partition", "_offset",
     ]  # fmt: skip
     sql = f"SELECT {', '.join(exprs)} FROM {{source}} WHERE {_above(watermarks)}"
     return cols, sql
@@ -128,7 +125,7 @@ def tool_calls_select(topic: str, watermarks: dict[int, int]) -> tuple[list[str]
         "event_id", "task_id", "c.call_id", "agent_id", "agent_version", "agent_role",
         "c.integration", "c.operation", "toString(c.access)", "ifNull(c.target, '')",
         "toString(c.status)", "ifNull(c.error_type, '')", "c.started_at", "c.latency_ms",
-        "c.cost_micros", _q(topic), "_partition", "_offset",
+        "c.cost_micros", quote(topic), "_partition", "_offset",
     ]  # fmt: skip
     sql = (
         f"SELECT {', '.join(exprs)} FROM {{source}} ARRAY JOIN tool_calls AS c "

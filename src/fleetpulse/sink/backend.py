@@ -18,6 +18,16 @@ Columns = dict[str, list[Any]]
 _TIME_NAMES = frozenset({"since", "window_start", "window_end", "at"})
 
 
+def quote(value: str) -> str:
+    """A ClickHouse string literal.
+
+    Example:
+        >>> quote("it's")
+        "'it\\\\'s'"
+    """
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def is_time(column: str) -> bool:
     """``*_at`` columns and the few timestamp fields named otherwise in the Avro schemas."""
     return column.endswith("_at") or column in _TIME_NAMES

@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
+from fleetpulse.sink.backend import quote
 from fleetpulse.sink.query import Analyst, Table
 
 
@@ -29,16 +30,6 @@ from fleetpulse.sink.query import Analyst, Table
 class Section:
     title: str
     table: Table
-
-
-def quote(value: str) -> str:
-    """A ClickHouse string literal.
-
-    Example:
-        >>> quote("it's")
-        "'it\\\\'s'"
-    """
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _once(db: str, table: str, key: str, where: str) -> str:

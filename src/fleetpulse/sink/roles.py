@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 
-from fleetpulse.sink.backend import Backend, BackendError
+from fleetpulse.sink.backend import Backend, BackendError, quote
 from fleetpulse.sink.rows import TABLES
 
 AUDIT_TABLES = ("task_events", "tool_calls", "governance", "breaker_transitions")
@@ -60,9 +60,8 @@ def user_statements(env: dict[str, str] | None = None) -> list[tuple[str, str]]:
         if not password:
             continue
         user = f"fleetpulse_{role}_user"
-        secret = password.replace("\\", "\\\\").replace("'", "\\'")
         out.append((role, f"CREATE USER IF NOT EXISTS {user} IDENTIFIED WITH sha256_password "
-                          f"BY '{secret}' DEFAULT ROLE fleetpulse_{role}"))  # fmt: skip
+                          f"BY {quote(password)} DEFAULT ROLE fleetpulse_{role}"))  # fmt: skip
         out.append((role, f"GRANT fleetpulse_{role} TO {user}"))
     return out
 
