@@ -21,6 +21,7 @@ from typing import Any
 
 from fleetpulse.events.codec import SINGLE_OBJECT_MARKER, AvroCodec
 from fleetpulse.sink.backend import quote
+from fleetpulse.sink.rows import CALL_COLUMNS, TASK_COLUMNS
 
 HEADER_LEN = 10  # marker (2) + CRC-64-AVRO fingerprint (8)
 
@@ -93,45 +94,51 @@ def _above(watermarks: dict[int, int]) -> str:
     return f"_offset > multiIf({cases}, -1)"
 
 
+# How each column of task_events and tool_calls (rows.py's column lists) is read from the
+# container; a column not named here is the field of the same name.
+_TASK_EXPR = {
+    "parent_task_id": "ifNull(parent_task_id, '')",
+    "upstream_agent_id": "ifNull(upstream_agent_id, '')",
+    "outcome": "toString(outcome)",
+    "error_type": "ifNull(error_type, '')",
+    "model": "ifNull(model, '')",
+    "provider": "ifNull(provider, '')",
+    "tool_call_count": "length(tool_calls)",
+}
+_CALL_EXPR = {
+    "call_id": "c.call_id",
+    "integration": "c.integration",
+    "operation": "c.operation",
+    "access": "toString(c.access)",
+    "target": "ifNull(c.target, '')",
+    "status": "toString(c.status)",
+    "error_type": "ifNull(c.error_type, '')",
+    "started_at": "c.started_at",
+    "latency_ms": "c.latency_ms",
+    "cost_micros": "c.cost_micros",
+}
+
+
+def _select(columns: list[str], exprs: dict[str, str], topic: str) -> str:
+    return ", ".join(quote(topic) if c == "_topic" else exprs.get(c, c) for c in columns)
+
+
 def task_events_select(topic: str, watermarks: dict[int, int]) -> tuple[list[str], str]:
     """Columns and SELECT (over ``{source}``) filling task_events from the container."""
-    cols = [
-        "event_id", "agent_id", "agent_version", "agent_role", "task_id", "task_type",
-        "trace_id", "parent_task_id", "upstream_agent_id", "input_hash", "outcome",
-        "error_type", "started_at", "ended_at", "duration_ms", "model", "provider",
-        "input_tokens", "output_tokens", "cached_tokens", "cost_micros", "price_table_version",
-        "tool_call_count", "attributes", "_topic", "_partition", "_offset",
-    ]  # fmt: skip
-    exprs = [
-        "event_id", "agent_id", "agent_version", "agent_role", "task_id", "task_type",
-        "trace_id", "ifNull(parent_task_id, '')", "ifNull(upstream_agent_id, '')", "input_hash",
-        "toString(outcome)", "ifNull(error_type, '')", "started_at", "ended_at", "duration_ms",
-        "ifNull(model, '')", "ifNull(provider, '')", "input_tokens", "output_tokens",
-        "cached_tokens", "cost_micros", "price_table_version", "length(tool_calls)",
-        "attributes", quote(topic), "_partition", "_offset",
-    ]  # fmt: skip
-    sql = f"SELECT {', '.join(exprs)} FROM {{source}} WHERE {_above(watermarks)}"
-    return cols, sql
+    sql = (
+        f"SELECT {_select(TASK_COLUMNS, _TASK_EXPR, topic)} FROM {{source}} "
+        f"WHERE {_above(watermarks)}"
+    )
+    return TASK_COLUMNS, sql
 
 
 def tool_calls_select(topic: str, watermarks: dict[int, int]) -> tuple[list[str], str]:
     """Columns and SELECT (over ``{source}``) filling tool_calls: one row per call."""
-    cols = [
-        "event_id", "task_id", "call_id", "agent_id", "agent_version", "agent_role",
-        "integration", "operation", "access", "target", "status", "error_type", "started_at",
-        "latency_ms", "cost_micros", "_topic", "_partition", "_offset",
-    ]  # fmt: skip
-    exprs = [
-        "event_id", "task_id", "c.call_id", "agent_id", "agent_version", "agent_role",
-        "c.integration", "c.operation", "toString(c.access)", "ifNull(c.target, '')",
-        "toString(c.status)", "ifNull(c.error_type, '')", "c.started_at", "c.latency_ms",
-        "c.cost_micros", quote(topic), "_partition", "_offset",
-    ]  # fmt: skip
     sql = (
-        f"SELECT {', '.join(exprs)} FROM {{source}} ARRAY JOIN tool_calls AS c "
-        f"WHERE {_above(watermarks)}"
+        f"SELECT {_select(CALL_COLUMNS, _CALL_EXPR, topic)} FROM {{source}} "
+        f"ARRAY JOIN tool_calls AS c WHERE {_above(watermarks)}"
     )
-    return cols, sql
+    return CALL_COLUMNS, sql
 
 
 def selects(topic: str, marks: dict[str, dict[tuple[str, int], int]]) -> dict[str, Any]:

@@ -84,12 +84,17 @@ class ChdbBackend:
             ) from None
         self._lock = threading.Lock()  # one statement at a time on the session
 
-    def command(self, sql: str) -> None:
+    def _query(self, sql: str, fmt: str = "CSV", *, failed: str = "") -> str:
+        """One statement on the session, its output as text; chDB's error as BackendError."""
         with self._lock:
             try:
-                self._session.query(sql)
+                out = self._session.query(sql, fmt)
             except Exception as exc:  # chdb raises a bare RuntimeError with the server message
-                raise BackendError(str(exc)) from exc
+                raise BackendError(f"{failed}{exc}") from exc
+        return out.bytes().decode() if hasattr(out, "bytes") else str(out)
+
+    def command(self, sql: str) -> None:
+        self._query(sql)
 
     def insert(self, table: str, columns: Columns, *, dedup_token: str | None = None) -> None:
         block = _arrow(columns)  # noqa: F841 (chDB's Python() reads it by name)
@@ -98,15 +103,11 @@ class ChdbBackend:
             f"fromUnixTimestamp64Micro({c}, 'UTC')" if is_time(c) else c for c in columns
         )
         settings = f" SETTINGS insert_deduplication_token='{dedup_token}'" if dedup_token else ""
-        sql = (
+        self._query(
             f"INSERT INTO {self.database}.{table} ({names}){settings} "
-            f"SELECT {select} FROM Python(block)"
+            f"SELECT {select} FROM Python(block)",
+            failed=f"insert into {table} failed: ",
         )
-        with self._lock:
-            try:
-                self._session.query(sql)
-            except Exception as exc:
-                raise BackendError(f"insert into {table} failed: {exc}") from exc
 
     def insert_from_file(
         self, table: str, columns: list[str], select: str, path: str, fmt: str, dedup_token: str
@@ -114,37 +115,20 @@ class ChdbBackend:
         """``INSERT INTO table (columns) SELECT ...`` over a local file ClickHouse parses itself
         (``select`` names it as ``{source}``)."""
         source = f"file('{path}', '{fmt}')"
-        sql = (
+        self._query(
             f"INSERT INTO {self.database}.{table} ({', '.join(columns)}) "
-            f"SETTINGS insert_deduplication_token='{dedup_token}' " + select.format(source=source)
+            f"SETTINGS insert_deduplication_token='{dedup_token}' " + select.format(source=source),
+            failed=f"insert into {table} failed: ",
         )
-        with self._lock:
-            try:
-                self._session.query(sql)
-            except Exception as exc:
-                raise BackendError(f"insert into {table} failed: {exc}") from exc
 
     def rows(self, sql: str) -> list[dict[str, Any]]:
-        import json
-
-        with self._lock:
-            try:
-                out = self._session.query(sql, "JSONEachRow")
-            except Exception as exc:
-                raise BackendError(str(exc)) from exc
-        text = out.bytes().decode() if hasattr(out, "bytes") else str(out)
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
+        return as_records(*self.table(sql))
 
     def table(self, sql: str) -> tuple[list[str], list[list[Any]]]:
         """Column names and rows (also for a result with no rows)."""
         import json
 
-        with self._lock:
-            try:
-                out = self._session.query(sql, "JSONCompact")
-            except Exception as exc:
-                raise BackendError(str(exc)) from exc
-        text = out.bytes().decode() if hasattr(out, "bytes") else str(out)
+        text = self._query(sql, "JSONCompact")
         if not text.strip():  # a statement without a result
             return [], []
         body = json.loads(text)
@@ -153,6 +137,10 @@ class ChdbBackend:
     def close(self) -> None:
         with self._lock:
             self._session.close()
+
+
+def as_records(columns: list[str], rows: list[list[Any]]) -> list[dict[str, Any]]:
+    return [dict(zip(columns, r, strict=True)) for r in rows]
 
 
 def _arrow(columns: Columns) -> Any:
@@ -217,11 +205,7 @@ class ServerBackend:
             raise BackendError(f"insert into {table} failed: {exc}") from exc
 
     def rows(self, sql: str) -> list[dict[str, Any]]:
-        try:
-            result = self._client.query(sql)
-        except Exception as exc:
-            raise BackendError(str(exc)) from exc
-        return [dict(zip(result.column_names, r, strict=True)) for r in result.result_rows]
+        return as_records(*self.table(sql))
 
     def table(self, sql: str) -> tuple[list[str], list[list[Any]]]:
         try:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fleetpulse.devstack.state import pid_alive
-from fleetpulse.sink.backend import Backend, BackendError
+from fleetpulse.sink.backend import Backend, BackendError, as_records
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class Table:
     rows: list[list[Any]] = field(default_factory=list)
 
     def records(self) -> list[dict[str, Any]]:
-        return [dict(zip(self.columns, r, strict=True)) for r in self.rows]
+        return as_records(self.columns, self.rows)
 
 
 class Analyst(Protocol):
@@ -212,17 +212,11 @@ def endpoint(store_dir: Path) -> dict[str, Any] | None:
 def open_analyst(settings: Any, *, wait_s: float = 30.0) -> Analyst:
     """A read-only connection for ``fleetpulse sql`` and ``fleetpulse report``: the server,
     the process that owns the embedded store, or the embedded store itself when nobody does."""
-    from fleetpulse.sink.backend import ChdbBackend, ServerBackend, StoreBusyError
+    from fleetpulse.sink.backend import ChdbBackend, StoreBusyError
+    from fleetpulse.sink.runner import open_backend
 
     if settings.clickhouse_url:
-        return ReadOnly(
-            ServerBackend(
-                settings.clickhouse_url,
-                user=settings.clickhouse_user,
-                password=settings.clickhouse_password.get_secret_value(),
-                database=settings.clickhouse_database,
-            )
-        )
+        return ReadOnly(open_backend(settings))
     store: Path = settings.store_dir
     if not store.exists():
         raise QueryError(
