@@ -1,9 +1,9 @@
 """The `fleetpulse` command line. Each verb builds its settings here, in main, and passes them on.
 
-Verbs today: `dev up | down | status | fetch`, `processors run`, `breakers list | show |
-force-open | disable | reset`, `agents pause | resume`, `sink run | migrate`, `sql`,
-`report daily | agent | integration | audit`, `demo`. Later issues add api, pager, sim, alerts
-and approvals (names fixed in ARCHITECTURE.md).
+Verbs here: `dev up | down | status | fetch`, `processors run`, `sink run | migrate`, `sql`,
+`report daily | agent | integration | audit`, `demo`. The control plane's verbs (`agents`,
+`breakers`, `principals`, `approvals`, `alerts`, `audit`, `api run`) live in `cli_control.py`.
+Later issues add pager and sim (names fixed in ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from fleetpulse.cli_control import register as register_control_verbs
 from fleetpulse.config import DevstackSettings, ProcessorSettings, load_settings
 from fleetpulse.errors import FleetpulseError
 
@@ -31,14 +32,11 @@ dev = typer.Typer(no_args_is_help=True, help="The local stack: real Kafka, no Do
 app.add_typer(dev, name="dev")
 processors = typer.Typer(no_args_is_help=True, help="Rolling metrics from the task events.")
 app.add_typer(processors, name="processors")
-breakers = typer.Typer(no_args_is_help=True, help="Fleet-wide circuit breakers.")
-app.add_typer(breakers, name="breakers")
-agents = typer.Typer(no_args_is_help=True, help="Agents: pause and resume fleet-wide.")
-app.add_typer(agents, name="agents")
 sink = typer.Typer(no_args_is_help=True, help="Kafka to ClickHouse (chDB embedded, or a server).")
 app.add_typer(sink, name="sink")
 report = typer.Typer(no_args_is_help=True, help="Analysts' and compliance's standard questions.")
 app.add_typer(report, name="report")
+register_control_verbs(app)  # agents, breakers, principals, approvals, alerts, audit, api
 console = Console()
 err_console = Console(stderr=True)
 
@@ -191,116 +189,6 @@ def processors_run(
     if stage == "all" and breaker_proc.poll() is None:
         breaker_proc.terminate()
         breaker_proc.wait(15)
-
-
-# -- breakers and agents ----------------------------------------------------------------------
-
-Actor = Annotated[
-    str | None, typer.Option("--as", help="who is acting (default: user:$USER); goes on record")
-]
-Reason = Annotated[str, typer.Option(help="why: recorded with the action")]
-AsJson = Annotated[bool, typer.Option("--json", help="print JSON")]
-
-
-def _control_service(actor: str | None) -> Any:
-    import getpass
-
-    from fleetpulse.config import CommonSettings
-    from fleetpulse.control.service import ControlService
-
-    who = actor or f"user:{getpass.getuser()}"
-    return ControlService(load_settings(CommonSettings), actor=who)
-
-
-def _breaker_row(s: Any) -> dict[str, Any]:
-    from datetime import UTC, datetime
-
-    def iso(us: int | None) -> str | None:
-        return None if us is None else datetime.fromtimestamp(us / 1e6, tz=UTC).isoformat()
-
-    return {
-        "id": s.id,
-        "state": s.state.value,
-        "scope": s.key.scope,
-        "since": iso(s.since_us),
-        "retry_at": iso(s.retry_at_us),
-        "probe_allowance": s.probe_allowance,
-        "reason": s.reason,
-        "actor": s.actor,
-        "sequence": s.sequence,
-        "measurements": s.measurements,
-    }
-
-
-@breakers.command("list")
-def breakers_list(
-    state: Annotated[str | None, typer.Option(help="only this state, e.g. OPEN")] = None,
-    as_json: AsJson = False,
-) -> None:
-    """Every breaker the fleet has decided on, with its current state."""
-    rows = [_breaker_row(s) for s in _control_service("cli").breakers()]
-    if state:
-        rows = [r for r in rows if r["state"] == state.upper()]
-    if as_json:
-        console.print_json(json.dumps(rows))
-        return
-    table = Table("breaker", "state", "since", "by", "reason")
-    for r in rows:
-        table.add_row(r["id"], r["state"], r["since"], r["actor"], r["reason"])
-    console.print(table if rows else "no breakers have been decided on yet")
-
-
-@breakers.command("show")
-def breakers_show(breaker_id: str, as_json: AsJson = False) -> None:
-    """One breaker: state, reason, the measured numbers, retry time, probe share."""
-    found = _control_service("cli").breaker(breaker_id)
-    if found is None:
-        err_console.print(f"no state recorded for {breaker_id} (it is CLOSED)")
-        raise typer.Exit(1)
-    row = _breaker_row(found)
-    if as_json:
-        console.print_json(json.dumps(row))
-        return
-    for k, v in row.items():
-        console.print(f"[bold]{k}[/]: {v}")
-
-
-def _breaker_action(verb: str, breaker_id: str, reason: str, actor: str | None) -> None:
-    svc = _control_service(actor)
-    s = getattr(svc, verb)(breaker_id, reason=reason)
-    console.print(f"{s.id} is now [bold]{s.state.value}[/] (by {s.actor}: {s.reason})")
-
-
-@breakers.command("force-open")
-def breakers_force_open(breaker_id: str, reason: Reason, actor: Actor = None) -> None:
-    """Stop every call through this breaker, fleet-wide, until `reset`."""
-    _breaker_action("force_open", breaker_id, reason, actor)
-
-
-@breakers.command("disable")
-def breakers_disable(breaker_id: str, reason: Reason, actor: Actor = None) -> None:
-    """Let every call through this breaker until `reset`, whatever fails."""
-    _breaker_action("disable", breaker_id, reason, actor)
-
-
-@breakers.command("reset")
-def breakers_reset(breaker_id: str, reason: Reason, actor: Actor = None) -> None:
-    """Back to CLOSED with an empty window; the processors decide again."""
-    _breaker_action("reset", breaker_id, reason, actor)
-
-
-@agents.command("pause")
-def agents_pause(agent_id: str, reason: Reason, actor: Actor = None) -> None:
-    """Pause an agent fleet-wide: its next fleet.task(...) raises AgentPausedError."""
-    s = _control_service(actor).pause(agent_id, reason=reason)
-    console.print(f"agent {s.agent_id} [bold]paused[/] (by {s.actor}: {s.reason})")
-
-
-@agents.command("resume")
-def agents_resume(agent_id: str, reason: Reason, actor: Actor = None) -> None:
-    """Resume a paused agent."""
-    s = _control_service(actor).resume(agent_id, reason=reason)
-    console.print(f"agent {s.agent_id} [bold]running[/] (by {s.actor}: {s.reason})")
 
 
 # -- sink ---------------------------------------------------------------------------------------

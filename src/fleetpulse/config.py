@@ -110,6 +110,12 @@ class SdkSettings(CommonSettings):
     pause_wait_s: float = Field(
         0.0, ge=0, description="fleet.task() on a paused agent: wait this long, then raise"
     )
+    governance: bool = Field(
+        True, description="follow fleetpulse.governance: the active bundle and approvals"
+    )
+    agent_label: str = Field(
+        "production", description="the bundle label this instance runs (production, staging)"
+    )
 
 
 class DevstackSettings(CommonSettings):
@@ -209,6 +215,24 @@ class SinkSettings(CommonSettings):
     @property
     def store_dir(self) -> Path:
         return self.data_dir or self.home / "clickhouse"
+
+
+class ControlSettings(SinkSettings):
+    """The control API (``fleetpulse api run``) and the CLI's governance verbs."""
+
+    api_host: str = Field("127.0.0.1", description="where `api run` listens")
+    api_port: int = Field(8700, ge=1, le=65535)
+    api_url: str | None = Field(None, description="the CLI talks to this API; unset: directly")
+    token: SecretStr | None = Field(None, description="the caller's API token")
+
+    @field_validator("api_url")
+    @classmethod
+    def _check_api_url(cls, v: str | None) -> str | None:
+        if not v:
+            return None
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(f"{v!r} is not a URL. Expected http(s)://host:8700")
+        return v.rstrip("/")
 
 
 def load_settings(cls: type[S], **overrides: Any) -> S:

@@ -13,7 +13,11 @@
     ├── AgentPausedError            an operator paused this agent
     ├── PermissionDeniedError       the agent's role may not use this integration this way
     ├── ApprovalDeniedError         a human denied an approval-gated action
-    └── ApprovalExpiredError        nobody decided in time
+    ├── ApprovalExpiredError        nobody decided in time
+    ├── AuthenticationError         no token, or an unknown or revoked one (API: 401)
+    ├── AccessDeniedError           the caller's role may not take this action (API: 403)
+    ├── NotFoundError               no such agent, version, approval or principal (API: 404)
+    └── ConflictError               the change lost a race or no longer applies (API: 409)
 
 Each carries the structured fields a handler needs (topic, partition, offset, agent_id,
 integration) as attributes, and a message that says what to do.
@@ -131,10 +135,11 @@ class AgentPausedError(FleetpulseError):
 
 
 class PermissionDeniedError(FleetpulseError):
-    def __init__(self, agent_id: str, role: str, integration: str, access: str):
+    def __init__(self, agent_id: str, role: str, integration: str, access: str, detail: str = ""):
         super().__init__(
-            f"agent {agent_id} (role {role!r}) may not {access} {integration}: "
-            "grant it in the fleet policy's roles section"
+            detail
+            or f"agent {agent_id} (role {role!r}) may not {access} {integration}: grant it in "
+            "the fleet policy's permissions section (and the agent's bundle tools)"
         )
         self.agent_id = agent_id
         self.role = role
@@ -157,3 +162,25 @@ class ApprovalExpiredError(FleetpulseError):
         self.approval_id = approval_id
         self.action = action
         self.timeout_s = timeout_s
+
+
+class AuthenticationError(FleetpulseError):
+    """No token, or a token that is unknown or revoked."""
+
+
+class AccessDeniedError(FleetpulseError):
+    """The caller's role does not allow the action (or it is their own approval request)."""
+
+    def __init__(self, principal: str, role: str, action: str, detail: str = ""):
+        super().__init__(detail or f"{principal} (role {role}) may not {action}")
+        self.principal = principal
+        self.role = role
+        self.action = action
+
+
+class NotFoundError(FleetpulseError, LookupError):
+    """No such agent, version, approval or principal."""
+
+
+class ConflictError(FleetpulseError):
+    """A governance change was rejected by the log: it lost a race or no longer applies."""

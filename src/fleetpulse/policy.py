@@ -1,7 +1,9 @@
 """The fleet policy: one declarative YAML file (``FLEETPULSE_POLICY``) validated by pydantic.
 
-Today it holds the circuit-breaker section; alert rules, roles and schedules join it in later
-issues. A bad file fails at start with a ``ConfigError`` naming the file, the field and the fix.
+Sections: ``breakers`` (thresholds), ``permissions`` (least privilege: which integrations each
+agent role may read or write) and ``governance`` (who may move the production label, when a
+pending approval pages). Alert rules join it with the alerting issue. A bad file fails at start
+with a ``ConfigError`` naming the file, the field and the fix.
 
 Example policy::
 
@@ -20,6 +22,12 @@ Example policy::
         triage:
           integrations: {gmail: {minimum_calls: 5}}
           breaker: {enabled: true}   # opt in: pause triage when its own failure rate is critical
+    permissions:                     # agent role -> integration -> accesses; absent: not enforced
+      support: {zendesk: [read, write], salesforce: [read]}
+      reporting: {"*": [read]}       # "*": every integration
+    governance:
+      production_requires_second_person: true   # the author of a version cannot promote it
+      approval_alert_after_s: 300    # a request pending longer raises an alert
 """
 
 from __future__ import annotations
@@ -131,6 +139,52 @@ def _merge(base: BreakerPolicy, override: dict[str, Any] | None, where: str) -> 
         raise ValueError(f"{where}.{field}: {err['msg']} (got {err.get('input')!r})") from None
 
 
+Access = Literal["read", "write"]
+
+
+class GovernancePolicy(BaseModel):
+    """Rules of the control plane itself."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    production_requires_second_person: bool = False
+    approval_alert_after_s: float = Field(default=300, gt=0)
+    approval_default_timeout_s: float = Field(default=900, gt=0)
+
+
+class Permissions(BaseModel):
+    """Least privilege: agent role -> integration (or ``"*"``) -> the accesses it may use.
+
+    Empty (the default) means permissions are not enforced. Once any role is listed, a role
+    that is not listed may use nothing.
+
+    Example:
+        >>> p = Permissions(roles={"support": {"zendesk": ["read", "write"], "*": ["read"]}})
+        >>> p.allows("support", "zendesk", "write"), p.allows("support", "crm", "write")
+        (True, False)
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    roles: dict[str, dict[str, frozenset[Access]]] = Field(default_factory=dict)
+
+    @property
+    def enforced(self) -> bool:
+        return bool(self.roles)
+
+    def allows(self, role: str, integration: str, access: str) -> bool:
+        if not self.roles:
+            return True
+        grants = self.roles.get(role)
+        if grants is None:
+            return False
+        for name in (integration, "*"):
+            allowed = grants.get(name)
+            if allowed is not None and access in allowed:
+                return True
+        return False
+
+
 class FleetPolicy(BaseModel):
     """The whole policy file. Unknown sections fail, so a misspelt one is not silently unused."""
 
@@ -138,6 +192,13 @@ class FleetPolicy(BaseModel):
 
     version: int = 1
     breakers: BreakersSection = Field(default_factory=BreakersSection)
+    permissions: dict[str, dict[str, frozenset[Access]]] = Field(default_factory=dict)
+    governance: GovernancePolicy = Field(default_factory=GovernancePolicy)
+
+    @cached_property
+    def access(self) -> Permissions:
+        """The ``permissions`` section as a checker."""
+        return Permissions(roles=self.permissions)
 
     @cached_property
     def longest_breaker_window_s(self) -> int:

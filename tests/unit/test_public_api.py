@@ -60,7 +60,19 @@ PUBLIC = {
         "migrate",
         "open_backend",
     },
-    "fleetpulse.control": {"ControlFollower", "ControlService", "ControlView", "read_control"},
+    "fleetpulse.control": {
+        "ROLES",
+        "AgentBundle",
+        "Caller",
+        "ControlFollower",
+        "ControlPlane",
+        "ControlService",
+        "ControlView",
+        "GovernanceLog",
+        "GovernanceState",
+        "load_bundle",
+        "read_control",
+    },
 }
 
 

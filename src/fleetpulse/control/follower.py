@@ -1,8 +1,10 @@
-"""Follow ``fleetpulse.control`` from the start of the compacted topic into a `ControlView`.
+"""Follow a state topic from its start: ``fleetpulse.control`` into a `ControlView`, and
+``fleetpulse.governance`` into a `GovernanceState` (see `control.log`).
 
 Used by the SDK guard (a daemon thread per agent process), by the breaker stage (to pick up
-operator actions and its own states after a restart) and by the CLI (one catch-up read).
-Assign-only: no consumer group, nothing committed; every reader reads the whole topic.
+operator actions and its own states after a restart), by the control API and by the CLI (one
+catch-up read). Assign-only: no consumer group, nothing committed; every reader reads the
+whole topic.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
@@ -22,11 +26,13 @@ from fleetpulse.kafka_config import consumer_config
 logger = logging.getLogger(__name__)
 
 
-class ControlFollower:
-    """Reads the control topic into ``view``; ``caught_up`` is set once it reached the end the
-    topic had when the follower started.
+class TopicFollower:
+    """Reads every record of ``topic`` (Avro ``record``) into ``apply``; ``caught_up`` is set
+    once it reached the end the topic had when the follower started.
 
     Args:
+        apply: called with each decoded record in the polling thread; returns whether it
+            changed anything.
         fetch_wait_ms: how long the broker may hold a fetch open; this bounds how late a new
             state is seen (librdkafka's default of 500 ms would eat half the 1 s budget).
     """
@@ -35,14 +41,16 @@ class ControlFollower:
         self,
         bootstrap: str,
         topic: str,
-        view: ControlView | None = None,
+        record: str,
+        apply: Callable[[dict[str, Any]], bool],
         *,
         codec: AvroCodec | None = None,
         fetch_wait_ms: int = 20,
-        client_id: str = "fleetpulse-control",
+        client_id: str = "fleetpulse-follower",
     ) -> None:
         self.topic = topic
-        self.view = view or ControlView()
+        self.record = record
+        self._apply = apply
         self._codec = codec or AvroCodec(logical_types=False)
         self._consumer = Consumer(
             {
@@ -61,14 +69,14 @@ class ControlFollower:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def start(self, *, timeout: float = 10.0, background: bool = True) -> ControlFollower:
+    def start(self, *, timeout: float = 10.0, background: bool = True) -> TopicFollower:
         """Assign every partition from the beginning. With ``background`` (the SDK's way) the
         assignment and the reading happen in a daemon thread that retries until Kafka answers;
         otherwise the assignment happens now (raising if the topic is missing) and the caller
         calls ``poll``."""
         if background:
             self._thread = threading.Thread(
-                target=self._run, name="fleetpulse-control", daemon=True
+                target=self._run, name=f"fleetpulse-follow-{self.record}", daemon=True
             )
             self._thread.start()
         else:
@@ -79,7 +87,7 @@ class ControlFollower:
         md = self._consumer.list_topics(self.topic, timeout=timeout)
         meta = md.topics.get(self.topic)
         if meta is None or meta.error is not None or not meta.partitions:
-            raise KafkaException(f"control topic {self.topic} not found")
+            raise KafkaException(f"topic {self.topic} not found")
         parts = sorted(meta.partitions)
         ends: dict[int, int] = {}
         for p in parts:
@@ -127,23 +135,23 @@ class ControlFollower:
         applied = 0
         for m in msgs:
             if m.error() is not None:
-                logger.debug("control consumer: %s", m.error())
+                logger.debug("%s consumer: %s", self.topic, m.error())
                 continue
             if m.value() is None:
                 continue  # a tombstone: nothing to apply
             try:
                 rec = self._codec.decode(
                     m.value() or b"",
-                    "ControlMessage",
+                    self.record,
                     topic=m.topic(),
                     partition=m.partition(),
                     offset=m.offset(),
                 )
             except CodecError as exc:
                 self.undecodable += 1
-                logger.warning("ignoring an undecodable control record: %s", exc)
+                logger.warning("ignoring an undecodable %s record: %s", self.record, exc)
                 continue
-            if self.view.apply(rec):
+            if self._apply(rec):
                 applied += 1
         if not self.caught_up.is_set() and self._ends is not None:
             self._check_caught_up(self._ends)
@@ -159,16 +167,50 @@ class ControlFollower:
             self.caught_up.set()
 
 
+class ControlFollower(TopicFollower):
+    """Follows ``fleetpulse.control`` into ``view`` (breakers and pauses)."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        view: ControlView | None = None,
+        *,
+        codec: AvroCodec | None = None,
+        fetch_wait_ms: int = 20,
+        client_id: str = "fleetpulse-control",
+    ) -> None:
+        self.view = view or ControlView()
+        super().__init__(
+            bootstrap,
+            topic,
+            "ControlMessage",
+            self.view.apply,
+            codec=codec,
+            fetch_wait_ms=fetch_wait_ms,
+            client_id=client_id,
+        )
+
+    def start(self, *, timeout: float = 10.0, background: bool = True) -> ControlFollower:
+        super().start(timeout=timeout, background=background)
+        return self
+
+
+def catch_up(follower: TopicFollower, timeout: float) -> None:
+    """Poll ``follower`` (started with ``background=False``) until it reached the end."""
+    deadline = time.monotonic() + timeout
+    while not follower.caught_up.is_set():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"could not read {follower.topic} to its end within {timeout:g}s")
+        follower.poll(0.2)
+
+
 def read_control(bootstrap: str, topic: str, *, timeout: float = 15.0) -> ControlView:
     """Read the whole control topic once (what the CLI shows)."""
     follower = ControlFollower(bootstrap, topic, client_id="fleetpulse-cli")
     try:
         follower.start(timeout=timeout, background=False)
-        deadline = time.monotonic() + timeout
-        while not follower.caught_up.is_set():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"could not read {topic} to its end within {timeout:g}s")
-            follower.poll(0.2)
+        catch_up(follower, timeout)
         return follower.view
     finally:
         follower.close()

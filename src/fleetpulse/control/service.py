@@ -2,8 +2,8 @@
 
 Every action writes one ControlMessage to ``fleetpulse.control`` that carries who (``actor``)
 and why (``reason``); the message is the audit record. ``authorize(action, target)`` is called
-before anything is written: today it allows everything, the governance issue plugs role checks
-in here so that the CLI and the API share them.
+before anything is written. Role checks and the governance audit record live one layer up, in
+`control.plane.ControlPlane`, which the CLI and the API share.
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ class ControlService:
         actor: str,
         clock: Clock | None = None,
         authorize: Authorize = allow_all,
+        view_source: Callable[[], ControlView] | None = None,
     ) -> None:
         if not actor:
             raise ConfigError("an operator action needs an actor (who is doing it)", field="actor")
@@ -73,6 +74,7 @@ class ControlService:
         self.actor = actor
         self.clock = clock or SystemClock()
         self.authorize = authorize
+        self._view_source = view_source
         self.bootstrap = settings.resolved_bootstrap()
         self.topic = settings.topics.control
         self._codec = AvroCodec(registry_url=settings.schema_registry_url)
@@ -81,6 +83,9 @@ class ControlService:
     # -- reading --------------------------------------------------------------------------
 
     def view(self) -> ControlView:
+        """The control topic's states: a live view when one was given, else read it now."""
+        if self._view_source is not None:
+            return self._view_source()
         return read_control(self.bootstrap, self.topic)
 
     def breakers(self) -> list[BreakerState]:
@@ -180,7 +185,7 @@ class ControlService:
             logger.info(
                 "%s %s set %s by %s: %s", kind, target, rec["state"], self.actor, rec["reason"]
             )
-            now = self.view().get(kind, target)
+            now = self._read_back(kind, target, rec["sequence"])
             if now is not None and now["sequence"] == rec["sequence"]:
                 return rec
             time.sleep(0.2)
@@ -189,6 +194,15 @@ class ControlService:
             f"show {target}` and retry",
             topic=self.topic,
         )
+
+    def _read_back(self, kind: str, target: str, sequence: int) -> ControlRecord | None:
+        """The state after our write: a live view may take a moment to see it."""
+        deadline = time.monotonic() + (5.0 if self._view_source is not None else 0)
+        while True:
+            now = self.view().get(kind, target)
+            if (now is not None and now["sequence"] >= sequence) or time.monotonic() > deadline:
+                return now
+            time.sleep(0.02)
 
 
 def _with_seq(s: BreakerState, seq: int) -> BreakerState:

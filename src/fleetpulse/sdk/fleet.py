@@ -20,11 +20,15 @@ from typing import Any
 
 from fleetpulse.clock import Clock, SystemClock
 from fleetpulse.config import SdkSettings, load_settings
+from fleetpulse.control.bundles import AgentBundle
 from fleetpulse.control.follower import ControlFollower
+from fleetpulse.control.log import GovernanceLog
 from fleetpulse.errors import EventValidationError
 from fleetpulse.events.codec import AvroCodec
 from fleetpulse.events.validate import validator
 from fleetpulse.kafka_config import producer_config
+from fleetpulse.policy import Permissions, load_policy
+from fleetpulse.sdk.approvals import Approvals
 from fleetpulse.sdk.guard import Guard
 from fleetpulse.sdk.pricing import PriceTable
 from fleetpulse.sdk.spool import Spool
@@ -51,11 +55,11 @@ class Fleet:
         validate: bool | None = None,
         guard: Guard | None = None,
         follower: ControlFollower | None = None,
+        governance: GovernanceLog | None = None,
+        permissions: Permissions | None = None,
     ):
         self.agent_id = _name("agent_id", agent_id)
         self.settings = settings
-        self.agent_version = settings.agent_version
-        self.agent_role = settings.agent_role
         self.clock: Clock = clock or SystemClock()
         self.prices = prices or (
             PriceTable.load(settings.price_table) if settings.price_table else PriceTable.default()
@@ -72,8 +76,50 @@ class Fleet:
         self.transport = transport
         self.guard = guard
         self._follower = follower
+        self.governance = governance
+        self.permissions = permissions or Permissions()
+        self.approvals = Approvals(self) if governance is not None else None
+        self._bundles: dict[int, AgentBundle] = {}
         self.emitted = 0
         self._closed = False
+
+    # -- the active bundle ----------------------------------------------------------------
+
+    @property
+    def config(self) -> AgentBundle | None:
+        """The agent's active bundle (the ``agent_label`` version, production by default),
+        followed live from ``fleetpulse.governance``; None when none is active.
+
+        Example:
+            >>> prompt = fleet.config.prompt.format(ticket=text)   # doctest: +SKIP
+        """
+        if self.governance is None:
+            return None
+        v = self.governance.state.active(self.agent_id, self.settings.agent_label)
+        if v is None:
+            return None
+        bundle = self._bundles.get(v.version)
+        if bundle is None:
+            bundle = self._bundles[v.version] = AgentBundle.model_validate(v.bundle)
+        return bundle
+
+    @property
+    def config_version(self) -> int | None:
+        if self.governance is None:
+            return None
+        v = self.governance.state.active(self.agent_id, self.settings.agent_label)
+        return v.version if v else None
+
+    @property
+    def agent_version(self) -> str:
+        """Stamped on every event: the active bundle's version, else the configured one."""
+        number = self.config_version
+        return str(number) if number is not None else self.settings.agent_version
+
+    @property
+    def agent_role(self) -> str:
+        bundle = self.config
+        return bundle.role if bundle is not None and bundle.role else self.settings.agent_role
 
     @classmethod
     def connect(
@@ -115,7 +161,15 @@ class Fleet:
         except BaseException:
             spool.close()
             raise
-        guard = follower = None
+        permissions = load_policy(settings.policy).access
+        guard = follower = governance = None
+        if settings.governance:
+            governance = GovernanceLog(
+                settings.resolved_bootstrap(),
+                settings.topics.governance,
+                registry_url=settings.schema_registry_url,
+                client_id=f"fleetpulse-governance-{agent_id}",
+            ).start(wait=False)
         if settings.guard:
             follower = ControlFollower(
                 settings.resolved_bootstrap(),
@@ -130,6 +184,15 @@ class Fleet:
                     agent_id,
                     settings.control_catchup_timeout_s,
                 )
+        if governance is not None and not governance.caught_up.wait(
+            settings.control_catchup_timeout_s
+        ):
+            logger.warning(
+                "agent %s: the governance topic was not read within %.1fs; the active bundle "
+                "applies once it is",
+                agent_id,
+                settings.control_catchup_timeout_s,
+            )
         return cls(
             agent_id,
             settings=settings,
@@ -137,6 +200,8 @@ class Fleet:
             clock=clock,
             guard=guard,
             follower=follower,
+            governance=governance,
+            permissions=permissions,
         )
 
     # -- tasks ----------------------------------------------------------------------------
@@ -198,6 +263,8 @@ class Fleet:
             self._closed = True
             if self._follower is not None:
                 self._follower.close()
+            if self.governance is not None:
+                self.governance.close()
             self.transport.close(timeout)
 
     def __enter__(self) -> Fleet:

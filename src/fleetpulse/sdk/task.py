@@ -16,12 +16,16 @@ import orjson
 
 from fleetpulse.errors import (
     AgentPausedError,
+    ApprovalDeniedError,
+    ApprovalExpiredError,
     CircuitOpenError,
+    ConfigError,
     EventValidationError,
     PermissionDeniedError,
 )
 
 if TYPE_CHECKING:
+    from fleetpulse.control.governance import Approval
     from fleetpulse.sdk.fleet import Fleet
 
 _current_task: contextvars.ContextVar[Task | None] = contextvars.ContextVar(
@@ -79,9 +83,9 @@ def _count(field: str, value: Any) -> int:
 def _outcome_of(exc: BaseException) -> tuple[str, str]:
     """Map an exception leaving a task to (outcome, error_type)."""
     name = type(exc).__name__
-    if isinstance(exc, TimeoutError):
+    if isinstance(exc, TimeoutError | ApprovalExpiredError):
         return "timeout", name
-    if isinstance(exc, PermissionDeniedError | AgentPausedError):
+    if isinstance(exc, PermissionDeniedError | AgentPausedError | ApprovalDeniedError):
         return "denied", name
     if isinstance(exc, KeyboardInterrupt) or name == "CancelledError":
         return "cancelled", name
@@ -150,6 +154,11 @@ class ToolCall:
         clock = fleet.clock
         self.started_at = clock.time_us()
         self._start_perf = clock.perf_ns()
+        denied = self._permission_error(fleet)
+        if denied is not None:
+            # checked before the call: it is not made, and the task records the denial
+            self.__exit__(type(denied), denied, None)
+            raise denied
         if fleet.guard is not None:
             try:
                 fleet.guard.check_tool(fleet.agent_id, self.integration)
@@ -158,6 +167,31 @@ class ToolCall:
                 self.__exit__(type(exc), exc, None)
                 raise
         return self
+
+    def _permission_error(self, fleet: Fleet) -> PermissionDeniedError | None:
+        """Least privilege: the fleet policy's grants for the agent's role, narrowed by the
+        tools its bundle declares; and operations the bundle gates behind an approval."""
+        role = fleet.agent_role
+        bundle = fleet.config
+        if not fleet.permissions.allows(role, self.integration, self.access) or (
+            bundle is not None and not bundle.allows(self.integration, self.operation, self.access)
+        ):
+            return PermissionDeniedError(fleet.agent_id, role, self.integration, self.access)
+        gated = f"{self.integration}.{self.operation}"
+        if (
+            bundle is not None
+            and bundle.needs_approval(self.integration, self.operation)
+            and gated not in self._task._approved
+        ):
+            return PermissionDeniedError(
+                fleet.agent_id,
+                role,
+                self.integration,
+                self.access,
+                f"{gated} needs a human's approval: call task.require_approval({gated!r}, "
+                "summary=...) first",
+            )
+        return None
 
     def __exit__(
         self,
@@ -251,6 +285,7 @@ class Task:
         self._price_table_version = ""
         self._tool_calls: list[dict[str, Any]] = []
         self._tool_cost = 0
+        self._approved: set[str] = set()
         self._started_at = 0
         self._start_perf = 0
         self._token: contextvars.Token[Task | None] | None = None
@@ -305,6 +340,54 @@ class Task:
             if cost is not None:
                 self._model_cost += cost
                 self._price_table_version = table.version
+
+    def require_approval(
+        self,
+        action: str,
+        *,
+        summary: str,
+        details: dict[str, Any] | None = None,
+        timeout: float = 900.0,
+    ) -> Approval:
+        """Block until a human approves ``action``; the request and its outcome are audited.
+
+        Name gated tool calls ``integration.operation`` (as the bundle's ``approvals`` list
+        does): once approved, such calls go through for the rest of this task.
+
+        Example:
+            >>> task.require_approval("stripe.refund", summary="refund $420 to acct 42",
+            ...                       details={"amount": 420}, timeout=600)   # doctest: +SKIP
+
+        Raises:
+            ApprovalDeniedError: an approver said no; ``reason`` says why.
+            ApprovalExpiredError: nobody decided within ``timeout`` seconds.
+            ConfigError: the SDK does not follow the governance topic (``governance=False``).
+        """
+        _name("approval.action", action)
+        _name("approval.summary", summary)
+        approvals = self._fleet.approvals
+        if approvals is None:
+            raise ConfigError(
+                "approvals need the governance topic: connect with governance=True",
+                field="governance",
+            )
+        try:
+            approval = approvals.request(
+                action,
+                summary=summary,
+                details=details,
+                timeout=timeout,
+                task_id=self.task_id,
+                trace_id=self.trace_id,
+            )
+        except (ApprovalDeniedError, ApprovalExpiredError) as exc:
+            self.attributes[f"approval:{action}"] = f"{exc.approval_id}:" + (
+                "denied" if isinstance(exc, ApprovalDeniedError) else "expired"
+            )
+            raise
+        self.attributes[f"approval:{action}"] = f"{approval.approval_id}:approved"
+        self._approved.add(action)
+        return approval
 
     def set_outcome(self, outcome: str, error_type: str | None = None) -> None:
         """Override the outcome (by default: success, or from the exception that left)."""

@@ -1,0 +1,91 @@
+"""Who did what: the audit trail from ClickHouse when the sink runs, else from the log.
+
+Both sources give the same columns. The log also knows whether each event took effect
+(``outcome``: ``ok`` or why it was rejected); ClickHouse holds the events as written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from fleetpulse.control.governance import GovernanceState
+from fleetpulse.sink.backend import quote
+
+COLUMNS = ["at", "actor", "actor_role", "action", "entity_type", "entity_id", "agent_id",
+           "version", "reason", "outcome"]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class AuditQuery:
+    agent_id: str | None = None
+    principal: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = 1000
+
+    def where_sql(self) -> str:
+        parts = ["1"]
+        if self.agent_id:
+            parts.append(f"(agent_id = {quote(self.agent_id)})")
+        if self.principal:
+            parts.append(f"(actor = {quote(self.principal)})")
+        if self.since:
+            parts.append(f"at >= {_ts(self.since)}")
+        if self.until:
+            parts.append(f"at < {_ts(self.until)}")
+        return " AND ".join(parts)
+
+
+def from_state(state: GovernanceState, q: AuditQuery) -> list[dict[str, Any]]:
+    since = _us(q.since) if q.since else None
+    until = _us(q.until) if q.until else None
+    rows = []
+    for e in state.audit:
+        if q.agent_id and e.get("agent_id") != q.agent_id:
+            continue
+        if q.principal and e["actor"] != q.principal:
+            continue
+        if (since is not None and e["at"] < since) or (until is not None and e["at"] >= until):
+            continue
+        outcome = state.outcomes.get(e["event_id"])
+        rows.append(
+            {
+                "at": datetime.fromtimestamp(e["at"] / 1e6, UTC).isoformat(),
+                "actor": e["actor"],
+                "actor_role": e["actor_role"],
+                "action": e["action"],
+                "entity_type": e["entity_type"],
+                "entity_id": e["entity_id"],
+                "agent_id": e.get("agent_id") or "",
+                "version": e.get("version") or 0,
+                "reason": e.get("reason") or "",
+                "outcome": outcome or "ok",
+            }
+        )
+    return rows[-q.limit :]
+
+
+def from_clickhouse(analyst: Any, db: str, q: AuditQuery) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = analyst.table(f"""
+        SELECT * FROM (
+            SELECT toString(at) AS at, actor, actor_role, action, entity_type, entity_id,
+                   agent_id, version, reason, 'recorded' AS outcome, sequence
+            FROM {db}.governance
+            WHERE {q.where_sql()}
+            ORDER BY at DESC, sequence DESC
+            LIMIT 1 BY event_id
+            LIMIT {int(q.limit)}
+        ) ORDER BY at, sequence""").records()
+    for r in rows:
+        r.pop("sequence", None)
+    return rows
+
+
+def _us(t: datetime) -> int:
+    return int(t.timestamp() * 1_000_000)
+
+
+def _ts(t: datetime) -> str:
+    return f"toDateTime64({_us(t) / 1e6:.6f}, 6, 'UTC')"
