@@ -177,9 +177,11 @@ ROUTES = [
           prepare=lambda a, r: (f"/v1/approvals/{_approval(a, r)[0]}/deny", {"reason": "no"})),
     Route("GET", "/v1/principals", ENG),
     Route("POST", "/v1/principals", ENG, 201,
-          lambda a, r: ("/v1/principals", {"name": f"n-{uuid.uuid4().hex[:8]}", "role": "approver"})),
+          lambda a, r: ("/v1/principals", {"name": f"n-{uuid.uuid4().hex[:8]}", "role": "agent",
+                                           "agent_id": "x"})),
     Route("POST", "/v1/principals/{name}/role", ENG,
-          prepare=lambda a, r: (f"/v1/principals/{_fresh_principal(a, r)}/role", {"role": "operations"})),
+          prepare=lambda a, r: (f"/v1/principals/{_fresh_principal(a, r)}/role",
+                                {"role": "operations"})),
     Route("DELETE", "/v1/principals/{name}", ENG,
           prepare=lambda a, r: (f"/v1/principals/{_fresh_principal(a, r)}", None)),
     Route("GET", "/v1/audit", VIEW - {"approver"}),
@@ -231,20 +233,14 @@ def test_an_agent_reads_only_its_own_config_and_requests_for_itself(api: Api) ->
     assert api.call("POST", "/v1/approvals", "agent", body).status_code == 403
 
 
+BAD_BUNDLE = {"agent_id": "a", "tools": [{"integration": "crm", "access": "delete"}]}
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body", "status", "says"),
     [
         ("POST", "/v1/agents/triage/activate", {"version": "x"}, 422, "version"),
-        (
-            "POST",
-            "/v1/agents",
-            {
-                "bundle": {"agent_id": "a", "tools": [{"integration": "crm", "access": "delete"}]},
-                "message": "m",
-            },
-            422,
-            "tools.0.access",
-        ),  # fmt: skip
+        ("POST", "/v1/agents", {"bundle": BAD_BUNDLE, "message": "m"}, 422, "tools.0.access"),
         ("POST", "/v1/principals", {"name": "zed", "role": "admin"}, 422, "unknown role"),
         ("POST", "/v1/agents/triage/pause", {}, 422, "reason"),
         ("GET", "/v1/agents/nobody/versions", None, 404, "nobody"),
@@ -305,7 +301,7 @@ def test_tokens_are_never_logged_nor_stored_in_clear(api: Api, caplog) -> None:
         == "sam"
     )
     api.client.get("/v1/whoami", headers={"Authorization": f"Bearer {token}x"})  # a bad one
-    everything = list(api.tokens.values()) + [token]
+    everything = [*api.tokens.values(), token]
     secrets = [t.split("_", 2)[2] for t in everything]
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert not [s for s in secrets if s in logged]

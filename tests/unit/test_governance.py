@@ -201,11 +201,16 @@ def decide(s, decision, actor="abe", at=50, approval_id="a1"):
     [
         ([("decide", "approved", "abe", 50)], "approved", None),
         ([("decide", "denied", "abe", 50)], "denied", None),
-        ([("decide", "approved", "agent:triage", 50)], "pending", "nobody approves their own request"),
-        ([("decide", "approved", "abe", 150)], "pending", "approval a1 expired before the decision"),
-        ([("expire",), ("decide", "approved", "abe", 60)], "expired", "approval a1 is already expired"),
-        ([("decide", "denied", "abe", 50), ("expire",)], "denied", "approval a1 is already denied"),
-        ([("decide", "maybe", "abe", 50)], "pending", "decision must be approved or denied, not 'maybe'"),
+        ([("decide", "approved", "agent:triage", 50)], "pending",
+         "nobody approves their own request"),
+        ([("decide", "approved", "abe", 150)], "pending",
+         "approval a1 expired before the decision"),
+        ([("expire",), ("decide", "approved", "abe", 60)], "expired",
+         "approval a1 is already expired"),
+        ([("decide", "denied", "abe", 50), ("expire",)], "denied",
+         "approval a1 is already denied"),
+        ([("decide", "maybe", "abe", 50)], "pending",
+         "decision must be approved or denied, not 'maybe'"),
     ],
 )  # fmt: skip
 def test_approval_lifecycle(steps, status, last_outcome):

@@ -1,0 +1,309 @@
+"""Governance across processes on the real broker: the CLI publishes, activates and rolls back
+while an SDK agent process picks each version up live; approvals block an agent process while
+an approver decides from the CLI; least privilege in the SDK, and on the stream for an agent
+that bypasses it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fleetpulse import Fleet, PermissionDeniedError
+from fleetpulse.events import AvroCodec
+from fleetpulse.topics import Topics
+
+from .helpers import consumer_from_start, read_all
+
+pytestmark = pytest.mark.integration
+
+AGENT_SCRIPT = Path(__file__).with_name("governance_agent.py")
+BUNDLE = """
+agent_id: {agent}
+role: support
+model: {{name: gpt-4o, parameters: {{temperature: {temperature}}}}}
+prompt: "Triage {{ticket}}"
+tools:
+  - {{integration: zendesk, access: read}}
+  - {{integration: zendesk, access: write, operations: [comment, close]}}
+approvals: [zendesk.close]
+"""
+POLICY = """
+permissions:
+  support: {zendesk: [read, write], crm: [read]}
+governance:
+  production_requires_second_person: true
+"""
+
+
+def wait_for(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout:g}s waiting until {what}")
+
+
+class Setup:
+    def __init__(self, bootstrap: str, topics: Topics, workdir: Path) -> None:
+        self.bootstrap, self.topics, self.workdir = bootstrap, topics, workdir
+        (workdir / "policy.yaml").write_text(POLICY)
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("FLEETPULSE_")},
+            "FLEETPULSE_BOOTSTRAP_SERVERS": bootstrap,
+            "FLEETPULSE_TOPIC_PREFIX": topics.prefix,
+            "FLEETPULSE_HOME": str(workdir / "home"),
+            "FLEETPULSE_POLICY": str(workdir / "policy.yaml"),
+        }
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def cli(self, *args: str, ok: bool = True, token: str | None = None) -> str:
+        env = self.env | ({"FLEETPULSE_TOKEN": token} if token else {})
+        r = subprocess.run(
+            [sys.executable, "-m", "fleetpulse.cli", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert (r.returncode == 0) == ok, f"{args}: {r.returncode}\n{r.stdout}\n{r.stderr}"
+        return r.stdout + r.stderr
+
+    def bundle(self, agent: str, temperature: float) -> Path:
+        path = self.workdir / f"{agent}-{temperature}.yaml"
+        path.write_text(BUNDLE.format(agent=agent, temperature=temperature))
+        return path
+
+    def agent(self, mode: str, agent: str, *args: str) -> subprocess.Popen[bytes]:
+        p = subprocess.Popen(
+            [sys.executable, str(AGENT_SCRIPT), mode, agent, str(self.workdir), *args],
+            env=self.env,
+            stdout=(self.workdir / f"{agent}-{mode}.log").open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        self.procs.append(p)
+        return p
+
+    def lines(self, agent: str, mode: str) -> list[dict[str, Any]]:
+        path = self.workdir / f"{agent}-{mode}.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(x) for x in path.read_text().splitlines() if x.endswith("}")]
+
+    def token(self, name: str, role: str, *extra: str) -> str:
+        out = self.cli("principals", "add", name, "--role", role, *extra)
+        return next(line for line in out.splitlines() if line.startswith("fp_"))
+
+    def close(self) -> None:
+        (self.workdir / "stop").touch()
+        for p in self.procs:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+@pytest.fixture
+def setup(kafka, fresh_prefix, tmp_path):
+    s = Setup(kafka.bootstrap_servers, fresh_prefix, tmp_path)
+    yield s
+    s.close()
+
+
+def test_publish_activate_rollback_picked_up_live(setup: Setup) -> None:
+    s = setup
+    agent = "triage"
+    out = s.cli("agents", "publish", str(s.bundle(agent, 0.2)), "-m", "first", "--as", "alice")
+    assert f"published {agent}@1" in out
+    s.cli("agents", "publish", str(s.bundle(agent, 0.1)), "-m", "cooler", "--as", "alice")
+    # same content again: refused, nothing recorded
+    assert "already has this content" in s.cli(
+        "agents", "publish", str(s.bundle(agent, 0.1)), "-m", "again", ok=False
+    )
+    # the policy wants a second person on production: alice may not promote her own version
+    refused = s.cli("agents", "activate", agent, "--version", "1", "--as", "alice", ok=False)
+    assert "another engineer" in refused
+    s.cli("agents", "activate", agent, "--version", "1", "--as", "bob")
+
+    s.agent("follow", agent)
+    seen = (
+        lambda v, t: (
+            lambda: any(  # noqa: E731
+                x["version"] == v and x["temperature"] == t for x in s.lines(agent, "follow")[-3:]
+            )
+        )
+    )
+    wait_for(seen("1", 0.2), "the agent runs version 1")
+    s.cli("agents", "activate", agent, "--version", "2", "--as", "bob", "--reason", "cooler")
+    wait_for(seen("2", 0.1), "the agent picked version 2 up without a restart", timeout=10)
+
+    diff = s.cli("agents", "diff", agent, "--from", "1", "--to", "2")
+    assert "-    temperature: 0.2" in diff and "+    temperature: 0.1" in diff
+    history = json.loads(s.cli("agents", "history", agent, "--json"))
+    assert [(v["version"], v["author"], v["message"]) for v in history["versions"]] == [
+        (1, "alice", "first"),
+        (2, "alice", "cooler"),
+    ]
+    assert history["labels"] == {"production": 2, "latest": 2}
+
+    s.cli("agents", "rollback", agent, "--reason", "v2 regressed", "--as", "bob")
+    wait_for(seen("1", 0.2), "the agent is back on version 1", timeout=10)
+    assert "no earlier production version" in s.cli("agents", "rollback", agent, ok=False)
+
+    # every event carries the version that was active when it ran, in order
+    (s.workdir / "stop").touch()
+    s.procs[0].wait(15)
+    n = len(s.lines(agent, "follow"))
+    versions = [e["agent_version"] for e in read_all(s.bootstrap, s.topics.task_events, n)]
+    runs = [v for i, v in enumerate(versions) if i == 0 or versions[i - 1] != v]
+    assert runs == ["1", "2", "1"]
+
+    audit = json.loads(s.cli("audit", "--agent", agent, "--json"))
+    assert [(r["action"], r["actor"], r["outcome"]) for r in audit] == [
+        ("published", "alice", "ok"),
+        ("published", "alice", "ok"),
+        ("access_denied", "alice", "ok"),
+        ("activated", "bob", "ok"),
+        ("activated", "bob", "ok"),
+        ("rolled_back", "bob", "ok"),
+    ]
+
+
+def _pending(s: Setup, agent: str) -> str:
+    rows = json.loads(s.cli("approvals", "list", "--json"))
+    mine = [r for r in rows if r["agent_id"] == agent]
+    return mine[0]["approval_id"] if mine else ""
+
+
+def test_approvals_across_processes(setup: Setup) -> None:
+    s = setup
+    abe = s.token("abe", "approver")
+    for agent in ("a-yes", "a-no", "a-late"):
+        s.cli("agents", "publish", str(s.bundle(agent, 0.2)), "-m", "v1", "--as", "alice")
+        s.cli("agents", "activate", agent, "--version", "1", "--as", "bob")
+
+    # approved: the agent was blocked until abe decided, then the gated call went through
+    s.agent("approve", "a-yes", "zendesk.close", "60")
+    approval = wait_for(lambda: _pending(s, "a-yes"), "a-yes asks for approval")
+    assert s.lines("a-yes", "approve") == [{"r": "waiting"}]
+    # nobody approves their own request, and an agent's role cannot decide at all
+    svc = s.token("svc-a-yes", "agent", "--agent", "a-yes")
+    assert "may not approvals.decide" in s.cli(
+        "approvals", "approve", approval, token=svc, ok=False
+    )
+    s.cli("approvals", "approve", approval, "--reason", "looked fine", token=abe)
+    done = wait_for(lambda: s.lines("a-yes", "approve")[1:], "a-yes proceeds")
+    assert done == [{"r": "approved", "by": "abe", "called": True, "outcome": "success"}]
+
+    # denied: the agent gets the reason
+    s.agent("approve", "a-no", "zendesk.close", "60")
+    approval = wait_for(lambda: _pending(s, "a-no"), "a-no asks for approval")
+    assert "needs a reason" in s.cli("approvals", "deny", approval, "--reason", " ", ok=False)
+    s.cli("approvals", "deny", approval, "--reason", "customer disputes it", token=abe)
+    done = wait_for(lambda: s.lines("a-no", "approve")[1:], "a-no is told")
+    assert done == [
+        {"r": "denied", "by": "abe", "reason": "customer disputes it", "outcome": "denied"}
+    ]
+
+    # expired: nobody decided in time; a late decision is refused
+    s.agent("approve", "a-late", "zendesk.close", "2")
+    approval = wait_for(lambda: _pending(s, "a-late"), "a-late asks for approval")
+    done = wait_for(lambda: s.lines("a-late", "approve")[1:], "a-late gives up", timeout=20)
+    assert done == [{"r": "expired", "outcome": "timeout"}]
+    assert "already expired" in s.cli("approvals", "approve", approval, token=abe, ok=False)
+
+    rows = json.loads(s.cli("approvals", "list", "--status", "all", "--json"))
+    assert sorted((r["agent_id"], r["status"], r["decided_by"]) for r in rows) == [
+        ("a-late", "expired", "agent:a-late"),
+        ("a-no", "denied", "abe"),
+        ("a-yes", "approved", "abe"),
+    ]
+    actions = [r["action"] for r in json.loads(s.cli("audit", "--principal", "abe", "--json"))]
+    assert actions == ["approval_decided", "approval_decided", "approval_decided"]
+
+
+def test_least_privilege_in_the_sdk_and_on_the_stream(setup: Setup) -> None:
+    s = setup
+    agent = "perm-agent"
+    s.cli("agents", "publish", str(s.bundle(agent, 0.2)), "-m", "v1", "--as", "alice")
+    s.cli("agents", "activate", agent, "--version", "1", "--as", "bob")
+    processors = subprocess.Popen(
+        [sys.executable, "-m", "fleetpulse.cli", "processors", "run", "--runtime", "kafka",
+         "--stage", "metrics", "--web-port", "0"],
+        env=s.env,
+        stdout=(s.workdir / "processors.log").open("ab"),
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    s.procs.append(processors)
+    made: list[str] = []
+    with Fleet.connect(
+        agent,
+        bootstrap_servers=s.bootstrap,
+        topic_prefix=s.topics.prefix,
+        policy=s.workdir / "policy.yaml",
+        spool_dir=s.workdir / "spool",
+    ) as fleet:
+        assert fleet.agent_role == "support" and fleet.agent_version == "1"
+        with fleet.task("sync", input={"n": 1}) as task:
+            with task.tool("zendesk", "comment", access="write", target="ticket/1"):
+                made.append("zendesk.comment")
+            with pytest.raises(PermissionDeniedError, match="may not write crm"):
+                with task.tool("crm", "update", access="write", target="acct/7"):
+                    made.append("crm.update")  # never reached: checked before the call
+            with pytest.raises(PermissionDeniedError, match="needs a human's approval"):
+                with task.tool("zendesk", "close", access="write", target="ticket/1"):
+                    made.append("zendesk.close")
+        fleet.flush(10)
+    assert made == ["zendesk.comment"]
+    calls = [(c["integration"], c["operation"], c["status"]) for c in task.event["tool_calls"]]
+    assert calls == [
+        ("zendesk", "comment", "ok"),
+        ("crm", "update", "denied"),
+        ("zendesk", "close", "denied"),
+    ]
+
+    # an agent that does not use the SDK's guard writes to crm anyway: the stream catches it
+    rogue = {
+        **task.event,
+        "event_id": uuid.uuid4().hex,
+        "task_id": uuid.uuid4().hex,
+        "agent_id": "rogue",
+        "agent_version": "",
+        "tool_calls": [
+            {**task.event["tool_calls"][1], "call_id": "c-rogue", "status": "ok",
+             "error_type": None},
+        ],
+    }  # fmt: skip
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": s.bootstrap})
+    producer.produce(s.topics.task_events, AvroCodec().encode("TaskEvent", rogue), b"rogue")
+    producer.flush(10)
+
+    consumer = consumer_from_start(s.bootstrap, s.topics.alerts)
+    codec = AvroCodec()
+    alerts: list[dict[str, Any]] = []
+
+    def flagged() -> bool:
+        alerts.extend(codec.decode(m.value(), "Alert") for m in consumer.consume(100, 0.5))
+        return bool(alerts)
+
+    try:
+        wait_for(flagged, "the processors flag the rogue write", timeout=60)
+        time.sleep(1)
+        flagged()
+    finally:
+        consumer.close()
+    assert [(a["dedup_key"], a["kind"], a["severity"], a["labels"]["call_id"]) for a in alerts] == [
+        ("policy_violation:unpermitted_write:rogue:crm", "policy_violation", "critical", "c-rogue")
+    ]
