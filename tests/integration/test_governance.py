@@ -67,7 +67,8 @@ class Setup:
         }
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def cli(self, *args: str, ok: bool = True, token: str | None = None) -> str:
+    def cli(self, *args: str, ok: bool | None = True, token: str | None = None) -> str:
+        """Run the CLI; ``ok``: assert it succeeded (True) or failed (False), None: either."""
         env = self.env | ({"FLEETPULSE_TOKEN": token} if token else {})
         r = subprocess.run(
             [sys.executable, "-m", "fleetpulse.cli", *args],
@@ -76,7 +77,8 @@ class Setup:
             text=True,
             timeout=60,
         )
-        assert (r.returncode == 0) == ok, f"{args}: {r.returncode}\n{r.stdout}\n{r.stderr}"
+        if ok is not None:
+            assert (r.returncode == 0) == ok, f"{args}: {r.returncode}\n{r.stdout}\n{r.stderr}"
         return r.stdout + r.stderr
 
     def bundle(self, agent: str, temperature: float) -> Path:
@@ -136,13 +138,13 @@ def test_publish_activate_rollback_picked_up_live(setup: Setup) -> None:
     s.cli("agents", "activate", agent, "--version", "1", "--as", "bob")
 
     s.agent("follow", agent)
-    seen = (
-        lambda v, t: (
-            lambda: any(  # noqa: E731
-                x["version"] == v and x["temperature"] == t for x in s.lines(agent, "follow")[-3:]
-            )
+
+    def seen(version: str, temperature: float) -> Callable[[], bool]:
+        return lambda: any(
+            x["version"] == version and x["temperature"] == temperature
+            for x in s.lines(agent, "follow")[-3:]
         )
-    )
+
     wait_for(seen("1", 0.2), "the agent runs version 1")
     s.cli("agents", "activate", agent, "--version", "2", "--as", "bob", "--reason", "cooler")
     wait_for(seen("2", 0.1), "the agent picked version 2 up without a restart", timeout=10)
@@ -307,3 +309,80 @@ def test_least_privilege_in_the_sdk_and_on_the_stream(setup: Setup) -> None:
     assert [(a["dedup_key"], a["kind"], a["severity"], a["labels"]["call_id"]) for a in alerts] == [
         ("policy_violation:unpermitted_write:rogue:crm", "policy_violation", "critical", "c-rogue")
     ]
+
+
+def test_cli_through_the_api_and_the_audit_from_clickhouse(setup: Setup) -> None:
+    from fleetpulse.config import SinkSettings
+    from fleetpulse.control.audit import AuditQuery, from_clickhouse, from_state
+    from fleetpulse.control.log import GovernanceLog
+    from fleetpulse.devstack.kafka import free_port
+    from fleetpulse.sink.query import open_analyst
+
+    s = setup
+    eve, ed = s.token("eve", "engineering"), s.token("ed", "engineering")
+    carla = s.token("carla", "compliance")
+    port = free_port()
+    s.procs.append(
+        subprocess.Popen(
+            [sys.executable, "-m", "fleetpulse.cli", "api", "run", "--port", str(port)],
+            env=s.env,
+            stdout=(s.workdir / "api.log").open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+    )
+    s.env["FLEETPULSE_API_URL"] = f"http://127.0.0.1:{port}"
+    wait_for(lambda: "eve" in s.cli("principals", "list", token=eve, ok=None), "the API answers")
+
+    s.cli("agents", "publish", str(s.bundle("api-agent", 0.3)), "-m", "via api", token=eve)
+    assert "another engineer" in s.cli(
+        "agents", "activate", "api-agent", "--version", "1", token=eve, ok=False
+    )
+    s.cli("agents", "activate", "api-agent", "--version", "1", token=ed)
+    assert "--as is for acting without a token" in s.cli(
+        "agents", "pause", "api-agent", "--reason", "x", "--as", "mallory", token=ed, ok=False
+    )
+    assert "may not agents.pause" in s.cli(
+        "agents", "pause", "api-agent", "--reason", "x", token=carla, ok=False
+    )
+    assert "unknown or revoked token" in s.cli("agents", "list", token=eve + "x", ok=False)
+    listed = json.loads(s.cli("agents", "list", "--json", token=carla))
+    assert [(a["agent_id"], a["labels"]) for a in listed] == [
+        ("api-agent", {"production": 1, "latest": 1})
+    ]
+    via_api = json.loads(s.cli("audit", "--agent", "api-agent", "--json", token=carla))
+    assert [(r["action"], r["actor"]) for r in via_api] == [
+        ("published", "eve"),
+        ("access_denied", "eve"),
+        ("activated", "ed"),
+    ]
+
+    # the sink writes the same log to ClickHouse, where the audit reads the same answer
+    env = s.env | {"FLEETPULSE_DATA_DIR": str(s.workdir / "ch")}
+    del env["FLEETPULSE_API_URL"]
+    drained = subprocess.run(
+        [sys.executable, "-m", "fleetpulse.cli", "sink", "run", "--drain"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert drained.returncode == 0, drained.stderr
+    settings = SinkSettings(
+        bootstrap_servers=s.bootstrap,
+        topic_prefix=s.topics.prefix,
+        data_dir=s.workdir / "ch",
+        home=s.workdir / "home",
+    )
+    log = GovernanceLog.open(settings, background=False)
+    analyst = open_analyst(settings)
+    try:
+        for q in (AuditQuery(), AuditQuery(agent_id="api-agent"), AuditQuery(principal="carla")):
+            columns = ("action", "actor", "actor_role", "entity_type", "entity_id", "agent_id")
+            stored = [
+                tuple(r[c] for c in columns) for r in from_clickhouse(analyst, "fleetpulse", q)
+            ]
+            folded = [tuple(r[c] for c in columns) for r in from_state(log.state, q)]
+            assert stored == folded and folded
+    finally:
+        analyst.close()
+        log.close()
