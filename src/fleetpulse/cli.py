@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from fleetpulse.cli_control import parse_time
 from fleetpulse.cli_control import register as register_control_verbs
 from fleetpulse.config import DevstackSettings, ProcessorSettings, load_settings
 from fleetpulse.errors import FleetpulseError
@@ -316,13 +317,7 @@ def sql(
 
 
 def _when(value: str | None, default: datetime) -> datetime:
-    if value is None:
-        return default
-    try:
-        t = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(f"{value!r} is not an ISO 8601 time (e.g. 2026-11-17T02:00)") from None
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
+    return parse_time(value) or default
 
 
 @report.command("daily")

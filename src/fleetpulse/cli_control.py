@@ -405,7 +405,7 @@ def audit(
     """Who did what: from ClickHouse when the sink runs, else from the governance log."""
     from fleetpulse.control.audit import AuditQuery
 
-    q = AuditQuery(agent, principal, _time(since), _time(until), limit)
+    q = AuditQuery(agent, principal, parse_time(since), parse_time(until), limit)
     rows = gateway().audit(q)
     table = Table("at", "actor", "role", "action", "entity", "agent", "reason", "outcome")
     for r in rows:
@@ -422,7 +422,8 @@ def audit(
     _out(rows, as_json, table, "no audit records match")
 
 
-def _time(value: str | None) -> datetime | None:
+def parse_time(value: str | None) -> datetime | None:
+    """An ISO 8601 time from the command line (UTC when it names no zone)."""
     if not value:
         return None
     try:

@@ -246,16 +246,23 @@ def load_policy(path: Path | None) -> FleetPolicy:
     try:
         return FleetPolicy.model_validate(raw)
     except ValidationError as exc:
-        lines = []
-        first = None
-        for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            first = first or field
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                lines.append(f"{field}: unknown field. Fix: remove it or correct its spelling")
-            else:
-                lines.append(f"{field}: {msg} (got {err.get('input')!r})")
-        raise ConfigError(
-            f"{path}: invalid policy: " + "; ".join(lines), field=first, source=str(path)
-        ) from None
+        raise invalid(exc, f"{path}: invalid policy", str(path)) from None
+
+
+def invalid(exc: ValidationError, what: str, source: str, *, inputs: bool = True) -> ConfigError:
+    """A ConfigError listing every field pydantic refused and the fix, named after the first.
+
+    ``inputs``: quote the refused values (not for documents that may hold prompts)."""
+    lines = []
+    first = None
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        first = first or field
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{field}: unknown field. Fix: remove it or correct its spelling")
+        elif inputs:
+            lines.append(f"{field}: {msg} (got {err.get('input')!r})")
+        else:
+            lines.append(f"{field}: {msg}")
+    return ConfigError(f"{what}: " + "; ".join(lines), field=first, source=source)

@@ -107,12 +107,15 @@ class Setup:
         return next(line for line in out.splitlines() if line.startswith("fp_"))
 
     def close(self) -> None:
-        (self.workdir / "stop").touch()
+        (self.workdir / "stop").touch()  # agents stop on it; services on SIGTERM
         for p in self.procs:
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+            for stop in (lambda: None, p.terminate, p.kill):
+                stop()
+                try:
+                    p.wait(3)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
 
 
 @pytest.fixture

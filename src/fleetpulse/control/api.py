@@ -259,23 +259,23 @@ def _errors(app: FastAPI) -> None:
     def reply(status: int, error: str, message: str) -> JSONResponse:
         return JSONResponse(status_code=status, content={"error": error, "message": message})
 
-    @app.exception_handler(AuthenticationError)
-    async def _401(request: Request, exc: AuthenticationError) -> JSONResponse:
-        r = reply(401, "unauthenticated", str(exc))
-        r.headers["WWW-Authenticate"] = "Bearer"
-        return r
+    statuses: list[tuple[type[Exception], int, str]] = [
+        (AuthenticationError, 401, "unauthenticated"),
+        (AccessDeniedError, 403, "forbidden"),
+        (NotFoundError, 404, "not_found"),
+        (ConflictError, 409, "conflict"),
+        (ValueError, 422, "invalid"),  # a bad value the service layer refused
+        (ConfigError, 422, "invalid"),  # a bundle that does not validate
+    ]
+    for cls, status, error in statuses:
 
-    @app.exception_handler(AccessDeniedError)
-    async def _403(request: Request, exc: AccessDeniedError) -> JSONResponse:
-        return reply(403, "forbidden", str(exc))
+        async def handle(request: Request, exc: Exception, s: int = status, e: str = error) -> Any:
+            r = reply(s, e, str(exc))
+            if s == 401:
+                r.headers["WWW-Authenticate"] = "Bearer"
+            return r
 
-    @app.exception_handler(NotFoundError)
-    async def _404(request: Request, exc: NotFoundError) -> JSONResponse:
-        return reply(404, "not_found", str(exc))
-
-    @app.exception_handler(ConflictError)
-    async def _409(request: Request, exc: ConflictError) -> JSONResponse:
-        return reply(409, "conflict", str(exc))
+        app.add_exception_handler(cls, handle)
 
     @app.exception_handler(RequestValidationError)
     async def _422(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -284,14 +284,6 @@ def _errors(app: FastAPI) -> None:
             where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
             parts.append(f"{where}: {err.get('msg')}")
         return reply(422, "invalid", "; ".join(parts) or "invalid request")
-
-    @app.exception_handler(ValueError)
-    async def _422_value(request: Request, exc: ValueError) -> JSONResponse:
-        return reply(422, "invalid", str(exc))
-
-    @app.exception_handler(ConfigError)
-    async def _422_config(request: Request, exc: ConfigError) -> JSONResponse:
-        return reply(422, "invalid", str(exc))
 
     @app.exception_handler(Exception)
     async def _500(request: Request, exc: Exception) -> JSONResponse:

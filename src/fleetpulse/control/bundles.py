@@ -36,7 +36,7 @@ from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fleetpulse.errors import ConfigError
-from fleetpulse.policy import BreakerPolicy, Permissions
+from fleetpulse.policy import BreakerPolicy, Permissions, invalid
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$")
 
@@ -185,18 +185,7 @@ def parse_bundle(data: Any, *, source: str = "bundle") -> AgentBundle:
     try:
         return AgentBundle.model_validate(data)
     except ValidationError as exc:
-        lines, first = [], None
-        for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            first = first or field
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                lines.append(f"{field}: unknown field. Fix: remove it or correct its spelling")
-            else:
-                lines.append(f"{field}: {msg}")
-        raise ConfigError(
-            f"{source}: invalid bundle: " + "; ".join(lines), field=first, source=source
-        ) from None
+        raise invalid(exc, f"{source}: invalid bundle", source, inputs=False) from None
 
 
 def load_bundle(path: Path) -> AgentBundle:
