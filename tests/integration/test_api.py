@@ -323,3 +323,33 @@ def test_tokens_are_never_logged_nor_stored_in_clear(api: Api, caplog) -> None:
     listed = api.call("GET", "/v1/principals", "engineering").json()
     assert all("token_hash" not in p and "salt" not in p for p in listed)
     assert os.environ.get("FLEETPULSE_TOKEN") not in secrets
+
+
+def test_an_approval_pending_too_long_pages_once_and_resolves(api: Api) -> None:
+    from fleetpulse.clock import ManualClock
+    from fleetpulse.control.server import ApprovalWatcher
+    from fleetpulse.events import AvroCodec
+
+    policy = FleetPolicy.model_validate({"governance": {"approval_alert_after_s": 60}})
+    view = AlertsView()
+    a = api.plane.request_approval(ADMIN, AGENT, "stripe.refund", summary="refund 42")
+    clock = ManualClock(a.requested_at_us + 30 * 10**6)
+    watcher = ApprovalWatcher(api.plane.settings, policy, api.log, view, clock=clock)
+    assert watcher.check() == 0  # not overdue yet
+    clock.advance(s=31)
+    assert watcher.check() == 1
+    assert watcher.check() == 0  # firing already: no second page
+    approver = Caller("p-approver", "approver")
+    api.plane.decide(approver, a.approval_id, True)
+    assert watcher.check() == 1
+    watcher.close()
+
+    consumer = consumer_from_start(api.bootstrap, api.plane.settings.topics.alerts)
+    try:
+        msgs = [m for m in consumer.consume(100, timeout=5) if m.error() is None]
+    finally:
+        consumer.close()
+    alerts = [AvroCodec().decode(m.value(), "Alert") for m in msgs]
+    key = f"approval_pending:{a.approval_id}"
+    assert [(x["dedup_key"], x["status"]) for x in alerts] == [(key, "firing"), (key, "resolved")]
+    assert "fleetpulse approvals approve" in alerts[0]["runbook"]

@@ -124,7 +124,8 @@ class ApprovalWatcher:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(5)
+        if self._thread.is_alive():
+            self._thread.join(5)
         self._producer.flush(5)
 
     def check(self) -> int:
