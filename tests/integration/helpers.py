@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from typing import Any
@@ -60,3 +61,17 @@ def read_all(
     finally:
         consumer.close()
     return events
+
+
+def process_env(bootstrap: str, topics: Any, workdir: Any, policy: str) -> dict[str, str]:
+    """The environment of a fleetpulse subprocess (CLI, agent, service) in a test: this test's
+    broker, topic prefix, home and policy (written to ``workdir/policy.yaml``); no other
+    FLEETPULSE_ variable leaks in from the caller's shell."""
+    (workdir / "policy.yaml").write_text(policy)
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("FLEETPULSE_")},
+        "FLEETPULSE_BOOTSTRAP_SERVERS": bootstrap,
+        "FLEETPULSE_TOPIC_PREFIX": topics.prefix,
+        "FLEETPULSE_HOME": str(workdir / "home"),
+        "FLEETPULSE_POLICY": str(workdir / "policy.yaml"),
+    }

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import pytest
 from fleetpulse.events import AvroCodec
 from fleetpulse.topics import Topics
 
-from .helpers import consumer_from_start
+from .helpers import consumer_from_start, process_env
 
 POLICY = """
 breakers:
@@ -52,14 +51,7 @@ class Setup:
         self.bootstrap = bootstrap
         self.topics = topics
         self.workdir = workdir
-        (workdir / "policy.yaml").write_text(POLICY)
-        self.env = {
-            **os.environ,
-            "FLEETPULSE_BOOTSTRAP_SERVERS": bootstrap,
-            "FLEETPULSE_TOPIC_PREFIX": topics.prefix,
-            "FLEETPULSE_HOME": str(workdir / "home"),
-            "FLEETPULSE_POLICY": str(workdir / "policy.yaml"),
-        }
+        self.env = process_env(bootstrap, topics, workdir, POLICY)
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def spawn(self, args: list[str], log: str) -> subprocess.Popen[bytes]:

@@ -6,7 +6,6 @@ that bypasses it."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from fleetpulse import Fleet, PermissionDeniedError
 from fleetpulse.events import AvroCodec
 from fleetpulse.topics import Topics
 
-from .helpers import consumer_from_start, read_all
+from .helpers import consumer_from_start, process_env, read_all
 
 pytestmark = pytest.mark.integration
 
@@ -57,14 +56,7 @@ def wait_for(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
 class Setup:
     def __init__(self, bootstrap: str, topics: Topics, workdir: Path) -> None:
         self.bootstrap, self.topics, self.workdir = bootstrap, topics, workdir
-        (workdir / "policy.yaml").write_text(POLICY)
-        self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("FLEETPULSE_")},
-            "FLEETPULSE_BOOTSTRAP_SERVERS": bootstrap,
-            "FLEETPULSE_TOPIC_PREFIX": topics.prefix,
-            "FLEETPULSE_HOME": str(workdir / "home"),
-            "FLEETPULSE_POLICY": str(workdir / "policy.yaml"),
-        }
+        self.env = process_env(bootstrap, topics, workdir, POLICY)
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def cli(self, *args: str, ok: bool | None = True, token: str | None = None) -> str:
