@@ -160,8 +160,10 @@ def agents_show(
     from fleetpulse.control.bundles import to_yaml
 
     gw = gateway()
-    number = version or gw.labels(agent_id).get("production") or gw.labels(agent_id)["latest"]
-    v = gw.version(agent_id, number)
+    if version is None:
+        labels = gw.labels(agent_id)
+        version = labels.get("production") or labels["latest"]
+    v = gw.version(agent_id, version)
     console.print(f"# {agent_id}@{v['version']} by {v['author']}: {v['message']}")
     console.print(Syntax(to_yaml(v["bundle"]), "yaml"))
 

@@ -156,6 +156,8 @@ def test_publish_activate_rollback_picked_up_live(setup: Setup) -> None:
     s.cli("agents", "rollback", agent, "--reason", "v2 regressed", "--as", "bob")
     wait_for(seen("1", 0.2), "the agent is back on version 1", timeout=10)
     assert "no earlier production version" in s.cli("agents", "rollback", agent, ok=False)
+    shown = s.cli("agents", "show", agent)  # production: version 1 again
+    assert f"# {agent}@1 by alice: first" in shown and "temperature: 0.2" in shown
 
     # every event carries the version that was active when it ran, in order
     (s.workdir / "stop").touch()
