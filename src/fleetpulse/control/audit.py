@@ -12,6 +12,7 @@ from typing import Any
 
 from fleetpulse.control.governance import GovernanceState
 from fleetpulse.sink.backend import quote
+from fleetpulse.sink.backend import time_literal as _ts
 
 COLUMNS = ["at", "actor", "actor_role", "action", "entity_type", "entity_id", "agent_id",
            "version", "reason", "outcome"]  # fmt: skip
@@ -85,7 +86,3 @@ def from_clickhouse(analyst: Any, db: str, q: AuditQuery) -> list[dict[str, Any]
 
 def _us(t: datetime) -> int:
     return int(t.timestamp() * 1_000_000)
-
-
-def _ts(t: datetime) -> str:
-    return f"toDateTime64({_us(t) / 1e6:.6f}, 6, 'UTC')"

@@ -271,40 +271,34 @@ class ControlPlane:
                 f"{caller.name} wrote {agent_id}@{number}: the policy needs another engineer "
                 "to move it to production",
             )
+        return self._move_label(caller, target, label, "activated", reason)
+
+    def rollback(self, caller: Caller, agent_id: str, *, reason: str = "") -> Version:
+        """Back to the version production pointed at before the current one."""
+        self.require(caller, "agents.rollback", agent_id)
+        self.history(caller, agent_id)  # 404 for an unknown agent
+        back = self.log.read(lambda s: s.rollback_target(agent_id))
+        if back is None:
+            raise ConflictError(f"{agent_id} has no earlier production version to roll back to")
+        target = self.version(caller, agent_id, back)
+        return self._move_label(caller, target, PRODUCTION, "rolled_back", reason)
+
+    def _move_label(
+        self, caller: Caller, target: Version, label: str, action: str, reason: str
+    ) -> Version:
+        """Point ``label`` at ``target``; the log rejects it if the label moved meanwhile."""
+        agent_id = target.agent_id
         held = self.log.read(lambda s: s.labels(agent_id)).get(label)
         self._append(
             caller,
             "label",
             f"{agent_id}:{label}",
-            "activated",
+            action,
             agent_id=agent_id,
-            version=number,
+            version=target.version,
             content_hash=target.content_hash,
             reason=reason,
-            payload={"label": label, "version": number, "previous": held},
-        )
-        return target
-
-    def rollback(self, caller: Caller, agent_id: str, *, reason: str = "") -> Version:
-        """Back to the version production pointed at before the current one."""
-        self.require(caller, "agents.rollback", agent_id)
-        self.history(caller, agent_id)
-        state = self._state()
-        back = self.log.read(lambda s: s.rollback_target(agent_id))
-        if back is None:
-            raise ConflictError(f"{agent_id} has no earlier production version to roll back to")
-        held = state.labels(agent_id).get(PRODUCTION)
-        target = self.version(caller, agent_id, back)
-        self._append(
-            caller,
-            "label",
-            f"{agent_id}:{PRODUCTION}",
-            "rolled_back",
-            agent_id=agent_id,
-            version=back,
-            content_hash=target.content_hash,
-            reason=reason,
-            payload={"label": PRODUCTION, "version": back, "previous": held},
+            payload={"label": label, "version": target.version, "previous": held},
         )
         return target
 

@@ -118,7 +118,10 @@ class Fleet:
 
     @property
     def agent_role(self) -> str:
-        bundle = self.config
+        return self.role_in(self.config)
+
+    def role_in(self, bundle: AgentBundle | None) -> str:
+        """The role under ``bundle`` (the active one): its own, else the configured one."""
         return bundle.role if bundle is not None and bundle.role else self.settings.agent_role
 
     @classmethod

@@ -171,8 +171,8 @@ class ToolCall:
     def _permission_error(self, fleet: Fleet) -> PermissionDeniedError | None:
         """Least privilege: the fleet policy's grants for the agent's role, narrowed by the
         tools its bundle declares; and operations the bundle gates behind an approval."""
-        role = fleet.agent_role
         bundle = fleet.config
+        role = fleet.role_in(bundle)
         if not fleet.permissions.allows(role, self.integration, self.access) or (
             bundle is not None and not bundle.allows(self.integration, self.operation, self.access)
         ):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 Columns = dict[str, list[Any]]
@@ -26,6 +27,11 @@ def quote(value: str) -> str:
         "'it\\\\'s'"
     """
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def time_literal(t: datetime) -> str:
+    """A ClickHouse DateTime64(6, 'UTC') literal of an aware datetime."""
+    return f"toDateTime64({quote(t.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S.%f'))}, 6, 'UTC')"
 
 
 def is_time(column: str) -> bool:

@@ -20,9 +20,10 @@ calls never reached it); latency quantiles over attempted calls.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from fleetpulse.sink.backend import quote
+from fleetpulse.sink.backend import time_literal as _ts
 from fleetpulse.sink.query import Analyst, Table
 
 
@@ -35,10 +36,6 @@ class Section:
 def _once(db: str, table: str, key: str, where: str) -> str:
     """``table``'s rows matching ``where``, each id once (a replay's duplicate hidden)."""
     return f"(SELECT * FROM {db}.{table} WHERE {where} LIMIT 1 BY {key})"
-
-
-def _ts(t: datetime) -> str:
-    return f"toDateTime64({quote(t.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S.%f'))}, 6, 'UTC')"
 
 
 def daily(analyst: Analyst, db: str, day: date) -> list[Section]:
