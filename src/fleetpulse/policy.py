@@ -2,7 +2,8 @@
 
 Sections: ``breakers`` (thresholds), ``permissions`` (least privilege: which integrations each
 agent role may read or write) and ``governance`` (who may move the production label, when a
-pending approval pages). Alert rules join it with the alerting issue. A bad file fails at start
+pending approval pages) and ``alerts`` (rules, teams, budgets, schedules: see
+``processors/alert_rules.py``). A bad file fails at start
 with a ``ConfigError`` naming the file, the field and the fix.
 
 Example policy::
@@ -40,6 +41,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fleetpulse.errors import ConfigError
+from fleetpulse.processors.alert_rules import AlertsSection
 
 FailureStatus = Literal["error", "timeout", "denied"]
 
@@ -194,6 +196,7 @@ class FleetPolicy(BaseModel):
     breakers: BreakersSection = Field(default_factory=BreakersSection)
     permissions: dict[str, dict[str, frozenset[Access]]] = Field(default_factory=dict)
     governance: GovernancePolicy = Field(default_factory=GovernancePolicy)
+    alerts: AlertsSection = Field(default_factory=AlertsSection)
 
     @cached_property
     def access(self) -> Permissions:

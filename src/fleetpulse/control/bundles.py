@@ -32,11 +32,11 @@ from typing import Any, Literal
 
 import orjson
 import yaml
-from croniter import croniter
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from fleetpulse.errors import ConfigError
 from fleetpulse.policy import BreakerPolicy, Permissions, invalid
+from fleetpulse.schedule import Budget, Schedule
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$")
 
@@ -57,32 +57,6 @@ class ToolSpec(BaseModel):
     integration: str = Field(min_length=1)
     access: Literal["read", "write"] = "read"
     operations: tuple[str, ...] = ()
-
-
-class Schedule(BaseModel):
-    """When the agent is expected to run: a cron expression or an interval, plus grace."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    cron: str | None = None
-    interval_s: float | None = Field(default=None, gt=0)
-    grace_s: float = Field(default=60, ge=0)
-    timezone: str = "UTC"
-
-    @model_validator(mode="after")
-    def _one_of(self) -> Schedule:
-        if (self.cron is None) == (self.interval_s is None):
-            raise ValueError("give exactly one of cron or interval_s")
-        if self.cron is not None and not croniter.is_valid(self.cron):
-            raise ValueError(f"cron {self.cron!r} is not a valid cron expression (5 fields)")
-        return self
-
-
-class Budget(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    daily_usd: float | None = Field(default=None, gt=0)
-    monthly_usd: float | None = Field(default=None, gt=0)
 
 
 class AgentBundle(BaseModel):

@@ -15,10 +15,13 @@ Actions, by entity type:
     pause          paused, resumed      (audit; the control topic carries the state)
     breaker        breaker_forced_open, breaker_disabled, breaker_reset   (audit)
     principal      access_denied        (audit of a refused action)
+    alert          alert_acknowledged
+    silence        silence_created, silence_removed   payload: matchers, expires_at_us
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -110,6 +113,34 @@ class Approval:
 
 
 @dataclass
+class Silence:
+    """Mutes the notifications of alerts whose labels match every matcher (globs), until it
+    expires or is removed. Alerts still fire and resolve on the topic, marked silenced.
+
+    Example:
+        >>> s = Silence("s1", {"agent_id": "triage*"}, 10, "deploying", "ana", 0)
+        >>> s.matches({"agent_id": "triage-eu", "severity": "critical"}, now_us=5)
+        True
+    """
+
+    silence_id: str
+    matchers: dict[str, str]
+    expires_at_us: int
+    reason: str
+    author: str
+    created_at_us: int
+    removed_by: str = ""
+
+    def active(self, now_us: int) -> bool:
+        return not self.removed_by and now_us < self.expires_at_us
+
+    def matches(self, labels: dict[str, str], now_us: int) -> bool:
+        return self.active(now_us) and all(
+            k in labels and fnmatch.fnmatchcase(labels[k], v) for k, v in self.matchers.items()
+        )
+
+
+@dataclass
 class AgentRecord:
     versions: list[Version] = field(default_factory=list)
     labels: dict[str, int] = field(default_factory=dict)
@@ -135,6 +166,7 @@ class GovernanceState:
         self.principals: dict[str, Principal] = {}
         self.approvals: dict[str, Approval] = {}
         self.acks: dict[str, Event] = {}  # alert dedup key -> its latest acknowledgement
+        self.silences: dict[str, Silence] = {}
         self.audit: list[Event] = []  # every event, accepted or not, in log order
         self.outcomes: dict[str, str | None] = {}  # event_id -> None (accepted) or why not
         self._by_token: dict[str, str] = {}
@@ -314,8 +346,39 @@ def _acked(state: GovernanceState, e: Event) -> str | None:
     return None
 
 
+def _silenced(state: GovernanceState, e: Event) -> str | None:
+    if e["entity_id"] in state.silences:
+        return f"silence {e['entity_id']} exists"
+    body = payload(e)
+    matchers = body.get("matchers")
+    expires = body.get("expires_at_us")
+    if not isinstance(matchers, dict) or not matchers:
+        return "a silence needs at least one matcher"
+    if not isinstance(expires, int) or expires <= e["at"]:
+        return "a silence needs an expiry in the future"
+    state.silences[e["entity_id"]] = Silence(
+        silence_id=e["entity_id"],
+        matchers={str(k): str(v) for k, v in matchers.items()},
+        expires_at_us=expires,
+        reason=e["reason"],
+        author=e["actor"],
+        created_at_us=e["at"],
+    )
+    return None
+
+
+def _unsilenced(state: GovernanceState, e: Event) -> str | None:
+    s = state.silences.get(e["entity_id"])
+    if s is None or not s.active(e["at"]):
+        return f"no active silence {e['entity_id']}"
+    s.removed_by = e["actor"]
+    return None
+
+
 _HANDLERS = {
     ("alert", "alert_acknowledged"): _acked,
+    ("silence", "silence_created"): _silenced,
+    ("silence", "silence_removed"): _unsilenced,
     ("agent_version", "published"): GovernanceState._published,
     ("label", "activated"): GovernanceState._label_moved,
     ("label", "rolled_back"): GovernanceState._label_moved,

@@ -1,0 +1,581 @@
+"""Alert rule evaluation: decoded task events in, Alert records out. Pure (the clock is
+injected); the alert stage (``alert_stage.py``) feeds it from Kafka.
+
+Per evaluation, in two passes:
+
+1. every rule computes a ``Condition`` for every scope it matches (no data: None);
+2. each alert's suppression is decided, then its lifecycle steps (``alert_lifecycle.step``):
+
+   * **silenced**: an active silence matches the alert's labels;
+   * **inhibited**: a per-agent failure alert whose failed tasks are mostly (>= half) explained
+     by failing calls to integrations whose breaker is OPEN, or an agent x integration error
+     alert on such an integration; ``root_cause`` names the breaker;
+   * **grouped**: a per-agent failure or latency alert whose failed tasks mostly name one
+     upstream agent that has an active failure alert; ``root_cause`` is that alert's key.
+
+   A suppressed alert still fires and resolves on the topic (the record says why it is quiet,
+   in ``labels.suppressed`` and ``root_cause``); the pager does not page it.
+
+Dedup keys are ``<rule>:<scope id>`` (schedule rules add ``:missed``, ``:late``,
+``:too_often``), stable across firing and resolved and across restarts.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from fleetpulse.clock import Clock
+from fleetpulse.control.governance import Silence
+from fleetpulse.policy import FleetPolicy, Permissions
+from fleetpulse.processors.alert_lifecycle import AlertState, Condition, restore, step
+from fleetpulse.processors.alert_rules import Rule
+from fleetpulse.processors.alert_windows import US, Cell, Ledger, Rolling, period_bounds
+from fleetpulse.processors.sketch import bin_key
+from fleetpulse.schedule import Budget, Schedule, add_run, check
+
+_FAILED = frozenset({"failure", "timeout"})
+_FAILING_CALL = frozenset({"error", "timeout", "short_circuited"})
+_EXECUTED = frozenset({"ok", "error", "timeout"})
+_FAILURE_KINDS = frozenset({"failure_rate", "latency_p95", "latency_degradation"})
+_SHORT = {
+    "agent_id": "agent",
+    "task_type": "task_type",
+    "agent_version": "version",
+    "integration": "integration",
+    "team": "team",
+}
+
+
+# one rule's finding for one scope: rule, dedup key, scope labels, condition, window figures
+Found = tuple[Rule, str, dict[str, str], Condition | None, Cell | None]
+
+
+def scope_id(dims: dict[str, str]) -> str:
+    return "|".join(f"{_SHORT[k]}={v}" for k, v in dims.items())
+
+
+@dataclass
+class Context:
+    """What the evaluator learns from outside the task stream: the governance log (bundles'
+    budgets, schedules and approval gates; silences) and the control topic (open breakers)."""
+
+    budgets: dict[str, Budget] = field(default_factory=dict)
+    schedules: dict[str, Schedule] = field(default_factory=dict)
+    approvals: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    open_breakers: dict[str, str] = field(default_factory=dict)  # integration -> breaker id
+    silences: list[Silence] = field(default_factory=list)
+
+
+class _Fmt(dict[str, str]):
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+class AlertEvaluator:
+    """Rules over the task stream. Not thread-safe: one caller at a time."""
+
+    def __init__(self, policy: FleetPolicy, clock: Clock, *, since_us: int | None = None) -> None:
+        self.section = policy.alerts
+        self.rules = self.section.rules
+        self.by_name = {r.name: r for r in self.rules}
+        self.permissions: Permissions = policy.access
+        self.clock = clock
+        self.context = Context()
+        self.since_us = clock.time_us() if since_us is None else since_us
+        # (scope type, window) -> scope id -> Rolling; dims per scope id
+        self.windows: dict[tuple[str, int], dict[str, Rolling]] = {
+            (st, w): {} for st, ws in self.section.windows.items() for w in ws
+        }
+        self.dims: dict[str, dict[str, str]] = {}
+        self.ledger = Ledger()
+        self.runs: dict[str, list[float]] = {}  # agent -> run start times (s)
+        self.versions: dict[str, list[str]] = {}  # agent -> versions, in order first seen
+        self.baseline: dict[str, tuple[str, Cell]] = {}  # agent -> previous version's figures
+        self.states: dict[str, AlertState] = {}
+        self._gated = tuple(a for r in self.rules if r.violation == "unapproved" for a in r.actions)
+        self._run_gap = min((r.run_gap_s for r in self.rules if r.kind == "schedule"), default=60)
+        self._run_keep = max((r.window_s for r in self.rules if r.kind == "schedule"), default=0)
+        self._teams: dict[str, str | None] = {}
+        self.events = 0
+
+    # -- input ----------------------------------------------------------------------------
+
+    def restore(self, events: Iterable[dict[str, Any]]) -> int:
+        """Adopt the newest event of every alert this evaluator owns; returns how many fire."""
+        n = 0
+        for ev in events:
+            if ev["rule"] not in self.by_name:
+                continue
+            state = self.states[ev["dedup_key"]] = AlertState(ev["dedup_key"], ev["rule"])
+            restore(state, ev)
+            n += state.phase == "firing"
+        return n
+
+    def team(self, agent: str) -> str | None:
+        if agent not in self._teams:
+            self._teams[agent] = self.section.team_of(agent)
+        return self._teams[agent]
+
+    def ingest(self, ev: dict[str, Any]) -> None:
+        """Count one decoded TaskEvent (times in epoch microseconds)."""
+        self.events += 1
+        now_s = self.clock.time_us() // US
+        agent, ts = ev["agent_id"], ev["ended_at"]
+        ts_s = ts // US
+        failed = ev["outcome"] in _FAILED
+        upstream = ev.get("upstream_agent_id")
+        lat = bin_key(ev["duration_ms"])
+        calls: dict[str, list[int]] = {}  # integration -> attempted, errors, denied, unperm, unappr
+        failing: set[str] = set()
+        role = ev.get("agent_role") or ""
+        gated = self.context.approvals.get(agent, ()) + self._gated
+        for call in ev["tool_calls"]:
+            name, st = call["integration"], call["status"]
+            c = calls.get(name)
+            if c is None:
+                c = calls[name] = [0, 0, 0, 0, 0]
+            if st in _EXECUTED:
+                c[0] += 1
+                if st != "ok":
+                    c[1] += 1
+                if gated and _unapproved(call, ev["attributes"], gated):
+                    c[4] += 1
+            if st == "denied":
+                c[2] += 1
+            elif not self.permissions.allows(role, name, call["access"]):
+                c[3] += 1
+            if st in _FAILING_CALL:
+                failing.add(name)
+        team = self.team(agent)
+        task_scopes = {
+            "agent": {"agent_id": agent},
+            "agent_task_type": {"agent_id": agent, "task_type": ev["task_type"]},
+            "agent_version": {"agent_id": agent, "agent_version": ev["agent_version"]},
+        }
+        if team:
+            task_scopes["team"] = {"team": team}
+        for (stype, w), scopes in self.windows.items():
+            if stype in task_scopes:
+                cells = self._cells(scopes, w, task_scopes[stype], ts_s, now_s)
+                if cells is None:
+                    continue
+                for cell in cells:
+                    cell.tasks += 1
+                    cell.cost_micros += ev["cost_micros"]
+                    cell.latency.add_key(lat)
+                    if failed:
+                        cell.failures += 1
+                        for name in failing:
+                            cell.failed_via[name] = cell.failed_via.get(name, 0) + 1
+                        if upstream:
+                            cell.failed_after[upstream] = cell.failed_after.get(upstream, 0) + 1
+            elif calls and stype in ("integration", "agent_integration"):
+                for name, c in calls.items():
+                    dims = {"integration": name}
+                    if stype == "agent_integration":
+                        dims = {"agent_id": agent, "integration": name}
+                    found = self._cells(scopes, w, dims, ts_s, now_s)
+                    for cell in found or ():
+                        cell.tasks += 1
+                        cell.attempted += c[0]
+                        cell.errors += c[1]
+                        cell.denied += c[2]
+                        cell.unpermitted += c[3]
+                        cell.unapproved += c[4]
+        self.ledger.add(f"agent={agent}", ts, ev["cost_micros"])
+        if team:
+            self.ledger.add(f"team={team}", ts, ev["cost_micros"])
+        if self._run_keep:
+            runs = self.runs.setdefault(agent, [])
+            add_run(runs, ev["started_at"] / US, gap_s=self._run_gap, keep_s=self._run_keep)
+        self._see_version(agent, ev["agent_version"])
+
+    def _cells(
+        self, scopes: dict[str, Rolling], w: int, dims: dict[str, str], ts_s: int, now_s: int
+    ) -> tuple[Cell, Cell] | None:
+        sid = scope_id(dims)
+        rolling = scopes.get(sid)
+        if rolling is None:
+            rolling = scopes[sid] = Rolling(w)
+            self.dims.setdefault(sid, dims)
+        return rolling.cells(ts_s, now_s)
+
+    def _see_version(self, agent: str, version: str) -> None:
+        seen = self.versions.setdefault(agent, [])
+        if (seen and seen[-1] == version) or version in seen[-3:]:
+            return
+        if seen:  # a new version: freeze the previous one's figures as its baseline
+            prev = seen[-1]
+            cell = self._version_total(agent, prev)
+            if cell is not None:
+                self.baseline[agent] = (prev, cell.copy())
+        seen.append(version)
+        del seen[:-3]
+
+    def _version_total(self, agent: str, version: str) -> Cell | None:
+        for (stype, _), scopes in self.windows.items():
+            if stype == "agent_version":
+                r = scopes.get(scope_id({"agent_id": agent, "agent_version": version}))
+                if r is not None:
+                    return r.total
+        return None
+
+    # -- evaluation -----------------------------------------------------------------------
+
+    def evaluate(self) -> list[dict[str, Any]]:
+        """Run every rule; return the Alert records to publish (firing and resolved)."""
+        now = self.clock.time_us()
+        now_s = now // US
+        for (_, _), scopes in self.windows.items():
+            for sid in list(scopes):
+                scopes[sid].advance(now_s)
+                if scopes[sid].total.is_empty():
+                    del scopes[sid]
+        self.ledger.evict(now)
+        found: list[Found] = []
+        for rule in self.rules:
+            found.extend(self._conditions(rule, now))
+        active = {key for _, key, _, cond, _ in found if cond is not None and cond.active}
+        out: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        for rule, key, dims, cond, cell in found:
+            seen.add(key)
+            state = self.states.get(key)
+            if state is None:
+                if cond is None or not cond.active:
+                    continue
+                state = self.states[key] = AlertState(key, rule.name)
+            if cond is not None and cond.active:
+                self._suppress(state, rule, dims, cond, cell, active, now)
+            status = step(state, rule, cond, now)
+            if status:
+                out.append(self._record(state, rule, dims, status, now))
+        for key, state in list(self.states.items()):  # alerts whose scope has no data left
+            if key in seen:
+                continue
+            rule = self.by_name[state.rule]
+            status = step(state, rule, None, now)
+            if status:
+                dims = dict(state.last.labels) if state.last else {}
+                out.append(self._record(state, rule, dims, status, now))
+            if state.phase == "inactive":
+                del self.states[key]
+        for key in [k for k, s in self.states.items() if s.phase == "inactive"]:
+            del self.states[key]
+        return out
+
+    def _conditions(self, rule: Rule, now: int) -> Iterator[Found]:
+        kind = rule.kind
+        if kind == "schedule":
+            yield from self._schedule(rule, now)
+            return
+        if kind == "cost_budget":
+            yield from self._budget(rule, now)
+            return
+        if kind == "version_regression":
+            yield from self._regression(rule)
+            return
+        scopes = self.windows.get((rule.scope_type, rule.window_s), {})
+        for sid, rolling in scopes.items():
+            dims = self.dims[sid]
+            if not rule.matches(self._labels(dims)):
+                continue
+            t = rolling.total
+            cond: Condition | None
+            if kind == "failure_rate":
+                cond = self._over(rule, t.tasks, t.failure_rate, "of tasks failed", pct=True)
+            elif kind == "latency_p95":
+                cond = self._over(rule, t.tasks, t.p95(), "ms p95 task latency")
+            elif kind == "integration_error_rate":
+                cond = self._over(rule, t.attempted, t.error_rate, "of calls failed", pct=True)
+            elif kind == "latency_degradation":
+                base = self.windows[(rule.scope_type, rule.baseline_s)].get(sid)
+                cond = self._degradation(rule, t, base.total if base else None)
+            elif kind == "cost_burn_rate":
+                cond = self._burn(rule, sid, t, now)
+            else:  # policy_violation
+                n = getattr(t, rule.violation)
+                cond = Condition(
+                    n >= rule.limit,
+                    float(n),
+                    rule.limit,
+                    rule.severity_for(n),
+                    f"{n} {rule.violation} call(s) in {rule.window_s}s",
+                )
+            yield rule, f"{rule.name}:{sid}", dims, cond, t
+
+    def _over(
+        self, rule: Rule, volume: int, value: float, what: str, *, pct: bool = False
+    ) -> Condition | None:
+        if volume < max(rule.min_volume, 1):
+            return None
+        shown = f"{value:.0%}" if pct else f"{value:,.0f}"
+        return Condition(
+            value >= rule.limit,
+            value,
+            rule.limit,
+            rule.severity_for(value),
+            f"{shown} {what} over {rule.window_s}s ({volume} in the window)",
+        )
+
+    def _degradation(self, rule: Rule, recent: Cell, base: Cell | None) -> Condition | None:
+        if base is None or recent.tasks < max(rule.min_volume, 1):
+            return None
+        before = base.minus(recent)
+        if before.tasks < max(rule.min_volume, 1) or before.p95() <= 0:
+            return None
+        ratio = recent.p95() / before.p95()
+        return Condition(
+            ratio >= rule.limit,
+            ratio,
+            rule.limit,
+            rule.severity_for(ratio),
+            f"p95 {recent.p95():,.0f} ms over {rule.window_s}s is {ratio:.1f}x the "
+            f"previous {rule.baseline_s}s ({before.p95():,.0f} ms)",
+        )
+
+    def _budget_of(self, sid: str) -> Budget | None:
+        dims = self.dims.get(sid) or {}
+        if "team" in dims:
+            t = self.section.teams.get(dims["team"])
+            return Budget(daily_usd=t.daily_usd, monthly_usd=t.monthly_usd) if t else None
+        agent = dims.get("agent_id", "")
+        return self.context.budgets.get(agent) or self.section.budgets.get(agent)
+
+    def _budget(self, rule: Rule, now: int) -> Iterator[Found]:
+        prefix = "team=" if rule.scope_type == "team" else "agent="
+        scopes = {sid for sid, _, _ in self.ledger.spent if sid.startswith(prefix)}
+        scopes |= {sid for sid in self.dims if sid.startswith(prefix) and "|" not in sid}
+        for sid in scopes:
+            dims = self.dims.get(sid) or _dims_of(sid)
+            self.dims.setdefault(sid, dims)
+            budget = self._budget_of(sid)
+            usd = getattr(budget, f"{'daily' if rule.period == 'day' else 'monthly'}_usd", None)
+            if not usd or not rule.matches(self._labels(dims)):
+                continue
+            spent = self.ledger.get(sid, rule.period, now) / US
+            frac = spent / usd
+            yield (
+                rule,
+                f"{rule.name}:{sid}",
+                dims,
+                Condition(
+                    frac >= rule.limit,
+                    frac,
+                    rule.limit,
+                    rule.severity_for(frac),
+                    f"${spent:,.2f} spent this {rule.period}: {frac:.0%} of the ${usd:,.2f} budget",
+                ),
+                None,
+            )
+
+    def _burn(self, rule: Rule, sid: str, recent: Cell, now: int) -> Condition | None:
+        budget = self._budget_of(sid)
+        usd = getattr(budget, f"{'daily' if rule.period == 'day' else 'monthly'}_usd", None)
+        if not usd or recent.tasks < max(rule.min_volume, 1):
+            return None
+        spent = self.ledger.get(sid, rule.period, now) / US
+        _, end = period_bounds(rule.period, now)
+        rate = recent.cost_micros / US / rule.window_s  # USD per second
+        projected = spent + rate * (end - now) / US
+        ratio = projected / usd
+        return Condition(
+            ratio >= rule.limit and spent < usd,
+            ratio,
+            rule.limit,
+            rule.severity_for(ratio),
+            f"at ${rate * 3600:,.2f}/h this {rule.period} ends at ${projected:,.2f}, "
+            f"{ratio:.0%} of the ${usd:,.2f} budget (${spent:,.2f} spent)",
+        )
+
+    def _schedule(self, rule: Rule, now: int) -> Iterator[Found]:
+        agents = set(self.section.schedules) | set(self.context.schedules)
+        for agent in agents:
+            sched = self.context.schedules.get(agent) or self.section.schedules.get(agent)
+            dims = {"agent_id": agent}
+            if sched is None or not rule.matches(self._labels(dims)):
+                continue
+            status = check(
+                sched,
+                runs=self.runs.get(agent, []),
+                now=now / US,
+                since=self.since_us / US,
+                window_s=rule.window_s,
+                ratio=rule.limit,
+            )
+            for what, (on, value) in status.items():
+                limit = rule.limit if what == "too_often" else sched.grace_s
+                text = _schedule_text(what, agent, value, sched, rule)
+                key = f"{rule.name}:agent={agent}:{what}"
+                cond = Condition(on, value, limit, rule.severity, text, labels={"schedule": what})
+                yield rule, key, {**dims}, cond, None
+
+    def _regression(self, rule: Rule) -> Iterator[Found]:
+        for agent, seen in self.versions.items():
+            dims = {"agent_id": agent}
+            if len(seen) < 2 or not rule.matches(self._labels(dims)):
+                continue
+            new, old = seen[-1], seen[-2]
+            cur = self._version_total(agent, new)
+            prev = self._version_total(agent, old)
+            frozen = self.baseline.get(agent)
+            if (prev is None or prev.tasks < rule.min_volume) and frozen and frozen[0] == old:
+                prev = frozen[1]
+            n = max(rule.min_volume, 1)
+            if cur is None or prev is None or cur.tasks < n or prev.tasks < n:
+                yield rule, f"{rule.name}:agent={agent}", dims, None, None
+                continue
+            delta = cur.failure_rate - prev.failure_rate
+            z = _z(cur.failures, cur.tasks, prev.failures, prev.tasks)
+            slower = prev.p95() > 0 and cur.p95() >= rule.latency_ratio * prev.p95()
+            worse = delta >= rule.limit and z >= rule.z
+            why = []
+            if worse:
+                why.append(
+                    f"failure rate {cur.failure_rate:.0%} vs {prev.failure_rate:.0%} (z={z:.1f})"
+                )
+            if slower:
+                why.append(f"p95 {cur.p95():,.0f} ms vs {prev.p95():,.0f} ms")
+            text = (
+                f"version {new} of {agent} is worse than {old}: {'; '.join(why)}. "
+                f"Roll back: fleetpulse agents rollback {agent}"
+            )
+            labels = {"version": new, "previous_version": old}
+            yield (
+                rule,
+                f"{rule.name}:agent={agent}",
+                dims,
+                Condition(
+                    worse or slower,
+                    delta,
+                    rule.limit,
+                    rule.severity,
+                    text if why else "",
+                    labels=labels,
+                ),
+                None,
+            )
+
+    # -- suppression and output -----------------------------------------------------------
+
+    def _labels(self, dims: dict[str, str]) -> dict[str, str]:
+        labels = dict(dims)
+        team = self.team(dims["agent_id"]) if "agent_id" in dims else None
+        if team and "team" not in labels:
+            labels["team"] = team
+        return labels
+
+    def _suppress(
+        self,
+        state: AlertState,
+        rule: Rule,
+        dims: dict[str, str],
+        cond: Condition,
+        cell: Cell | None,
+        active: set[str],
+        now: int,
+    ) -> None:
+        state.suppressed, state.root_cause = "", None
+        labels = {
+            **self._labels(dims),
+            **rule.labels,
+            "alertname": rule.name,
+            "severity": cond.severity,
+            "kind": rule.kind,
+        }
+        for s in self.context.silences:
+            if s.matches(labels, now):
+                state.suppressed, state.root_cause = "silenced", f"silence:{s.silence_id}"
+                return
+        breakers = self.context.open_breakers
+        if rule.kind == "integration_error_rate" and "agent_id" in dims:
+            if dims["integration"] in breakers:
+                state.suppressed = "inhibited"
+                state.root_cause = f"breaker:{breakers[dims['integration']]}"
+            return
+        if rule.kind not in _FAILURE_KINDS or cell is None or not cell.failures:
+            return
+        explained = {n: c for n, c in cell.failed_via.items() if n in breakers}
+        if explained and sum(explained.values()) * 2 >= cell.failures:
+            top = max(explained, key=explained.__getitem__)
+            state.suppressed, state.root_cause = "inhibited", f"breaker:{breakers[top]}"
+            return
+        for upstream, n in sorted(cell.failed_after.items(), key=lambda kv: -kv[1]):
+            if n * 2 < cell.failures:
+                break
+            root = next((k for k in active if _is_failure_alert_of(k, upstream, self)), None)
+            if root is not None:
+                state.suppressed, state.root_cause = "grouped", root
+                return
+
+    def _record(
+        self, state: AlertState, rule: Rule, dims: dict[str, str], status: str, now: int
+    ) -> dict[str, Any]:
+        cond = state.last or Condition(False, 0.0, rule.limit, rule.severity, "")
+        labels = {**self._labels(dims), **cond.labels, **rule.labels}
+        if state.suppressed:
+            labels["suppressed"] = state.suppressed
+        sid = state.dedup_key[len(rule.name) + 1 :]
+        return {
+            "dedup_key": state.dedup_key,
+            "rule": rule.name,
+            "kind": rule.kind if rule.kind != "schedule" else "missed_run",
+            "status": status,
+            "severity": cond.severity
+            if cond.severity in ("info", "warning", "critical")
+            else "warning",
+            "scope_type": rule.scope_type,
+            "scope_id": sid.split(":")[0],
+            "value": float(cond.value) if math.isfinite(cond.value) else 0.0,
+            "threshold": float(cond.threshold),
+            "window_s": rule.window_s,
+            "summary": cond.summary,
+            "description": cond.description,
+            "runbook": rule.runbook.format_map(_Fmt(dims)),
+            "runbook_url": rule.runbook_url.format_map(_Fmt(dims)),
+            "labels": labels,
+            "root_cause": state.root_cause,
+            "started_at": state.started_at,
+            "ended_at": now if status == "resolved" else None,
+            "emitted_at": now,
+        }
+
+
+def _schedule_text(what: str, agent: str, value: float, sched: Schedule, rule: Rule) -> str:
+    grace = f"(grace {sched.grace_s:g}s)"
+    if what == "missed":
+        return f"{agent} has not run since its slot {value:,.0f}s ago {grace}"
+    if what == "late":
+        return f"{agent}'s last run started {value:,.0f}s after its slot {grace}"
+    return f"{agent} ran {value:.0f} times in {rule.window_s}s, over {rule.limit:g}x its schedule"
+
+
+def _is_failure_alert_of(key: str, agent: str, ev: AlertEvaluator) -> bool:
+    rule_name, _, sid = key.partition(":")
+    rule = ev.by_name.get(rule_name)
+    return (
+        rule is not None and rule.kind == "failure_rate" and sid.split("|")[0] == f"agent={agent}"
+    )
+
+
+def _dims_of(sid: str) -> dict[str, str]:
+    long = {v: k for k, v in _SHORT.items()}
+    return {long[k]: v for k, v in (part.split("=", 1) for part in sid.split("|"))}
+
+
+def _unapproved(call: dict[str, Any], attributes: dict[str, str], gated: tuple[str, ...]) -> bool:
+    action = f"{call['integration']}.{call['operation']}"
+    if not any(fnmatch.fnmatchcase(action, g) for g in gated):
+        return False
+    return not attributes.get(f"approval:{action}", "").endswith(":approved")
+
+
+def _z(f1: int, n1: int, f0: int, n0: int) -> float:
+    """Two-proportion z statistic of f1/n1 against f0/n0 (pooled)."""
+    p = (f1 + f0) / (n1 + n0)
+    se = math.sqrt(p * (1 - p) * (1 / n1 + 1 / n0))
+    return (f1 / n1 - f0 / n0) / se if se > 0 else (math.inf if f1 / n1 > f0 / n0 else 0.0)
