@@ -135,14 +135,15 @@ def processors_run(
     ] = None,
     stage: Annotated[
         str,
-        typer.Option(help="all (default), metrics (the windows) or breakers (the decisions)"),
+        typer.Option(help="all (default), metrics (windows), breakers (decisions) or alerts"),
     ] = "all",
     index: Annotated[int, typer.Option(hidden=True)] = 0,
 ) -> None:
     """Run the stream processors until interrupted (Ctrl-C or SIGTERM).
 
-    The metric windows and the breaker stage run as separate processes (``--stage all``
-    starts both), so breaker decisions never wait behind the windows' CPU.
+    The metric windows, the breaker stage and the alert stage run as separate processes
+    (``--stage all`` starts the three), so breaker decisions and alerts never wait behind the
+    windows' CPU.
     """
     overrides: dict[str, Any] = {}
     if workers is not None:
@@ -152,8 +153,8 @@ def processors_run(
     settings = load_settings(ProcessorSettings, **overrides)
     if runtime not in ("faust", "kafka"):
         raise typer.BadParameter("expected faust or kafka", param_hint="--runtime")
-    if stage not in ("all", "metrics", "breakers"):
-        raise typer.BadParameter("expected all, metrics or breakers", param_hint="--stage")
+    if stage not in ("all", "metrics", "breakers", "alerts"):
+        raise typer.BadParameter("expected all, metrics, breakers or alerts", param_hint="--stage")
     from fleetpulse.policy import load_policy
 
     policy = load_policy(settings.policy)  # a bad policy fails here, before anything starts
@@ -165,14 +166,19 @@ def processors_run(
 
         run_breaker_stage(settings, policy)
         return
+    if stage == "alerts":
+        from fleetpulse.processors.alert_stage import run_alert_stage
+
+        run_alert_stage(settings, policy)
+        return
+    side = ("breakers", "alerts") if stage == "all" else ()
     if settings.processors_workers > 1:
         from fleetpulse.processors.supervisor import run_workers
 
-        sys.exit(run_workers(settings.processors_workers, runtime=runtime, breakers=stage == "all"))
-    if stage == "all":
-        from fleetpulse.processors.supervisor import spawn
+        sys.exit(run_workers(settings.processors_workers, runtime=runtime, side=side))
+    from fleetpulse.processors.supervisor import spawn
 
-        breaker_proc = spawn("breakers")
+    side_procs = [spawn(name) for name in side]
     if runtime == "kafka":
         from fleetpulse.processors.core import ProcessorCore
         from fleetpulse.processors.plain import PlainRunner
@@ -187,9 +193,10 @@ def processors_run(
         from fleetpulse.processors.faust_app import run_worker
 
         run_worker(settings, index=index)
-    if stage == "all" and breaker_proc.poll() is None:
-        breaker_proc.terminate()
-        breaker_proc.wait(15)
+    for proc in side_procs:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(15)
 
 
 # -- sink ---------------------------------------------------------------------------------------

@@ -162,6 +162,10 @@ class ProcessorSettings(CommonSettings):
     breakers_session_timeout_ms: int = Field(
         6000, ge=1000, description="breaker stage: how soon a dead worker's breakers move on"
     )
+    alerts_group: str | None = Field(None, description="default: <prefix>alerts")
+    alerts_eval_interval_s: float = Field(
+        0.25, gt=0, le=60, description="alert stage: how often the rules are evaluated"
+    )
 
     @field_validator("processors_horizons")
     @classmethod
@@ -178,6 +182,10 @@ class ProcessorSettings(CommonSettings):
     @property
     def breakers_group_id(self) -> str:
         return self.breakers_group or f"{self.topic_prefix}breakers"
+
+    @property
+    def alerts_group_id(self) -> str:
+        return self.alerts_group or f"{self.topic_prefix}alerts"
 
 
 class SinkSettings(CommonSettings):

@@ -237,8 +237,7 @@ def test_least_privilege_in_the_sdk_and_on_the_stream(setup: Setup) -> None:
     s.cli("agents", "publish", str(s.bundle(agent, 0.2)), "-m", "v1", "--as", "alice")
     s.cli("agents", "activate", agent, "--version", "1", "--as", "bob")
     processors = subprocess.Popen(
-        [sys.executable, "-m", "fleetpulse.cli", "processors", "run", "--runtime", "kafka",
-         "--stage", "metrics", "--web-port", "0"],
+        [sys.executable, "-m", "fleetpulse.cli", "processors", "run", "--stage", "alerts"],
         env=s.env,
         stdout=(s.workdir / "processors.log").open("ab"),
         stderr=subprocess.STDOUT,
@@ -291,21 +290,26 @@ def test_least_privilege_in_the_sdk_and_on_the_stream(setup: Setup) -> None:
 
     consumer = consumer_from_start(s.bootstrap, s.topics.alerts)
     codec = AvroCodec()
-    alerts: list[dict[str, Any]] = []
+    alerts: dict[str, dict[str, Any]] = {}
 
     def flagged() -> bool:
-        alerts.extend(codec.decode(m.value(), "Alert") for m in consumer.consume(100, 0.5))
-        return bool(alerts)
+        for m in consumer.consume(100, 0.5):
+            a = codec.decode(m.value(), "Alert")
+            alerts[a["dedup_key"]] = a
+        return "unpermitted-calls:agent=rogue|integration=crm" in alerts
 
     try:
-        wait_for(flagged, "the processors flag the rogue write", timeout=60)
-        time.sleep(1)
-        flagged()
+        wait_for(flagged, "the alert stage flags the rogue write", timeout=60)
     finally:
         consumer.close()
-    assert [(a["dedup_key"], a["kind"], a["severity"], a["labels"]["call_id"]) for a in alerts] == [
-        ("policy_violation:unpermitted_write:rogue:crm", "policy_violation", "critical", "c-rogue")
-    ]
+    rogue_alert = alerts["unpermitted-calls:agent=rogue|integration=crm"]
+    assert (rogue_alert["kind"], rogue_alert["severity"], rogue_alert["status"]) == (
+        "policy_violation",
+        "critical",
+        "firing",
+    )
+    # the guarded agent's denials are recorded as such, never as bypasses
+    assert not any(k.startswith("unpermitted-calls:agent=" + agent) for k in alerts)
 
 
 def test_cli_through_the_api_and_the_audit_from_clickhouse(setup: Setup) -> None:

@@ -12,7 +12,6 @@ from fleetpulse.control.governance import GovernanceState, new_event
 from fleetpulse.control.server import approval_alerts
 from fleetpulse.errors import AccessDeniedError, AuthenticationError, ConfigError
 from fleetpulse.policy import Permissions
-from fleetpulse.processors.violations import unpermitted_calls
 
 BUNDLE = {
     "agent_id": "triage",
@@ -304,23 +303,6 @@ PERMS = Permissions(
 def test_permissions(role, integration, access_, allowed):
     assert PERMS.allows(role, integration, access_) is allowed
     assert Permissions().allows(role, integration, access_)  # no section: not enforced
-
-
-def test_the_stream_flags_calls_outside_the_role_but_not_guarded_denials():
-    call = {"call_id": "c", "integration": "crm", "operation": "delete", "target": "acct/1"}
-    ev_ = {
-        "agent_id": "a1", "agent_role": "support", "task_id": "t", "ended_at": 5,
-        "tool_calls": [
-            call | {"access": "write", "status": "ok"},       # bypassed the guard
-            call | {"access": "write", "status": "denied"},   # the guard stopped it
-            call | {"access": "read", "status": "error"},     # allowed
-        ],
-    }  # fmt: skip
-    alerts = unpermitted_calls(ev_, PERMS, 9)
-    assert [(a["dedup_key"], a["severity"], a["kind"]) for a in alerts] == [
-        ("policy_violation:unpermitted_write:a1:crm", "critical", "policy_violation")
-    ]
-    assert unpermitted_calls(ev_, Permissions(), 9) == []
 
 
 # -- approvals pending too long ---------------------------------------------------------------

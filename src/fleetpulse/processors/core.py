@@ -23,11 +23,9 @@ from fleetpulse.config import ProcessorSettings
 from fleetpulse.errors import CodecError
 from fleetpulse.events.codec import AvroCodec
 from fleetpulse.kafka_config import admin_config, producer_config
-from fleetpulse.policy import FleetPolicy, load_policy
 from fleetpulse.processors.engine import Engine, EngineConfig
 from fleetpulse.processors.prom import ProcessorCollector, new_registry
 from fleetpulse.processors.replay import replay_partition
-from fleetpulse.processors.violations import unpermitted_calls
 from fleetpulse.processors.windows import US, WindowConfig, parse_horizons
 from fleetpulse.topics import dlq_headers
 
@@ -86,10 +84,8 @@ class ProcessorCore:
         *,
         clock: Clock | None = None,
         client_id: str = "fleetpulse-processors",
-        policy: FleetPolicy | None = None,
     ) -> None:
         self.settings = settings
-        self.permissions = (policy or load_policy(settings.policy)).access
         self.topics = settings.topics
         self.bootstrap = settings.resolved_bootstrap()
         self.group_id = settings.group_id
@@ -106,9 +102,6 @@ class ProcessorCore:
             ),
         )
         self.codec = AvroCodec(registry_url=settings.schema_registry_url, logical_types=False)
-        self._encode_alert = AvroCodec(registry_url=settings.schema_registry_url).encoder(
-            "Alert", self.topics.alerts
-        )
         self._encode_snapshot = AvroCodec(registry_url=settings.schema_registry_url).encoder(
             "MetricSnapshot", self.topics.metrics
         )
@@ -214,14 +207,6 @@ class ProcessorCore:
                 self._dead_letter(r, problem, replay)
                 continue
             by_partition.setdefault(r.partition, []).append((r.offset, ev))
-            if not replay and self.permissions.enforced:
-                for alert in unpermitted_calls(ev, self.permissions, now):
-                    logger.warning(
-                        "%s[%d]@%d: %s", r.topic, r.partition, r.offset, alert["summary"]
-                    )
-                    self._produce(
-                        self.topics.alerts, self._encode_alert(alert), alert["dedup_key"].encode()
-                    )
         with self.lock:
             for p, items in by_partition.items():
                 if p in self.engine.sources:

@@ -1,4 +1,5 @@
-"""``fleetpulse processors run``: the metric workers and the breaker stage as processes.
+"""``fleetpulse processors run``: the metric workers, the breaker stage and the alert stage as
+processes.
 
 Each stage is its own process so that the breaker stage's latency never waits behind the
 metric windows' CPU (one GIL per process). Children get SIGTERM when their parent dies, even by
@@ -32,12 +33,11 @@ def spawn(stage: str, *, runtime: str = "faust", index: int = 0) -> subprocess.P
     return subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent)
 
 
-def run_workers(n: int, *, runtime: str, breakers: bool) -> int:
-    """Start ``n`` metric workers (and one breaker stage), forward SIGINT/SIGTERM to them,
-    return the worst exit code."""
+def run_workers(n: int, *, runtime: str, side: tuple[str, ...]) -> int:
+    """Start ``n`` metric workers and one process per ``side`` stage (breakers, alerts),
+    forward SIGINT/SIGTERM to them, return the worst exit code."""
     procs = [spawn("metrics", runtime=runtime, index=i) for i in range(n)]
-    if breakers:
-        procs.append(spawn("breakers"))
+    procs += [spawn(name) for name in side]
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         for p in procs:

@@ -1,0 +1,243 @@
+"""The alert stage of the processors: task events in, Alert lifecycle events on
+``fleetpulse.alerts`` out (``fleetpulse processors run`` starts it beside the metric windows and
+the breaker stage, in its own process, so its latency never waits behind their backlog).
+
+Inputs:
+
+* ``fleetpulse.task-events``, every partition, assigned directly (no consumer group): the rules
+  see the whole fleet (integration scopes, teams, cascades across agents). One alert stage
+  evaluates; a second one would send the same events under the same dedup keys, which every
+  receiver deduplicates, so it is a hot standby rather than a split of the work.
+* ``fleetpulse.control``: which integration breakers are OPEN (inhibition).
+* ``fleetpulse.governance``: the production bundles' budgets, schedules and approval gates,
+  and silences.
+
+State across restarts: the alerts topic is read back at start and each alert's newest event is
+adopted, so a firing alert is not sent again; the windows are rebuilt by replaying the task
+events of the longest window (and of the current UTC day or month for budgets, as far as the
+topic retains them) before the first evaluation.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
+
+from fleetpulse.clock import Clock, SystemClock
+from fleetpulse.config import ProcessorSettings
+from fleetpulse.control.alerts_view import read_alerts
+from fleetpulse.control.follower import ControlFollower
+from fleetpulse.control.governance import PRODUCTION, GovernanceState
+from fleetpulse.control.log import GovernanceLog
+from fleetpulse.control.view import ControlView
+from fleetpulse.errors import CodecError
+from fleetpulse.events.codec import AvroCodec
+from fleetpulse.kafka_config import consumer_config, producer_config
+from fleetpulse.policy import FleetPolicy
+from fleetpulse.processors.alert_eval import AlertEvaluator, Context
+from fleetpulse.processors.alert_windows import US, period_bounds
+from fleetpulse.processors.core import partition_count
+
+logger = logging.getLogger(__name__)
+
+_OPEN = ("OPEN", "FORCED_OPEN")
+
+
+class AlertStage:
+    """One alert evaluator. ``run()`` until ``stop_event`` is set."""
+
+    def __init__(
+        self,
+        settings: ProcessorSettings,
+        policy: FleetPolicy,
+        *,
+        clock: Clock | None = None,
+        client_id: str = "fleetpulse-alerts",
+    ) -> None:
+        self.settings = settings
+        self.topics = settings.topics
+        self.bootstrap = settings.resolved_bootstrap()
+        self.clock = clock or SystemClock()
+        now = self.clock.time_us()
+        self.replay_from_us = _replay_from(policy, now)
+        self.evaluator = AlertEvaluator(policy, self.clock, since_us=self.replay_from_us)
+        self.codec = AvroCodec(registry_url=settings.schema_registry_url, logical_types=False)
+        self._encode = AvroCodec(registry_url=settings.schema_registry_url).encoder(
+            "Alert", self.topics.alerts
+        )
+        self.producer = Producer(producer_config(self.bootstrap, client_id=client_id, linger_ms=1))
+        self.consumer = Consumer(
+            {
+                **consumer_config(self.bootstrap, settings.alerts_group_id),
+                "client.id": client_id,
+                "fetch.wait.max.ms": settings.breakers_fetch_wait_ms,
+                "enable.auto.commit": False,
+            }
+        )
+        self.control = ControlView()
+        self.control_follower = ControlFollower(
+            self.bootstrap, self.topics.control, self.control, client_id=f"{client_id}-control"
+        )
+        self.governance = GovernanceLog(
+            self.bootstrap,
+            self.topics.governance,
+            registry_url=settings.schema_registry_url,
+            client_id=f"{client_id}-governance",
+        )
+        self.stop_event = threading.Event()
+        self.caught_up = threading.Event()
+        self._ends: dict[int, int] = {}
+        self.counters = {"events": 0, "bad": 0, "alerts": 0}
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def start(self, *, timeout: float = 60.0) -> None:
+        """Adopt the published alert states, follow control and governance, and assign every
+        task-events partition from the start of the replay."""
+        restored = self.evaluator.restore(
+            read_alerts(self.bootstrap, self.topics.alerts, timeout=timeout).alerts()
+        )
+        logger.info("alert stage: %d firing alerts adopted from %s", restored, self.topics.alerts)
+        self.control_follower.start(timeout=timeout)
+        self.governance.start(timeout=timeout)
+        n = partition_count(self.bootstrap, self.topics.task_events)
+        since_ms = self.replay_from_us // 1000
+        wanted = [TopicPartition(self.topics.task_events, p, since_ms) for p in range(n)]
+        found = self.consumer.offsets_for_times(wanted, timeout=timeout)
+        start = []
+        for tp in found:
+            _, high = self.consumer.get_watermark_offsets(tp, timeout=timeout)
+            if tp.offset >= 0 and tp.offset < high:
+                self._ends[tp.partition] = high
+            start.append(
+                TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_END)
+            )
+        if not self._ends:
+            self.caught_up.set()
+        self.consumer.assign(start)
+
+    def run(self) -> None:
+        self.start()
+        interval = self.settings.alerts_eval_interval_s
+        next_eval = 0.0
+        try:
+            while not self.stop_event.is_set():
+                first = self.consumer.poll(min(interval, 0.05))
+                if first is not None:
+                    more = self.consumer.consume(self.settings.processors_batch_max - 1, timeout=0)
+                    self.step([first, *more])
+                now = time.monotonic()
+                if now >= next_eval and self.caught_up.is_set():
+                    self.evaluate()
+                    next_eval = now + interval
+                self.producer.poll(0)
+        finally:
+            self.close()
+
+    def step(self, msgs: list[Any]) -> None:
+        ingest = self.evaluator.ingest
+        for m in msgs:
+            if m.error() is not None:
+                logger.warning("alert stage consumer: %s", m.error())
+                continue
+            p, offset = m.partition() or 0, m.offset() or 0
+            try:
+                ev = self.codec.decode(
+                    m.value() or b"", "TaskEvent", topic=m.topic(), partition=p, offset=offset
+                )
+            except CodecError:
+                self.counters["bad"] += 1  # the metric stage dead-letters it
+            else:
+                self.counters["events"] += 1
+                ingest(ev)
+            end = self._ends.get(p)
+            if end is not None and offset + 1 >= end:
+                del self._ends[p]
+                if not self._ends:
+                    logger.info("alert stage: replay done, evaluating")
+                    self.caught_up.set()
+
+    def evaluate(self) -> list[dict[str, Any]]:
+        """Refresh the context, run the rules, publish what changed."""
+        self.evaluator.context = self._context()
+        out = self.evaluator.evaluate()
+        for alert in out:
+            self._publish(alert)
+        return out
+
+    def _context(self) -> Context:
+        now = self.clock.time_us()
+        ctx = self.governance.read(lambda s: _governance_context(s, now))
+        for rec in self.control.records("breaker"):
+            target = rec["target_id"]
+            if rec["state"] in _OPEN and target.startswith("integration:"):
+                ctx.open_breakers[target.removeprefix("integration:")] = target
+        return ctx
+
+    def _publish(self, alert: dict[str, Any]) -> None:
+        self.counters["alerts"] += 1
+        quiet = alert["labels"].get("suppressed")
+        log = logger.info if quiet or alert["status"] == "resolved" else logger.warning
+        log(
+            "alert %s %s (%s)%s: %s",
+            alert["dedup_key"],
+            alert["status"],
+            alert["severity"],
+            f" [{quiet}: {alert['root_cause']}]" if quiet else "",
+            alert["summary"],
+        )
+        value = self._encode(alert)
+        while True:
+            try:
+                self.producer.produce(self.topics.alerts, value, alert["dedup_key"].encode())
+                break
+            except BufferError:
+                self.producer.poll(0.1)
+        self.producer.poll(0)
+
+    def close(self, timeout: float = 10.0) -> None:
+        left = self.producer.flush(timeout)
+        if left:
+            logger.error("%d alerts were not delivered before close", left)
+        self.consumer.close()
+        self.control_follower.close()
+        self.governance.close()
+
+
+def _replay_from(policy: FleetPolicy, now_us: int) -> int:
+    """How far back the windows need events: the longest window, and the current budget
+    periods when a budget rule exists."""
+    start = now_us - policy.alerts.lookback_s * US
+    for rule in policy.alerts.rules:
+        if rule.kind in ("cost_budget", "cost_burn_rate"):
+            start = min(start, period_bounds(rule.period, now_us)[0])
+    return start
+
+
+def _governance_context(state: GovernanceState, now_us: int) -> Context:
+    ctx = Context(silences=[s for s in state.silences.values() if s.active(now_us)])
+    for agent in state.agents:
+        bundle = state.active_bundle(agent, PRODUCTION)
+        if bundle is None:
+            continue
+        if bundle.budget is not None:
+            ctx.budgets[agent] = bundle.budget
+        if bundle.schedule is not None:
+            ctx.schedules[agent] = bundle.schedule
+        if bundle.approvals:
+            ctx.approvals[agent] = tuple(bundle.approvals)
+    return ctx
+
+
+def run_alert_stage(settings: ProcessorSettings, policy: FleetPolicy) -> None:
+    """Run the alert stage until SIGTERM/SIGINT."""
+    import signal
+
+    stage = AlertStage(settings, policy)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stage.stop_event.set())
+    stage.run()
