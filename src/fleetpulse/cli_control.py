@@ -27,7 +27,9 @@ agents = typer.Typer(no_args_is_help=True, help="Agents: versioned bundles, roll
 breakers = typer.Typer(no_args_is_help=True, help="Fleet-wide circuit breakers.")
 principals = typer.Typer(no_args_is_help=True, help="Who may act: principals, roles, tokens.")
 approvals = typer.Typer(no_args_is_help=True, help="Human approval of agents' gated actions.")
-alerts = typer.Typer(no_args_is_help=True, help="Alerts on fleetpulse.alerts: list, acknowledge.")
+alerts = typer.Typer(
+    no_args_is_help=True, help="Alerts on fleetpulse.alerts: list, acknowledge, silence."
+)
 api = typer.Typer(no_args_is_help=True, help="The control API (FastAPI, docs at /docs).")
 
 Actor = Annotated[
@@ -373,14 +375,16 @@ def alerts_list(
 ) -> None:
     """Every alert's newest state."""
     rows = gateway().alerts(status)
-    table = Table("dedup key", "status", "severity", "summary", "since", "acked by")
+    table = Table("dedup key", "status", "severity", "summary", "since", "quiet", "acked by")
     for r in rows:
+        quiet = r["labels"].get("suppressed", "")
         table.add_row(
             r["dedup_key"],
             r["status"],
             r["severity"],
             r["summary"],
             _when(r["started_at"]),
+            f"{quiet}: {r['root_cause']}" if quiet else "",
             r["acknowledged_by"],
         )
     _out(rows, as_json, table, "no alerts")
@@ -391,6 +395,63 @@ def alerts_ack(dedup_key: str, reason: Reason = "", actor: Actor = None) -> None
     """Acknowledge an alert: you are on it (recorded in the governance log)."""
     gateway(actor).ack(dedup_key, reason)
     console.print(f"{dedup_key} acknowledged")
+
+
+def parse_duration(text: str) -> float:
+    """``90s``, ``30m``, ``2h``, ``1d`` (or plain seconds) -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if text[-1:] in units:
+            return float(text[:-1]) * units[text[-1]]
+        return float(text)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r}: expected e.g. 30m, 2h, 1d", param_hint="--for"
+        ) from None
+
+
+@alerts.command("silence")
+def alerts_silence(
+    match: Annotated[
+        list[str], typer.Option("--match", help="label=glob, repeatable: agent_id=triage*")
+    ],
+    duration: Annotated[str, typer.Option("--for", help="required expiry: 30m, 2h, 1d")],
+    reason: Annotated[str, typer.Option(help="why (required)")],
+    actor: Actor = None,
+) -> None:
+    """Mute the notifications of alerts matching every matcher until the silence expires."""
+    matchers = {}
+    for m in match:
+        key, sep, value = m.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(f"{m!r}: expected label=glob", param_hint="--match")
+        matchers[key.strip()] = value.strip()
+    s = gateway(actor).silence(matchers, parse_duration(duration), reason)
+    console.print(f"silence {s['silence_id']} until {_when(s['expires_at_us'])} UTC")
+
+
+@alerts.command("unsilence")
+def alerts_unsilence(silence_id: str, reason: Reason = "", actor: Actor = None) -> None:
+    """End a silence before its expiry."""
+    gateway(actor).unsilence(silence_id, reason)
+    console.print(f"silence {silence_id} removed")
+
+
+@alerts.command("silences")
+def alerts_silences(
+    include_ended: Annotated[bool, typer.Option("--all", help="expired and removed too")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Active silences: matchers, expiry, author and reason."""
+    rows = gateway().silences(include_ended)
+    table = Table("id", "matchers", "until", "by", "reason", "removed by")
+    for r in rows:
+        matchers = ", ".join(f"{k}={v}" for k, v in r["matchers"].items())
+        table.add_row(
+            r["silence_id"], matchers, _when(r["expires_at_us"]), r["author"], r["reason"],
+            r["removed_by"],
+        )  # fmt: skip
+    _out(rows, as_json, table, "no silences")
 
 
 # -- audit and the API ------------------------------------------------------------------------

@@ -48,12 +48,16 @@ class Alerts:
     def latest(self) -> dict[str, dict[str, Any]]:
         return {a["dedup_key"]: a for a in self.poll()}
 
-    def wait(self, check: Callable[[dict[str, dict[str, Any]]], bool], what: str, timeout: float = 60) -> None:
+    def wait(
+        self, check: Callable[[dict[str, dict[str, Any]]], bool], what: str, timeout: float = 60
+    ) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if check(self.latest()):
                 return
-        raise AssertionError(f"timed out waiting until {what}; saw {[(a['dedup_key'], a['status']) for a in self.seen]}")
+        raise AssertionError(
+            f"timed out waiting until {what}; saw {[(a['dedup_key'], a['status']) for a in self.seen]}"
+        )
 
 
 @contextlib.contextmanager
@@ -73,7 +77,9 @@ def wait_caught_up(stage: AlertStage) -> None:
 
 
 @pytest.fixture
-def setup(kafka: Any, fresh_prefix: Topics, tmp_path: Path) -> tuple[ProcessorSettings, Callable[[str], Fleet]]:
+def setup(
+    kafka: Any, fresh_prefix: Topics, tmp_path: Path
+) -> tuple[ProcessorSettings, Callable[[str], Fleet]]:
     (tmp_path / "policy.yaml").write_text(POLICY)
     settings = ProcessorSettings(
         bootstrap_servers=kafka.bootstrap_servers,
@@ -95,7 +101,9 @@ def setup(kafka: Any, fresh_prefix: Topics, tmp_path: Path) -> tuple[ProcessorSe
     return settings, fleet
 
 
-def run_tasks(fleet: Fleet, n: int, *, fail: bool, integration: str | None = "crm", **task: Any) -> None:
+def run_tasks(
+    fleet: Fleet, n: int, *, fail: bool, integration: str | None = "crm", **task: Any
+) -> None:
     for _ in range(n):
         with contextlib.suppress(RuntimeError, CircuitOpenError):
             with fleet.task("work", **task) as t:
@@ -116,7 +124,9 @@ def test_incident_fires_resolves_and_a_restart_does_not_page_again(setup: Any) -
         with running_stage(settings) as stage:
             wait_caught_up(stage)
             run_tasks(billing, 20, fail=True)
-            alerts.wait(lambda a: keys <= {k for k, v in a.items() if v["status"] == "firing"}, "both fire")
+            alerts.wait(
+                lambda a: keys <= {k for k, v in a.items() if v["status"] == "firing"}, "both fire"
+            )
         fired = {a["dedup_key"]: a for a in alerts.seen}
         assert fired["fail:agent=billing"]["value"] == 1.0
         assert fired["fail:agent=billing"]["labels"]["agent_id"] == "billing"
@@ -147,7 +157,11 @@ def test_open_breaker_inhibits_and_upstream_groups_its_cascade(setup: Any) -> No
         wait_caught_up(stage)
         with make_fleet("orders") as orders:  # its SDK refuses crm calls: the breaker is open
             run_tasks(orders, 12, fail=False)
-        with make_fleet("upstream") as up, make_fleet("downstream") as down, make_fleet("solo") as solo:
+        with (
+            make_fleet("upstream") as up,
+            make_fleet("downstream") as down,
+            make_fleet("solo") as solo,
+        ):
             run_tasks(up, 12, fail=True, integration=None)
             run_tasks(down, 12, fail=True, integration=None, upstream_agent_id="upstream")
             run_tasks(solo, 12, fail=True, integration=None)

@@ -112,6 +112,11 @@ def _approval(api: Api, role: str) -> tuple[str, Any]:
     return a.approval_id, None
 
 
+def _silence(api: Api, role: str) -> tuple[str, Any]:
+    s = api.plane.silence(ADMIN, {"agent_id": "x"}, duration_s=60, reason="r")
+    return f"/v1/silences/{s.silence_id}", None
+
+
 def _fresh_principal(api: Api, role: str) -> str:
     name = f"tmp-{uuid.uuid4().hex[:8]}"
     api.plane.add_principal(ADMIN, name, "compliance")
@@ -166,6 +171,11 @@ ROUTES = [
     Route("GET", "/v1/alerts", VIEW - {"approver"}),
     Route("POST", "/v1/alerts/{dedup_key}/ack", OPS,
           prepare=lambda a, r: ("/v1/alerts/failure_rate:triage/ack", {"reason": "on it"})),
+    Route("GET", "/v1/silences", VIEW - {"approver"}),
+    Route("POST", "/v1/silences", OPS, 201,
+          lambda a, r: ("/v1/silences", {"matchers": {"agent_id": "t*"}, "duration_s": 60,
+                                         "reason": "deploy"})),
+    Route("DELETE", "/v1/silences/{silence_id}", OPS, prepare=_silence),
     Route("GET", "/v1/approvals", VIEW),
     Route("POST", "/v1/approvals", ENG | {"agent"}, 201,
           lambda a, r: ("/v1/approvals", {"agent_id": AGENT, "action": "x.y", "summary": "s"})),

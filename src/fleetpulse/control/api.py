@@ -58,6 +58,12 @@ class OptionalReason(BaseModel):
     reason: str = ""
 
 
+class SilenceBody(BaseModel):
+    matchers: dict[str, str] = Field(min_length=1)
+    duration_s: float = Field(gt=0, le=30 * 86400)
+    reason: str = Field(min_length=1)
+
+
 class PrincipalBody(BaseModel):
     name: str = Field(min_length=1, max_length=128)
     role: str
@@ -194,6 +200,18 @@ def create_app(plane: ControlPlane, audit: AuditFn) -> FastAPI:
     @app.post("/v1/alerts/{dedup_key}/ack", tags=["alerts"])
     def ack(dedup_key: str, body: OptionalReason, who: Caller = need("alerts.ack")) -> Any:
         return gw(who).ack(dedup_key, body.reason)
+
+    @app.get("/v1/silences", tags=["alerts"])
+    def silences(who: Caller = need("alerts.view"), include_ended: bool = False) -> Any:
+        return gw(who).silences(include_ended)
+
+    @app.post("/v1/silences", tags=["alerts"], status_code=201)
+    def silence(body: SilenceBody, who: Caller = need("alerts.silence")) -> Any:
+        return gw(who).silence(body.matchers, body.duration_s, body.reason)
+
+    @app.delete("/v1/silences/{silence_id}", tags=["alerts"])
+    def unsilence(silence_id: str, reason: str = "", who: Caller = need("alerts.silence")) -> Any:
+        return gw(who).unsilence(silence_id, reason)
 
     # -- approvals ------------------------------------------------------------------------
 

@@ -130,6 +130,16 @@ class LocalGateway:
         e = self.plane.ack_alert(self.caller, dedup_key, reason=reason)
         return {"dedup_key": dedup_key, "acknowledged_by": e["actor"]}
 
+    def silences(self, include_ended: bool) -> Json:
+        return [as_dict(s) for s in self.plane.silences(self.caller, include_ended=include_ended)]
+
+    def silence(self, matchers: dict[str, str], duration_s: float, reason: str) -> Json:
+        s = self.plane.silence(self.caller, matchers, duration_s=duration_s, reason=reason)
+        return as_dict(s)
+
+    def unsilence(self, silence_id: str, reason: str) -> Json:
+        return as_dict(self.plane.unsilence(self.caller, silence_id, reason=reason))
+
     # approvals
     def approvals(self, status: str | None) -> Json:
         return [as_dict(a) for a in self.plane.approvals(self.caller, status=status)]
@@ -260,6 +270,16 @@ class HttpGateway:
 
     def ack(self, dedup_key: str, reason: str) -> Json:
         return self._call("POST", f"/v1/alerts/{dedup_key}/ack", json={"reason": reason})
+
+    def silences(self, include_ended: bool) -> Json:
+        return self._call("GET", "/v1/silences", params={"include_ended": include_ended})
+
+    def silence(self, matchers: dict[str, str], duration_s: float, reason: str) -> Json:
+        body = {"matchers": matchers, "duration_s": duration_s, "reason": reason}
+        return self._call("POST", "/v1/silences", json=body)
+
+    def unsilence(self, silence_id: str, reason: str) -> Json:
+        return self._call("DELETE", f"/v1/silences/{silence_id}", params={"reason": reason})
 
     def approvals(self, status: str | None) -> Json:
         return self._call("GET", "/v1/approvals", params={"status": status or ""})

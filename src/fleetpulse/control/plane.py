@@ -31,6 +31,7 @@ from fleetpulse.control.governance import (
     Event,
     GovernanceState,
     Principal,
+    Silence,
     Version,
     new_event,
 )
@@ -46,6 +47,7 @@ from fleetpulse.errors import (
 from fleetpulse.policy import FleetPolicy
 
 logger = logging.getLogger(__name__)
+_MAX_SILENCE_S = 30 * 86400
 
 
 def local_caller() -> Caller:
@@ -487,3 +489,48 @@ class ControlPlane:
     def ack_alert(self, caller: Caller, dedup_key: str, *, reason: str = "") -> Event:
         self.require(caller, "alerts.ack")
         return self._append(caller, "alert", dedup_key, "alert_acknowledged", reason=reason)
+
+    def silences(self, caller: Caller, *, include_ended: bool = False) -> list[Silence]:
+        self.require(caller, "alerts.view")
+        now = self.clock.time_us()
+        found = self._state().silences.values()
+        return [s for s in found if include_ended or s.active(now)]
+
+    def silence(
+        self, caller: Caller, matchers: dict[str, str], *, duration_s: float, reason: str
+    ) -> Silence:
+        """Mute the alerts whose labels match every matcher (globs) for ``duration_s``.
+
+        Raises:
+            ValueError: no matcher, no reason, or a duration outside (0, 30 days].
+        """
+        self.require(caller, "alerts.silence")
+        if not matchers or not all(k.strip() and v.strip() for k, v in matchers.items()):
+            raise ValueError("a silence needs at least one label=glob matcher (--match)")
+        if not reason.strip():
+            raise ValueError("a silence needs a reason (--reason): the next on-call reads it")
+        if not 0 < duration_s <= _MAX_SILENCE_S:
+            raise ValueError("a silence must expire within 30 days (--for, e.g. 2h)")
+        silence_id = os.urandom(6).hex()
+        self._append(
+            caller,
+            "silence",
+            silence_id,
+            "silence_created",
+            reason=reason,
+            payload={
+                "matchers": matchers,
+                "expires_at_us": self.clock.time_us() + int(duration_s * 1e6),
+            },
+        )
+        return self._state().silences[silence_id]
+
+    def unsilence(self, caller: Caller, silence_id: str, *, reason: str = "") -> Silence:
+        self.require(caller, "alerts.silence")
+        held = self._state().silences.get(silence_id)
+        if held is None or not held.active(self.clock.time_us()):
+            raise NotFoundError(
+                f"no active silence {silence_id!r}: see `fleetpulse alerts silences`"
+            )
+        self._append(caller, "silence", silence_id, "silence_removed", reason=reason)
+        return self._state().silences[silence_id]
