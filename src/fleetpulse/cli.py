@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -35,6 +36,10 @@ processors = typer.Typer(no_args_is_help=True, help="Rolling metrics from the ta
 app.add_typer(processors, name="processors")
 sink = typer.Typer(no_args_is_help=True, help="Kafka to ClickHouse (chDB embedded, or a server).")
 app.add_typer(sink, name="sink")
+pager = typer.Typer(
+    no_args_is_help=True, help="Alerts to Alertmanager, PagerDuty, Slack, webhooks."
+)
+app.add_typer(pager, name="pager")
 report = typer.Typer(no_args_is_help=True, help="Analysts' and compliance's standard questions.")
 app.add_typer(report, name="report")
 register_control_verbs(app)  # agents, breakers, principals, approvals, alerts, audit, api
@@ -197,6 +202,31 @@ def processors_run(
         if proc.poll() is None:
             proc.terminate()
             proc.wait(15)
+
+
+# -- paging -----------------------------------------------------------------------------------
+
+
+@pager.command("run")
+def pager_run(
+    config: Annotated[
+        Path | None, typer.Option(help="routing YAML [FLEETPULSE_PAGER_CONFIG]")
+    ] = None,
+) -> None:
+    """Deliver fleetpulse.alerts to Alertmanager, PagerDuty, Slack and webhooks until
+    interrupted; offsets are committed only after delivery (or the DLQ)."""
+    from fleetpulse.config import PagerSettings
+    from fleetpulse.paging import load_pager_config, run_pager
+
+    settings = load_settings(PagerSettings, pager_config=config)
+    if settings.pager_config is None:
+        raise typer.BadParameter(
+            "no routing file: pass --config or set FLEETPULSE_PAGER_CONFIG (see the README)",
+            param_hint="--config",
+        )
+    routing = load_pager_config(settings.pager_config)  # bad file or missing secret: fails now
+    console.print(f"pager: {len(routing.receivers)} receivers, {len(routing.routes)} routes")
+    run_pager(settings, routing)
 
 
 # -- sink ---------------------------------------------------------------------------------------

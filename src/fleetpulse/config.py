@@ -188,6 +188,19 @@ class ProcessorSettings(CommonSettings):
         return self.alerts_group or f"{self.topic_prefix}alerts"
 
 
+class PagerSettings(CommonSettings):
+    """The paging bridge (``fleetpulse pager run``)."""
+
+    pager_config: Path | None = Field(
+        None, description="routing YAML: receivers, routes, retries (required to run)"
+    )
+    pager_group: str | None = Field(None, description="default: <prefix>pager")
+
+    @property
+    def pager_group_id(self) -> str:
+        return self.pager_group or f"{self.topic_prefix}pager"
+
+
 class SinkSettings(CommonSettings):
     """The ClickHouse sink (``fleetpulse sink run``) and analytics commands."""
 
