@@ -40,6 +40,7 @@ from fleetpulse.schedule import Budget, Schedule, add_run, check
 _FAILED = frozenset({"failure", "timeout"})
 _FAILING_CALL = frozenset({"error", "timeout", "short_circuited"})
 _EXECUTED = frozenset({"ok", "error", "timeout"})
+_TASK_SCOPES = frozenset({"agent", "agent_task_type", "agent_version", "team"})
 _FAILURE_KINDS = frozenset({"failure_rate", "latency_p95", "latency_degradation"})
 _SHORT = {
     "agent_id": "agent",
@@ -55,7 +56,8 @@ Found = tuple[Rule, str, dict[str, str], Condition | None, Cell | None]
 
 
 def scope_id(dims: dict[str, str]) -> str:
-    return "|".join(f"{_SHORT[k]}={v}" for k, v in dims.items())
+    """``agent=triage|task_type=refund``: the scope part of a dedup key."""
+    return "|".join([f"{_SHORT[k]}={v}" for k, v in dims.items()])
 
 
 @dataclass
@@ -90,6 +92,9 @@ class AlertEvaluator:
         self.windows: dict[tuple[str, int], dict[str, Rolling]] = {
             (st, w): {} for st, ws in self.section.windows.items() for w in ws
         }
+        self._by_type: dict[str, list[tuple[int, dict[str, Rolling]]]] = {}
+        for (stype, w), scopes in self.windows.items():
+            self._by_type.setdefault(stype, []).append((w, scopes))
         self.dims: dict[str, dict[str, str]] = {}
         self.ledger = Ledger()
         self.runs: dict[str, list[float]] = {}  # agent -> run start times (s)
@@ -151,41 +156,50 @@ class AlertEvaluator:
             if st in _FAILING_CALL:
                 failing.add(name)
         team = self.team(agent)
-        task_scopes = {
-            "agent": {"agent_id": agent},
-            "agent_task_type": {"agent_id": agent, "task_type": ev["task_type"]},
-            "agent_version": {"agent_id": agent, "agent_version": ev["agent_version"]},
-        }
-        if team:
-            task_scopes["team"] = {"team": team}
-        for (stype, w), scopes in self.windows.items():
-            if stype in task_scopes:
-                cells = self._cells(scopes, w, task_scopes[stype], ts_s, now_s)
-                if cells is None:
+        task_type, version = ev["task_type"], ev["agent_version"]
+        cost = ev["cost_micros"]
+        for stype, per_window in self._by_type.items():
+            if stype in _TASK_SCOPES:
+                if stype == "agent":
+                    dims = {"agent_id": agent}
+                elif stype == "agent_task_type":
+                    dims = {"agent_id": agent, "task_type": task_type}
+                elif stype == "agent_version":
+                    dims = {"agent_id": agent, "agent_version": version}
+                elif team:
+                    dims = {"team": team}
+                else:
                     continue
-                for cell in cells:
-                    cell.tasks += 1
-                    cell.cost_micros += ev["cost_micros"]
-                    cell.latency.add_key(lat)
-                    if failed:
-                        cell.failures += 1
-                        for name in failing:
-                            cell.failed_via[name] = cell.failed_via.get(name, 0) + 1
-                        if upstream:
-                            cell.failed_after[upstream] = cell.failed_after.get(upstream, 0) + 1
-            elif calls and stype in ("integration", "agent_integration"):
+                sid = scope_id(dims)
+                for w, scopes in per_window:
+                    cells = self._cells(scopes, w, sid, dims, ts_s, now_s)
+                    if cells is None:
+                        continue
+                    for cell in cells:
+                        cell.tasks += 1
+                        cell.cost_micros += cost
+                        cell.latency.add_key(lat)
+                        if failed:
+                            cell.failures += 1
+                            for name in failing:
+                                cell.failed_via[name] = cell.failed_via.get(name, 0) + 1
+                            if upstream:
+                                cell.failed_after[upstream] = cell.failed_after.get(upstream, 0) + 1
+            elif calls:
                 for name, c in calls.items():
-                    dims = {"integration": name}
                     if stype == "agent_integration":
                         dims = {"agent_id": agent, "integration": name}
-                    found = self._cells(scopes, w, dims, ts_s, now_s)
-                    for cell in found or ():
-                        cell.tasks += 1
-                        cell.attempted += c[0]
-                        cell.errors += c[1]
-                        cell.denied += c[2]
-                        cell.unpermitted += c[3]
-                        cell.unapproved += c[4]
+                    else:
+                        dims = {"integration": name}
+                    sid = scope_id(dims)
+                    for w, scopes in per_window:
+                        for cell in self._cells(scopes, w, sid, dims, ts_s, now_s) or ():
+                            cell.tasks += 1
+                            cell.attempted += c[0]
+                            cell.errors += c[1]
+                            cell.denied += c[2]
+                            cell.unpermitted += c[3]
+                            cell.unapproved += c[4]
         self.ledger.add(f"agent={agent}", ts, ev["cost_micros"])
         if team:
             self.ledger.add(f"team={team}", ts, ev["cost_micros"])
@@ -195,9 +209,14 @@ class AlertEvaluator:
         self._see_version(agent, ev["agent_version"])
 
     def _cells(
-        self, scopes: dict[str, Rolling], w: int, dims: dict[str, str], ts_s: int, now_s: int
+        self,
+        scopes: dict[str, Rolling],
+        w: int,
+        sid: str,
+        dims: dict[str, str],
+        ts_s: int,
+        now_s: int,
     ) -> tuple[Cell, Cell] | None:
-        sid = scope_id(dims)
         rolling = scopes.get(sid)
         if rolling is None:
             rolling = scopes[sid] = Rolling(w)

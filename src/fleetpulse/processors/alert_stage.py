@@ -116,9 +116,10 @@ class AlertStage:
             start.append(
                 TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_END)
             )
-        if not self._ends:
-            self.caught_up.set()
         self.consumer.assign(start)
+        if not self._ends:
+            logger.info("alert stage: nothing to replay, evaluating")
+            self.caught_up.set()
 
     def run(self) -> None:
         self.start()

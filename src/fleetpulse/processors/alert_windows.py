@@ -156,11 +156,17 @@ class Ledger:
 
     def __init__(self) -> None:
         self.spent: dict[tuple[str, str, str], int] = {}  # (scope id, period, key) -> micros
+        self._day = (0, 0, "", "")  # the day last seen: start, end, day key, month key
 
     def add(self, scope_id: str, ts_us: int, micros: int) -> None:
-        for period in ("day", "month"):
-            k = (scope_id, period, period_key(period, ts_us))
-            self.spent[k] = self.spent.get(k, 0) + micros
+        start, end, day, month = self._day
+        if not start <= ts_us < end:
+            start, end = period_bounds("day", ts_us)
+            day, month = period_key("day", ts_us), period_key("month", ts_us)
+            self._day = (start, end, day, month)
+        spent = self.spent
+        for k in ((scope_id, "day", day), (scope_id, "month", month)):
+            spent[k] = spent.get(k, 0) + micros
 
     def get(self, scope_id: str, period: str, now_us: int) -> int:
         return self.spent.get((scope_id, period, period_key(period, now_us)), 0)
