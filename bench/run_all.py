@@ -6,7 +6,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHES = ["sdk_produce.py", "processors.py", "breakers.py", "alerts.py", "sink.py", "governance.py"]
+BENCHES = [
+    "sdk_produce.py",
+    "processors.py",
+    "breakers.py",
+    "alerts.py",
+    "sink.py",
+    "governance.py",
+]
 
 if __name__ == "__main__":
     here = Path(__file__).parent
