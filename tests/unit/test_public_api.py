@@ -51,6 +51,7 @@ PUBLIC = {
         "free_port",
     },
     "fleetpulse.testing": {"MemoryTransport", "memory_fleet", "to_micros"},
+    "fleetpulse.paging": {"PagerBridge", "PagerConfig", "load_pager_config", "run_pager"},
     "fleetpulse.sink": {
         "Backend",
         "BackendError",
