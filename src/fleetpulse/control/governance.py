@@ -21,14 +21,15 @@ Actions, by entity type:
 
 from __future__ import annotations
 
-import fnmatch
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import orjson
 
 from fleetpulse.control.bundles import AgentBundle, content_hash
+from fleetpulse.processors.alert_rules import labels_match
 
 Event = dict[str, Any]
 PRODUCTION = "production"
@@ -81,6 +82,11 @@ class Version:
     message: str
     at_us: int
     bundle: dict[str, Any]
+
+    @cached_property
+    def agent_bundle(self) -> AgentBundle:
+        """The bundle, validated once per version (the SDK and the alert stage read it often)."""
+        return AgentBundle.model_validate(self.bundle)
 
 
 @dataclass
@@ -135,9 +141,7 @@ class Silence:
         return not self.removed_by and now_us < self.expires_at_us
 
     def matches(self, labels: dict[str, str], now_us: int) -> bool:
-        return self.active(now_us) and all(
-            k in labels and fnmatch.fnmatchcase(labels[k], v) for k, v in self.matchers.items()
-        )
+        return self.active(now_us) and labels_match(self.matchers, labels)
 
 
 @dataclass
@@ -197,7 +201,7 @@ class GovernanceState:
 
     def active_bundle(self, agent_id: str, label: str = PRODUCTION) -> AgentBundle | None:
         v = self.active(agent_id, label)
-        return AgentBundle.model_validate(v.bundle) if v else None
+        return v.agent_bundle if v else None
 
     def rollback_target(self, agent_id: str) -> int | None:
         rec = self.agents.get(agent_id)

@@ -26,7 +26,6 @@ Example::
 
 from __future__ import annotations
 
-import fnmatch
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -37,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 
 from fleetpulse.errors import ConfigError
 from fleetpulse.policy import invalid
+from fleetpulse.processors.alert_rules import labels_match
 
 
 class _Strict(BaseModel):
@@ -91,7 +91,7 @@ class RouteSpec(_Strict):
     continue_: bool = Field(False, alias="continue")
 
     def matches(self, labels: Mapping[str, str]) -> bool:
-        return all(k in labels and fnmatch.fnmatchcase(labels[k], g) for k, g in self.match.items())
+        return labels_match(self.match, labels)
 
 
 class RetrySpec(_Strict):

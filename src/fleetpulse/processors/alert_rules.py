@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Mapping
 from functools import cached_property
 from typing import Any, Literal
 
@@ -77,6 +78,17 @@ DEFAULT_THRESHOLDS = {
     "policy_violation": 1.0,  # violations in the window
 }
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
+
+
+def labels_match(matchers: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+    """True when every ``label: glob`` matcher matches (a missing label fails). Rule selectors,
+    silences and the pager's routes all match this way.
+
+    Example:
+        >>> labels_match({"agent_id": "triage*"}, {"agent_id": "triage-eu", "team": "s"})
+        True
+    """
+    return all(k in labels and fnmatch.fnmatchcase(labels[k], g) for k, g in matchers.items())
 
 
 class Rule(BaseModel):
@@ -146,10 +158,7 @@ class Rule(BaseModel):
         return self.threshold if self.threshold is not None else DEFAULT_THRESHOLDS[self.kind]
 
     def matches(self, dims: dict[str, str]) -> bool:
-        """True when every selector glob matches the scope's label (a missing label fails)."""
-        return all(
-            k in dims and fnmatch.fnmatchcase(dims[k], pattern) for k, pattern in self.match.items()
-        )
+        return labels_match(self.match, dims)
 
     def severity_for(self, value: float) -> Severity:
         if self.critical is not None and value >= self.critical:

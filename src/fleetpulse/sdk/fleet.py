@@ -79,7 +79,6 @@ class Fleet:
         self.governance = governance
         self.permissions = permissions or Permissions()
         self.approvals = Approvals(self) if governance is not None else None
-        self._bundles: dict[int, AgentBundle] = {}
         self.emitted = 0
         self._closed = False
 
@@ -96,12 +95,7 @@ class Fleet:
         if self.governance is None:
             return None
         v = self.governance.state.active(self.agent_id, self.settings.agent_label)
-        if v is None:
-            return None
-        bundle = self._bundles.get(v.version)
-        if bundle is None:
-            bundle = self._bundles[v.version] = AgentBundle.model_validate(v.bundle)
-        return bundle
+        return v.agent_bundle if v is not None else None
 
     @property
     def config_version(self) -> int | None:
