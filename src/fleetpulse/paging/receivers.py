@@ -24,7 +24,6 @@ import orjson
 from fleetpulse.paging.config import PagerConfig, ReceiverSpec
 
 _LABEL = re.compile(r"[^A-Za-z0-9_]")
-_PD_SEVERITY = {"critical": "critical", "warning": "warning", "info": "info"}
 
 
 def iso(us: int | None) -> str | None:
@@ -92,7 +91,7 @@ def pagerduty(alert: dict[str, Any], routing_key: str) -> dict[str, Any]:
         "payload": {
             "summary": alert["summary"][:1024] or alert["dedup_key"],
             "source": alert["scope_id"] or "fleetpulse",
-            "severity": _PD_SEVERITY.get(alert["severity"], "warning"),
+            "severity": alert["severity"],  # ours (info, warning, critical) are PagerDuty's
             "timestamp": iso(alert["started_at"]),
             "component": labels.get("agent_id") or labels.get("integration", ""),
             "group": labels.get("team", ""),

@@ -225,7 +225,7 @@ class AlertEvaluator:
 
     def _see_version(self, agent: str, version: str) -> None:
         seen = self.versions.setdefault(agent, [])
-        if (seen and seen[-1] == version) or version in seen[-3:]:
+        if version in seen:  # the last three versions seen
             return
         if seen:  # a new version: freeze the previous one's figures as its baseline
             prev = seen[-1]
@@ -236,11 +236,11 @@ class AlertEvaluator:
         del seen[:-3]
 
     def _version_total(self, agent: str, version: str) -> Cell | None:
-        for (stype, _), scopes in self.windows.items():
-            if stype == "agent_version":
-                r = scopes.get(scope_id({"agent_id": agent, "agent_version": version}))
-                if r is not None:
-                    return r.total
+        sid = scope_id({"agent_id": agent, "agent_version": version})
+        for _, scopes in self._by_type.get("agent_version", ()):
+            r = scopes.get(sid)
+            if r is not None:
+                return r.total
         return None
 
     # -- evaluation -----------------------------------------------------------------------
@@ -249,7 +249,7 @@ class AlertEvaluator:
         """Run every rule; return the Alert records to publish (firing and resolved)."""
         now = self.clock.time_us()
         now_s = now // US
-        for (_, _), scopes in self.windows.items():
+        for scopes in self.windows.values():
             for sid in list(scopes):
                 scopes[sid].advance(now_s)
                 if scopes[sid].total.is_empty():
@@ -281,8 +281,6 @@ class AlertEvaluator:
             if status:
                 dims = dict(state.last.labels) if state.last else {}
                 out.append(self._record(state, rule, dims, status, now))
-            if state.phase == "inactive":
-                del self.states[key]
         for key in [k for k, s in self.states.items() if s.phase == "inactive"]:
             del self.states[key]
         return out
@@ -544,9 +542,7 @@ class AlertEvaluator:
             "rule": rule.name,
             "kind": rule.kind if rule.kind != "schedule" else "missed_run",
             "status": status,
-            "severity": cond.severity
-            if cond.severity in ("info", "warning", "critical")
-            else "warning",
+            "severity": cond.severity,  # a rule's Severity, or the restored event's
             "scope_type": rule.scope_type,
             "scope_id": sid.split(":")[0],
             "value": float(cond.value) if math.isfinite(cond.value) else 0.0,
