@@ -103,7 +103,11 @@ class AlertStage:
         )
         logger.info("alert stage: %d firing alerts adopted from %s", restored, self.topics.alerts)
         self.control_follower.start(timeout=timeout)
-        self.governance.start(timeout=timeout)
+        self.governance.start(timeout=timeout)  # waits until the log is read to its end
+        # the breaker states must be in too before the first evaluation, or a fresh stage
+        # would page alerts that an open breaker inhibits
+        if not self.control_follower.wait_caught_up(timeout):
+            raise TimeoutError(f"could not read {self.topics.control} within {timeout:g}s")
         n = partition_count(self.bootstrap, self.topics.task_events)
         since_ms = self.replay_from_us // 1000
         wanted = [TopicPartition(self.topics.task_events, p, since_ms) for p in range(n)]
