@@ -1,11 +1,14 @@
-"""Reading topics back in integration tests."""
+"""Reading topics back, waiting for conditions and running workers in integration tests."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 import time
 import uuid
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol, TypeVar
 
 from confluent_kafka import Consumer, TopicPartition
 
@@ -75,3 +78,35 @@ def process_env(bootstrap: str, topics: Any, workdir: Any, policy: str) -> dict[
         "FLEETPULSE_HOME": str(workdir / "home"),
         "FLEETPULSE_POLICY": str(workdir / "policy.yaml"),
     }
+
+
+def wait_for(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
+    """Poll ``check`` until it returns something truthy, and return that; fail at ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout:g}s waiting until {what}")
+
+
+class Worker(Protocol):
+    stop_event: threading.Event
+
+    def run(self) -> None: ...
+
+
+W = TypeVar("W", bound=Worker)
+
+
+@contextlib.contextmanager
+def running(worker: W) -> Iterator[W]:
+    """Run a stage's ``run()`` loop (alert stage, pager) in a thread; stop and join it at exit."""
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        yield worker
+    finally:
+        worker.stop_event.set()
+        thread.join(30)

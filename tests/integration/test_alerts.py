@@ -5,9 +5,8 @@ an open breaker inhibits what it explains and a failing upstream agent groups it
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from fleetpulse.policy import load_policy
 from fleetpulse.processors.alert_stage import AlertStage
 from fleetpulse.topics import Topics
 
-from .helpers import consumer_from_start
+from .helpers import consumer_from_start, running
 
 POLICY = """
 alerts:
@@ -60,16 +59,8 @@ class Alerts:
         )
 
 
-@contextlib.contextmanager
-def running_stage(settings: ProcessorSettings) -> Iterator[AlertStage]:
-    stage = AlertStage(settings, load_policy(settings.policy))
-    thread = threading.Thread(target=stage.run, daemon=True)
-    thread.start()
-    try:
-        yield stage
-    finally:
-        stage.stop_event.set()
-        thread.join(30)
+def running_stage(settings: ProcessorSettings) -> Any:
+    return running(AlertStage(settings, load_policy(settings.policy)))
 
 
 def wait_caught_up(stage: AlertStage) -> None:

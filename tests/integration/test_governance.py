@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +19,7 @@ from fleetpulse import Fleet, PermissionDeniedError
 from fleetpulse.events import AvroCodec
 from fleetpulse.topics import Topics
 
-from .helpers import consumer_from_start, process_env, read_all
+from .helpers import consumer_from_start, process_env, read_all, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -41,16 +40,6 @@ permissions:
 governance:
   production_requires_second_person: true
 """
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:g}s waiting until {what}")
 
 
 class Setup:

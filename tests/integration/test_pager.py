@@ -14,7 +14,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from fleetpulse.events import AvroCodec
 from fleetpulse.paging import PagerBridge, load_pager_config
 from fleetpulse.topics import Topics
 
-from .helpers import consumer_from_start
+from .helpers import consumer_from_start, running, wait_for
 
 US = 1_000_000
 
@@ -106,31 +106,21 @@ def produce(bootstrap: str, topic: str, alerts: list[dict[str, Any] | bytes]) ->
     p.flush(10)
 
 
-@contextlib.contextmanager
-def bridge(
-    settings: PagerSettings, config_path: Path, env: dict[str, str]
-) -> Iterator[PagerBridge]:
-    b = PagerBridge(settings, load_pager_config(config_path, env))
-    t = threading.Thread(target=b.run, daemon=True)
-    t.start()
-    try:
-        yield b
-    finally:
-        b.stop_event.set()
-        t.join(30)
+@pytest.fixture
+def settings(kafka: Any, fresh_prefix: Topics) -> PagerSettings:
+    return PagerSettings(
+        bootstrap_servers=kafka.bootstrap_servers,
+        topic_prefix=fresh_prefix.prefix,
+        pager_group=f"g-{uuid.uuid4().hex[:6]}",
+    )
 
 
-def wait_for(check: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting until {what}")
+def bridge(settings: PagerSettings, config_path: Path, env: dict[str, str]) -> Any:
+    return running(PagerBridge(settings, load_pager_config(config_path, env)))
 
 
 def test_payloads_retries_dlq_and_commits(
-    kafka: Any, fresh_prefix: Topics, tmp_path: Path, receiver: Receiver
+    kafka: Any, fresh_prefix: Topics, tmp_path: Path, receiver: Receiver, settings: PagerSettings
 ) -> None:
     cfg = tmp_path / "pager.yaml"
     cfg.write_text(f"""
@@ -145,11 +135,6 @@ routes:
 retry: {{attempts: 4, initial_s: 0.01, max_s: 0.05}}
 """)
     env = {"PD_KEY": "R0UTINGKEY", "SLACK_URL": f"{receiver.url}/slack", "HOOK_SECRET": "s3cret"}
-    settings = PagerSettings(
-        bootstrap_servers=kafka.bootstrap_servers,
-        topic_prefix=fresh_prefix.prefix,
-        pager_group=f"g-{uuid.uuid4().hex[:6]}",
-    )
     receiver.faults = {"/pd": ["500"], "/hook": ["drop"], "/broken": ["400"]}
     firing, resolved = alert("fail:agent=billing"), alert("fail:agent=billing", "resolved")
     quiet = alert(
@@ -245,16 +230,11 @@ retry: {{attempts: 4, initial_s: 0.01, max_s: 0.05}}
 
 
 def test_a_redelivered_event_is_not_sent_twice(
-    kafka: Any, fresh_prefix: Topics, tmp_path: Path, receiver: Receiver
+    kafka: Any, fresh_prefix: Topics, tmp_path: Path, receiver: Receiver, settings: PagerSettings
 ) -> None:
     cfg = tmp_path / "pager.yaml"
     cfg.write_text(
         f'receivers: [{{name: hook, webhook: {{url: "{receiver.url}/hook"}}}}]\ndefault_receivers: [hook]\n'
-    )
-    settings = PagerSettings(
-        bootstrap_servers=kafka.bootstrap_servers,
-        topic_prefix=fresh_prefix.prefix,
-        pager_group=f"g-{uuid.uuid4().hex[:6]}",
     )
     a = alert("k")
     produce(kafka.bootstrap_servers, fresh_prefix.alerts, [a, a])  # the same event twice
@@ -274,7 +254,9 @@ AM = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
     AM is None,
     reason="prometheus-alertmanager is not installed (apt-get install prometheus-alertmanager)",
 )
-def test_alertmanager_end_to_end(kafka: Any, fresh_prefix: Topics, tmp_path: Path) -> None:
+def test_alertmanager_end_to_end(
+    kafka: Any, fresh_prefix: Topics, tmp_path: Path, settings: PagerSettings
+) -> None:
     port = free_port()
     (tmp_path / "am.yml").write_text(
         "global: {resolve_timeout: 24h}\nroute: {receiver: 'null'}\nreceivers: [{name: 'null'}]\n"
@@ -290,11 +272,6 @@ def test_alertmanager_end_to_end(kafka: Any, fresh_prefix: Topics, tmp_path: Pat
         cfg = tmp_path / "pager.yaml"
         cfg.write_text(
             f'receivers: [{{name: am, alertmanager: {{url: "{url}"}}}}]\ndefault_receivers: [am]\n'
-        )
-        settings = PagerSettings(
-            bootstrap_servers=kafka.bootstrap_servers,
-            topic_prefix=fresh_prefix.prefix,
-            pager_group=f"g-{uuid.uuid4().hex[:6]}",
         )
         firing = alert("fail:agent=billing")
         with bridge(settings, cfg, {}):
