@@ -1,15 +1,16 @@
 """The `fleetpulse` command line. Each verb builds its settings here, in main, and passes them on.
 
-Verbs here: `dev up | down | status | fetch`, `processors run`, `sink run | migrate`, `sql`,
-`report daily | agent | integration | audit`, `demo`. The control plane's verbs (`agents`,
-`breakers`, `principals`, `approvals`, `alerts`, `audit`, `api run`) live in `cli_control.py`.
-Later issues add pager and sim (names fixed in ARCHITECTURE.md).
+Verbs here: `dev up | down | status | fetch`, `processors run`, `pager run`,
+`sink run | migrate`, `sql`, `report daily | agent | integration | audit`. The control plane's
+verbs (`agents`, `breakers`, `principals`, `approvals`, `alerts`, `audit`, `api run`) live in
+`cli_control.py`; `demo` and `sim` in `cli_sim.py`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +22,7 @@ from rich.table import Table
 
 from fleetpulse.cli_control import parse_time
 from fleetpulse.cli_control import register as register_control_verbs
+from fleetpulse.cli_sim import register as register_sim_verbs
 from fleetpulse.config import DevstackSettings, ProcessorSettings, load_settings
 from fleetpulse.errors import FleetpulseError
 
@@ -43,6 +45,7 @@ app.add_typer(pager, name="pager")
 report = typer.Typer(no_args_is_help=True, help="Analysts' and compliance's standard questions.")
 app.add_typer(report, name="report")
 register_control_verbs(app)  # agents, breakers, principals, approvals, alerts, audit, api
+register_sim_verbs(app)  # demo, sim
 console = Console()
 err_console = Console(stderr=True)
 
@@ -124,6 +127,12 @@ def _print_status(status: dict[str, Any], as_json: bool) -> None:
     for t in status["topics"]:
         table.add_row(t["name"], str(t["partitions"]))
     console.print(table)
+    if status.get("services"):
+        svc = Table("service", "pid", "state", "log")
+        for name, info in status["services"].items():
+            state = "[green]running[/]" if info["alive"] else "[red]exited[/]"
+            svc.add_row(name, str(info["pid"]), state, info["log"])
+        console.print(svc)
 
 
 @processors.command("run")
@@ -431,22 +440,16 @@ def report_audit(
         analyst.close()
 
 
-@app.command("demo")
-def demo(
-    agents: Annotated[int, typer.Option(help="simulated agents")] = 6,
-    seconds: Annotated[float, typer.Option(help="how long the fleet runs")] = 8.0,
-    keep: Annotated[bool, typer.Option(help="leave the devstack running afterwards")] = False,
-) -> None:
-    """Start the devstack, run a small fleet through the SDK, read the events back."""
-    from fleetpulse.sim.demo import run_demo
-
-    run_demo(_devstack_settings(), agents=agents, seconds=seconds, keep=keep, console=console)
-
-
 def main() -> None:
-    logging.basicConfig(
-        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    # the one setting read before any command's settings exist: services the devstack starts
+    # log at INFO to their files (readiness is read off them)
+    level = os.environ.get("FLEETPULSE_LOG_LEVEL", "WARNING").upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        err_console.print(
+            f"[bold red]error:[/] FLEETPULSE_LOG_LEVEL={level!r}: use DEBUG, INFO, WARNING or ERROR"
+        )
+        sys.exit(2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         app()
     except (FleetpulseError, ValueError) as exc:

@@ -15,7 +15,6 @@ Example:
 from __future__ import annotations
 
 import base64
-import contextlib
 import logging
 import os
 import signal
@@ -30,6 +29,7 @@ from pathlib import Path
 from confluent_kafka.admin import AdminClient
 
 from fleetpulse.devstack.jars import require_tool
+from fleetpulse.devstack.services import reap, stop_process
 from fleetpulse.devstack.state import pid_alive
 from fleetpulse.errors import DevstackError, PortInUseError
 from fleetpulse.kafka_config import admin_config
@@ -203,20 +203,7 @@ class KafkaNode:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Controlled shutdown (SIGTERM), then SIGKILL if it does not exit in time."""
-        if not self.pid or not pid_alive(self.pid):
-            self.pid = None
-            return
-        os.kill(self.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not pid_alive(self.pid):
-                break
-            _reap(self.pid)
-            time.sleep(0.1)
-        else:
-            logger.warning("Kafka pid %d ignored SIGTERM for %.0fs; killing it", self.pid, timeout)
-            os.kill(self.pid, signal.SIGKILL)
-        _reap(self.pid)
+        stop_process(self.pid, timeout=timeout, what="Kafka")
         self.pid = None
 
     def kill(self) -> None:
@@ -224,12 +211,6 @@ class KafkaNode:
         if self.pid and pid_alive(self.pid):
             os.kill(self.pid, signal.SIGKILL)
             while pid_alive(self.pid):
-                _reap(self.pid)
+                reap(self.pid)
                 time.sleep(0.05)
         self.pid = None
-
-
-def _reap(pid: int) -> None:
-    """Collect our own child's exit status so it does not linger as a zombie."""
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)

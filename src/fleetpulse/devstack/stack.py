@@ -1,7 +1,8 @@
 """The devstack: the local infrastructure `fleetpulse dev up | down | status` manages.
 
-Today it is one Apache Kafka node plus fleetpulse's topics; later components (processors,
-sink, API) register here too. State lives in ``$FLEETPULSE_HOME/devstack.json``.
+One Apache Kafka node plus fleetpulse's topics; fleetpulse's own processes (processors, sink,
+pager, API) register as services (``devstack/services.py``) so that `dev down` stops them too.
+State lives in ``$FLEETPULSE_HOME/devstack.json``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from confluent_kafka.admin import AdminClient
 from fleetpulse.config import DevstackSettings
 from fleetpulse.devstack.jars import ensure_jars
 from fleetpulse.devstack.kafka import KafkaNode, KafkaNodeConfig
+from fleetpulse.devstack.services import services, stop_services
 from fleetpulse.devstack.state import clear_state, pid_alive, read_state, write_state
 from fleetpulse.devstack.topics import ensure_topics
 from fleetpulse.errors import DevstackError
@@ -91,11 +93,12 @@ class Devstack:
         return self.status()
 
     def down(self, timeout: float = 30.0) -> bool:
-        """Stop everything; True when something was running."""
+        """Stop everything, services first; True when something was running."""
+        stopped = stop_services(self.home)
         node = self.running_node()
         if node is None:
             clear_state(self.home)  # a stale file from a crashed stack
-            return False
+            return bool(stopped)
         node.stop(timeout=timeout)
         clear_state(self.home)
         return True
@@ -115,6 +118,7 @@ class Devstack:
                 "alive": alive,
             },
             "topics": [],
+            "services": services(self.home),
         }
         if state and not alive:
             report["stale"] = "devstack.json names a Kafka pid that is gone; run `dev down`"

@@ -14,6 +14,8 @@ Example::
         slack: {webhook_url_env: SLACK_WEBHOOK_URL}
       - name: automation
         webhook: {url: https://hooks.example.com/fleetpulse, secret_env: HOOK_SECRET}
+      - name: local-log
+        file: {path: /var/log/fleetpulse/pages.jsonl}   # one JSON line per event (the demo's)
     routes:                          # first match wins, unless `continue: true`
       - match: {severity: critical}  # label globs; severity, alertname and kind are labels too
         receivers: [oncall, team-chat]
@@ -61,28 +63,32 @@ class WebhookSpec(_Strict):
     secret_env: str | None = None
 
 
+class FileSpec(_Strict):
+    path: Path
+
+
+_KINDS = ("alertmanager", "pagerduty", "slack", "webhook", "file")
+
+
 class ReceiverSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
     alertmanager: AlertmanagerSpec | None = None
     pagerduty: PagerDutySpec | None = None
     slack: SlackSpec | None = None
     webhook: WebhookSpec | None = None
+    file: FileSpec | None = None
     timeout_s: float = Field(5.0, gt=0, le=60)
 
     @model_validator(mode="after")
     def _one(self) -> ReceiverSpec:
-        kinds = [k for k in ("alertmanager", "pagerduty", "slack", "webhook") if getattr(self, k)]
+        kinds = [k for k in _KINDS if getattr(self, k)]
         if len(kinds) != 1:
-            raise ValueError(
-                f"receiver {self.name}: give exactly one of alertmanager, pagerduty, slack, webhook"
-            )
+            raise ValueError(f"receiver {self.name}: give exactly one of {', '.join(_KINDS)}")
         return self
 
     @property
     def kind(self) -> str:
-        return next(
-            k for k in ("alertmanager", "pagerduty", "slack", "webhook") if getattr(self, k)
-        )
+        return next(k for k in _KINDS if getattr(self, k))
 
 
 class RouteSpec(_Strict):

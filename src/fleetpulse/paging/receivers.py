@@ -16,6 +16,7 @@ import hmac
 import re
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -171,6 +172,9 @@ def send(client: httpx.Client, cfg: PagerConfig, r: ReceiverSpec, alert: dict[st
     Raises:
         DeliveryError: 5xx, 429, a timeout or a dropped connection (retry), other 4xx (not).
     """
+    if r.file:
+        _append_line(r.file.path, orjson.dumps(webhook(alert)))
+        return
     headers = {"Content-Type": "application/json", "Idempotency-Key": idempotency_key(alert)}
     payload: Any
     if r.alertmanager:
@@ -195,3 +199,13 @@ def send(client: httpx.Client, cfg: PagerConfig, r: ReceiverSpec, alert: dict[st
         return
     retry = resp.status_code >= 500 or resp.status_code in (408, 429)
     raise DeliveryError(f"{r.name}: HTTP {resp.status_code} {resp.text[:200]}", retry=retry)
+
+
+def _append_line(path: Path, line: bytes) -> None:
+    """The file receiver: one JSON line per event, appended whole (no torn lines)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("ab") as f:
+            f.write(line + b"\n")
+    except OSError as exc:
+        raise DeliveryError(f"{path}: {exc.strerror}", retry=True) from None
