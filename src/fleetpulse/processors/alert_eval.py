@@ -41,7 +41,7 @@ _FAILED = frozenset({"failure", "timeout"})
 _FAILING_CALL = frozenset({"error", "timeout", "short_circuited"})
 _EXECUTED = frozenset({"ok", "error", "timeout"})
 _TASK_SCOPES = frozenset({"agent", "agent_task_type", "agent_version", "team"})
-_FAILURE_KINDS = frozenset({"failure_rate", "latency_p95", "latency_degradation"})
+FAILURE_KINDS = frozenset({"failure_rate", "latency_p95", "latency_degradation"})
 _SHORT = {
     "agent_id": "agent",
     "task_type": "task_type",
@@ -68,7 +68,8 @@ class Context:
     budgets: dict[str, Budget] = field(default_factory=dict)
     schedules: dict[str, Schedule] = field(default_factory=dict)
     approvals: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    open_breakers: dict[str, str] = field(default_factory=dict)  # integration -> breaker id
+    # integration -> breaker id, for breakers open, probing, or closed within the rules' windows
+    open_breakers: dict[str, str] = field(default_factory=dict)
     silences: list[Silence] = field(default_factory=list)
 
 
@@ -258,7 +259,9 @@ class AlertEvaluator:
         found: list[Found] = []
         for rule in self.rules:
             found.extend(self._conditions(rule, now))
+        # a root cause is an alert whose condition holds, or one still firing (keep_firing_for)
         active = {key for _, key, _, cond, _ in found if cond is not None and cond.active}
+        active |= {key for key, st in self.states.items() if st.phase == "firing"}
         out: list[dict[str, Any]] = []
         seen: set[str] = set()
         for rule, key, dims, cond, cell in found:
@@ -514,7 +517,7 @@ class AlertEvaluator:
                 state.suppressed = "inhibited"
                 state.root_cause = f"breaker:{breakers[dims['integration']]}"
             return
-        if rule.kind not in _FAILURE_KINDS or cell is None or not cell.failures:
+        if rule.kind not in FAILURE_KINDS or cell is None or not cell.failures:
             return
         explained = {n: c for n, c in cell.failed_via.items() if n in breakers}
         if explained and sum(explained.values()) * 2 >= cell.failures:

@@ -38,13 +38,15 @@ from fleetpulse.errors import CodecError
 from fleetpulse.events.codec import AvroCodec
 from fleetpulse.kafka_config import consumer_config, producer_config
 from fleetpulse.policy import FleetPolicy
-from fleetpulse.processors.alert_eval import AlertEvaluator, Context
+from fleetpulse.processors.alert_eval import FAILURE_KINDS, AlertEvaluator, Context
 from fleetpulse.processors.alert_windows import US, period_bounds
 from fleetpulse.processors.core import partition_count
 
 logger = logging.getLogger(__name__)
 
-_OPEN = ("OPEN", "FORCED_OPEN")
+# a breaker in these states explains failures through its integration (HALF_OPEN still
+# short-circuits most calls while it probes)
+_OPEN = ("OPEN", "FORCED_OPEN", "HALF_OPEN")
 
 
 class AlertStage:
@@ -65,6 +67,12 @@ class AlertStage:
         now = self.clock.time_us()
         self.replay_from_us = _replay_from(policy, now)
         self.evaluator = AlertEvaluator(policy, self.clock, since_us=self.replay_from_us)
+        self._first_us: int | None = None  # the oldest event replayed: when watching began
+        # a breaker that closed moments ago still explains the failures in the rules' windows
+        self._hold_us = US * max(
+            (r.window_s for r in policy.alerts.rules if r.kind in FAILURE_KINDS), default=0
+        )
+        self._last_open: dict[str, tuple[str, int]] = {}
         self.codec = AvroCodec(registry_url=settings.schema_registry_url, logical_types=False)
         self._encode = AvroCodec(registry_url=settings.schema_registry_url).encoder(
             "Alert", self.topics.alerts
@@ -123,7 +131,13 @@ class AlertStage:
         self.consumer.assign(start)
         if not self._ends:
             logger.info("alert stage: nothing to replay, evaluating")
+            self._watching_from(self.clock.time_us())
             self.caught_up.set()
+
+    def _watching_from(self, us: int) -> None:
+        """Nothing counts as missed before the first event the stage could see: a fresh topic
+        (or a fresh stack) is not a day of missed runs."""
+        self.evaluator.since_us = max(self.replay_from_us, us)
 
     def run(self) -> None:
         self.start()
@@ -159,11 +173,14 @@ class AlertStage:
             else:
                 self.counters["events"] += 1
                 ingest(ev)
+                if self._ends and (self._first_us is None or ev["started_at"] < self._first_us):
+                    self._first_us = ev["started_at"]
             end = self._ends.get(p)
             if end is not None and offset + 1 >= end:
                 del self._ends[p]
                 if not self._ends:
                     logger.info("alert stage: replay done, evaluating")
+                    self._watching_from(self._first_us or self.clock.time_us())
                     self.caught_up.set()
 
     def evaluate(self) -> list[dict[str, Any]]:
@@ -180,7 +197,12 @@ class AlertStage:
         for rec in self.control.records("breaker"):
             target = rec["target_id"]
             if rec["state"] in _OPEN and target.startswith("integration:"):
-                ctx.open_breakers[target.removeprefix("integration:")] = target
+                self._last_open[target.removeprefix("integration:")] = (target, now)
+        for integration, (target, seen) in list(self._last_open.items()):
+            if now - seen <= self._hold_us:
+                ctx.open_breakers[integration] = target
+            else:
+                del self._last_open[integration]
         return ctx
 
     def _publish(self, alert: dict[str, Any]) -> None:
