@@ -1,6 +1,9 @@
-"""Simulated agents for the demo, the benchmarks and the tests (the full simulator with fault
-injection comes with the demo issue)."""
+"""The fleet simulator: seeded agents through the real SDK, with a scenario's faults and
+operator actions (``fleetpulse sim run``), and the one-command demo (``fleetpulse demo``).
 
-from fleetpulse.sim.agents import AgentProfile, run_agent, standard_profiles
+Read `scenario.py` (the file format), then `agents.py` (one agent), then `runner.py`."""
 
-__all__ = ["AgentProfile", "run_agent", "standard_profiles"]
+from fleetpulse.sim.runner import SimResult, Simulator
+from fleetpulse.sim.scenario import Scenario, load_scenario
+
+__all__ = ["Scenario", "SimResult", "Simulator", "load_scenario"]
