@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup test test-unit demo bench lint fmt clean kafka-jars
+.PHONY: setup test test-unit demo bench bench-all lint fmt clean kafka-jars
 
 setup: $(STAMP)
 
@@ -28,7 +28,12 @@ test-unit: setup
 demo: setup
 	$(BIN)/fleetpulse demo
 
+# the end-to-end benchmark: every process on this machine against Kafka's own perf tools
 bench: setup kafka-jars
+	$(BIN)/python bench/e2e.py
+
+# every benchmark, one after the other (about 20 minutes)
+bench-all: setup kafka-jars
 	$(BIN)/python bench/run_all.py
 
 lint: setup

@@ -1,4 +1,4 @@
-"""`make bench`: every benchmark, one after the other; results land in bench/results/."""
+"""`make bench-all`: every benchmark, one after the other; results land in bench/results/."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ BENCHES = [
     "alerts.py",
     "sink.py",
     "governance.py",
+    "e2e.py",
 ]
 
 if __name__ == "__main__":

@@ -1,0 +1,155 @@
+"""The simulator's pure parts: scenario validation, task planning under faults, the clock."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from fleetpulse.errors import ConfigError
+from fleetpulse.sim.agents import (
+    OutputValidationError,
+    SimAgent,
+    SimClock,
+    UpstreamDataError,
+    World,
+)
+from fleetpulse.sim.scenario import Scenario, Step, load_scenario
+
+BASE: dict[str, Any] = {
+    "name": "t",
+    "duration_s": 60,
+    "integrations": {"crm": {"latency_ms": 100}},
+    "agents": [
+        {"id": "a", "task_type": "x", "tools": [{"integration": "crm"}], "failure_rate": 0},
+        {"id": "b", "task_type": "y", "upstream": "a", "failure_rate": 0},
+    ],
+}
+
+
+class FakeFleet:
+    """What planning reads from a Fleet: the version it runs."""
+
+    config_version: int | None = 1
+
+
+def agent(agent_id: str = "a", world: World | None = None, seed: int = 1) -> SimAgent:
+    sc = Scenario.model_validate(BASE)
+    w = world or World(dict(sc.integrations))
+    return SimAgent(
+        agent_id,
+        sc.group_of(agent_id),
+        FakeFleet(),
+        SimClock(),
+        w,
+        seed=seed,
+        observe=lambda e: None,
+    )  # type: ignore[arg-type]
+
+
+def test_the_shipped_incident_scenario_is_valid() -> None:
+    sc = load_scenario("incident")
+    faults = {s.fault for s in sc.timeline if s.fault}
+    assert faults == {
+        "outage",
+        "latency",
+        "release",
+        "runaway",
+        "stop",
+        "bad_output",
+        "write_without_permission",
+    }
+    assert {s.action for s in sc.timeline if s.action} == {"pause", "resume", "rollback"}
+    assert max(s.until for s in sc.timeline) < sc.duration_s - 30, "no time left to resolve"
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (
+            {"agents": [{"id": "a", "task_type": "x", "tools": [{"integration": "nope"}]}]},
+            "unknown integration",
+        ),
+        ({"timeline": [{"at": 1, "fault": "outage", "for": 5}]}, "outage needs integration"),
+        ({"timeline": [{"at": 1, "fault": "stop", "agent": "zz", "for": 5}]}, "unknown agent"),
+        ({"timeline": [{"at": 1, "fault": "stop", "agent": "a"}]}, "needs for"),
+        ({"timeline": [{"at": 99, "action": "pause", "agent": "a"}]}, "after duration_s"),
+        ({"policy": {"breakers": {"defaults": {"minimum_calls": 0}}}}, "minimum_calls"),
+    ],
+)
+def test_a_bad_scenario_names_what_is_wrong(
+    tmp_path: Any, change: dict[str, Any], field: str
+) -> None:
+    import yaml
+
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(BASE | change))
+    with pytest.raises(ConfigError, match=field):
+        load_scenario(path)
+
+
+def test_plans_are_seeded() -> None:
+    assert [agent(seed=3).plan() for _ in range(5)] == [agent(seed=3).plan() for _ in range(5)]
+
+
+def test_an_outage_fails_every_call_to_the_integration() -> None:
+    w = World(dict(Scenario.model_validate(BASE).integrations))
+    w.outages["crm"] = Step.model_validate(
+        {"at": 0, "fault": "outage", "integration": "crm", "for": 9, "mode": "timeout"}
+    )
+    plans = [agent(world=w).plan() for _ in range(20)]
+    assert all(c.fails == "timeout" and c.latency_ms == 5000 for p in plans for c in p.calls)
+
+
+def test_runaway_burns_tokens_and_bad_output_cascades() -> None:
+    w = World(dict(Scenario.model_validate(BASE).integrations))
+    normal = agent(world=w, seed=5).plan()
+    w.runaway["a"] = 100
+    w.bad_output.add("a")
+    burning = agent(world=w, seed=5).plan()
+    assert burning.input_tokens > 50 * normal.input_tokens
+    assert burning.model_ms < 10 * normal.model_ms  # the loop's calls are not 100x slower
+    downstream = [agent("b", world=w, seed=s).plan().failure for s in range(50)]
+    assert UpstreamDataError in downstream
+    assert (
+        sum(
+            f is OutputValidationError
+            for f in [agent(world=w, seed=s).plan().failure for s in range(50)]
+        )
+        > 30
+    )
+
+
+def test_a_regressed_version_fails_at_its_rate() -> None:
+    w = World(dict(Scenario.model_validate(BASE).integrations))
+    w.regressed[("a", 2)] = 1.0
+    a = agent(world=w)
+    assert a.plan().failure is None
+    a.fleet.config_version = 2  # what the SDK follows from the governance log
+    assert a.plan().failure is OutputValidationError
+
+
+def test_sim_clock_ends_the_task_now_with_simulated_durations() -> None:
+    clock = SimClock()
+    clock.begin(planned_ms=2000)
+    start = clock.time_us()
+    clock.spend(1500)
+    clock.spend(500)
+    assert clock.perf_ns() == 2_000_000_000
+    assert abs(clock.time_us() - time.time() * 1e6) < 200_000  # ends about now
+    assert clock.time_us() - start == 2_000_000
+
+
+def test_stopped_agents_do_not_run() -> None:
+    w = World(dict(Scenario.model_validate(BASE).integrations))
+    w.stopped.add("a")
+    a = agent(world=w)
+    a.run_task = lambda: pytest.fail("a stopped agent ran a task")  # type: ignore[method-assign]
+    stop = threading.Event()
+    t = threading.Thread(target=a.run, args=(stop, time.time() - 10))
+    t.start()
+    time.sleep(0.3)
+    stop.set()
+    t.join(5)
