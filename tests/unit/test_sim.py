@@ -153,3 +153,19 @@ def test_stopped_agents_do_not_run() -> None:
     time.sleep(0.3)
     stop.set()
     t.join(5)
+
+
+def test_sim_show_and_policy_print_the_scenario() -> None:
+    import yaml
+    from typer.testing import CliRunner
+
+    from fleetpulse.cli import app
+
+    shown = CliRunner().invoke(app, ["sim", "show", "incident"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert "ledger-sync" in shown.output and "outage stripe for 30s" in shown.output
+    policy = CliRunner().invoke(app, ["sim", "policy", "incident"])
+    assert policy.exit_code == 0
+    assert yaml.safe_load(policy.output) == load_scenario("incident").policy
+    missing = CliRunner().invoke(app, ["sim", "show", "no-such-scenario"])
+    assert missing.exit_code != 0

@@ -81,6 +81,33 @@ def wait_ready(svc: Service, pattern: str, *, timeout: float, offset: int = 0) -
         time.sleep(0.2)
 
 
+def wait_http(svc: Service, url: str, *, timeout: float, ok_only: bool = False) -> None:
+    """Wait until ``url`` answers (any status, or 200 with ``ok_only``) while ``svc`` runs."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200 or not ok_only:
+                return
+        except httpx.HTTPError:
+            pass
+        check_alive(svc)
+        if time.monotonic() > deadline:
+            raise DevstackError(
+                f"{svc.name} does not answer {url} after {timeout:.0f}s; see {svc.log}"
+            )
+        time.sleep(0.2)
+
+
+def check_alive(svc: Service) -> None:
+    """Raise DevstackError with the log's tail when the service has exited."""
+    if not pid_alive(svc.pid):
+        raise DevstackError(
+            f"{svc.name} exited while starting; its log:\n{_tail(_read_from(svc.log, 0))}"
+        )
+
+
 def services(home: Path) -> dict[str, dict[str, Any]]:
     """The recorded services with an ``alive`` flag each."""
     found = (read_state(home) or {}).get("services", {})

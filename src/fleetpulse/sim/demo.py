@@ -25,7 +25,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import yaml
 from confluent_kafka import Consumer, TopicPartition
 from rich.console import Console
@@ -34,7 +33,13 @@ from rich.table import Table
 from fleetpulse.config import DevstackSettings, SdkSettings, SinkSettings, load_settings
 from fleetpulse.devstack import Devstack, free_port
 from fleetpulse.devstack.kafka import port_free
-from fleetpulse.devstack.services import Service, start_service, wait_ready
+from fleetpulse.devstack.services import (
+    Service,
+    check_alive,
+    start_service,
+    wait_http,
+    wait_ready,
+)
 from fleetpulse.errors import DevstackError
 from fleetpulse.events.codec import AvroCodec
 from fleetpulse.kafka_config import consumer_config
@@ -165,7 +170,7 @@ def _start(
         wait_ready(started["processors"], r"alert stage: .*evaluating", timeout=90)
         wait_ready(started["pager"], r"pager: \d+ receivers", timeout=60)
         api_url = f"http://127.0.0.1:{api_port}"
-        _wait_http(started["api"], f"{api_url}/v1/whoami", timeout=60)
+        wait_http(started["api"], f"{api_url}/v1/whoami", timeout=60)
         _wait_sink(started["sink"], home / "clickhouse", timeout=90)
     where = f"Alertmanager at {am_url}" if am_url else f"a local log, {pages}"
     console.print(
@@ -205,7 +210,7 @@ def _pager_config(
         ],
         env,
     )
-    _wait_http(started["alertmanager"], f"{url}/-/ready", timeout=30, ok_only=True)
+    wait_http(started["alertmanager"], f"{url}/-/ready", timeout=30, ok_only=True)
     receiver = {"name": "alertmanager", "alertmanager": {"url": url}}
     (home / "pager.yaml").write_text(
         yaml.safe_dump({"receivers": [receiver], "default_receivers": ["alertmanager"]})
@@ -213,36 +218,12 @@ def _pager_config(
     return url, None
 
 
-def _wait_http(svc: Service, url: str, *, timeout: float, ok_only: bool = False) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            r = httpx.get(url, timeout=2)
-            if not ok_only or r.status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise DevstackError(
-                f"{svc.name} does not answer {url} after {timeout:.0f}s; see {svc.log}"
-            )
-        wait_ready_or_dead(svc)
-        time.sleep(0.2)
-
-
-def wait_ready_or_dead(svc: Service) -> None:
-    from fleetpulse.devstack.state import pid_alive
-
-    if not pid_alive(svc.pid):
-        raise DevstackError(f"{svc.name} exited while starting; see {svc.log}")
-
-
 def _wait_sink(svc: Service, store: Path, *, timeout: float) -> None:
     from fleetpulse.sink.query import endpoint
 
     deadline = time.monotonic() + timeout
     while endpoint(store) is None:
-        wait_ready_or_dead(svc)
+        check_alive(svc)
         if time.monotonic() > deadline:
             raise DevstackError(
                 f"the sink did not open ClickHouse after {timeout:.0f}s; see {svc.log}"
