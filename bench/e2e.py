@@ -1,6 +1,6 @@
 """The end-to-end benchmark: the whole pipeline on this machine, against Kafka's own tools.
 
-    python bench/e2e.py [--rates 500,1000,2000,3000,4000] [--step-s 20]
+    python bench/e2e.py [--rates 500,1000,1250,1500,1750,2000,2500] [--step-s 20]
 
 One run, on a fresh broker (or FLEETPULSE_BENCH_BOOTSTRAP):
 
@@ -10,8 +10,11 @@ One run, on a fresh broker (or FLEETPULSE_BENCH_BOOTSTRAP):
    all` (faust metric worker, breaker stage, alert stage), `sink run` (embedded ClickHouse),
    `pager run` (to Alertmanager when installed, else a file), `api run`.
 3. A ramp of pre-encoded TaskEvents (200 agents, 10 integrations, 1-2 calls each) at each rate
-   for `--step-s` seconds. A rate is *sustained* when, at the end of its step, every consumer
-   group (metric worker, breaker stage, sink) is less than 2 s of input behind.
+   for `--step-s` seconds. A rate is *sustained* when the producer kept to it and the
+   committing consumer groups (metric worker, sink) have committed everything within 6 s of
+   the step's end (faust commits every 2.8 s; a worker that fell behind by a tenth over a
+   20 s step still has 2 s of backlog, which takes it longer). The breaker and alert stages commit no offsets; their latencies at that rate (step
+   4) show whether they keep up.
 4. At the highest sustained rate: 10 integration outages (breaker trip latency: crossing event
    produced -> OPEN on fleetpulse.control; alert latency: -> Alert on fleetpulse.alerts), and
    freshness probes (produced -> queryable in ClickHouse through the sink), then the RSS of
@@ -49,6 +52,8 @@ from fleetpulse.processors.alert_rules import DEFAULT_RULES
 from fleetpulse.topics import Topics
 
 PERF_RECORDS = 300_000
+SUSTAINED_DRAIN_S = 6.0  # faust commits every 2.8 s; a group that kept up is done by then
+DRAIN_LIMIT_S = 15.0
 
 
 def kafka_tools(bootstrap: str, topic: str, size: int) -> tuple[float, float]:
@@ -108,10 +113,8 @@ class Watch(threading.Thread):
                         self.alerted.setdefault(a["dedup_key"], now)
 
 
-def lag_s(
-    admin: AdminClient, c: Consumer, groups: list[str], topic: str, rate: float
-) -> dict[str, float]:
-    """Each group's lag on ``topic``, in seconds of input at ``rate``."""
+def behind(admin: AdminClient, c: Consumer, groups: list[str], topic: str) -> dict[str, int]:
+    """Each group's committed lag on ``topic``, in records."""
     from confluent_kafka import ConsumerGroupTopicPartitions
 
     md = c.list_topics(topic, timeout=10).topics[topic]
@@ -122,8 +125,22 @@ def lag_s(
     for g in groups:
         res = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(g)])[g].result()
         committed = {tp.partition: tp.offset for tp in res.topic_partitions if tp.topic == topic}
-        behind = sum(h - max(committed.get(p, 0), 0) for p, h in highs.items())
-        out[g] = behind / rate
+        out[g] = sum(h - max(committed.get(p, 0), 0) for p, h in highs.items())
+    return out
+
+
+def drain_times(
+    admin: AdminClient, c: Consumer, groups: list[str], topic: str, limit: float
+) -> dict[str, float | None]:
+    """Seconds after the load stopped until each group had committed everything (None: not
+    within ``limit``). A group that kept up drains within its commit interval."""
+    t0 = time.time()
+    out: dict[str, float | None] = dict.fromkeys(groups)
+    while time.time() - t0 < limit and any(v is None for v in out.values()):
+        for g, n in behind(admin, c, [g for g in groups if out[g] is None], topic).items():
+            if n == 0:
+                out[g] = time.time() - t0
+        time.sleep(0.25)
     return out
 
 
@@ -149,23 +166,31 @@ def children(pid: int) -> list[int]:
 
 
 def probe_freshness(
-    analyst: Any, db: str, probes: dict[str, float], deadline: float
+    analyst: Any, db: str, probes: dict[str, float], stop: threading.Event
 ) -> dict[str, float]:
+    """Poll ClickHouse (through the sink's query endpoint) while probes are produced; each
+    probe's freshness is from its produce to the first poll that finds it."""
     seen: dict[str, float] = {}
-    while len(seen) < len(probes) and time.time() < deadline:
-        wanted = [k for k in probes if k not in seen]
-        ids = ",".join(f"'{k}'" for k in wanted)
-        t = analyst.table(f"SELECT event_id FROM {db}.task_events WHERE event_id IN ({ids})")
-        now = time.time()
-        for (eid,) in t.rows:
-            seen.setdefault(str(eid), now)
-        time.sleep(0.2)
+    deadline = None
+    while deadline is None or time.time() < deadline:
+        if stop.is_set() and deadline is None:
+            deadline = time.time() + 30
+        wanted = [k for k in list(probes) if k not in seen]
+        if stop.is_set() and not wanted:
+            break
+        if wanted:
+            ids = ",".join(f"'{k}'" for k in wanted)
+            t = analyst.table(f"SELECT event_id FROM {db}.task_events WHERE event_id IN ({ids})")
+            now = time.time()
+            for (eid,) in t.rows:
+                seen.setdefault(str(eid), now)
+        time.sleep(0.1)
     return {k: seen[k] - probes[k] for k in seen}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rates", default="500,1000,2000,3000,4000")
+    ap.add_argument("--rates", default="500,1000,1250,1500,1750,2000,2500")
     ap.add_argument("--step-s", type=float, default=20)
     args = ap.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
@@ -179,9 +204,8 @@ def main() -> None:
         perf_topic = f"{topics.prefix}perf"
         from confluent_kafka.admin import NewTopic
 
-        AdminClient({"bootstrap.servers": bootstrap}).create_topics([NewTopic(perf_topic, 6, 1)])[
-            perf_topic
-        ].result()
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        admin.create_topics([NewTopic(perf_topic, 6, 1)])[perf_topic].result()
         produced_max, consumed_max = kafka_tools(bootstrap, perf_topic, size)
         print(
             f"Kafka tools: produce {produced_max:,.0f}/s, consume {consumed_max:,.0f}/s ({size} B records)"
@@ -217,10 +241,11 @@ def main() -> None:
         start("sink", [*cli, "sink", "run"])
         start("pager", [*cli, "pager", "run", "--config", str(work / "pager.yaml")])
         start("api", [*cli, "api", "run"])
-        admin = AdminClient({"bootstrap.servers": bootstrap})
         lagc = Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex})
-        groups = [f"{topics.prefix}processors", f"{topics.prefix}breakers", f"{topics.prefix}sink"]
-        results: list[tuple[int, float, dict[str, float]]] = []
+        # the breaker and alert stages commit nothing (they replay recent events at start);
+        # that they keep up shows in the trip and alert latencies measured at the chosen rate
+        groups = [f"{topics.prefix}processors", f"{topics.prefix}sink"]
+        results: list[tuple[int, float, dict[str, float | None]]] = []
         try:
             time.sleep(20)  # the stages join their groups and read the empty topics
             dead = [n for n, p in procs.items() if p.poll() is not None]
@@ -231,24 +256,19 @@ def main() -> None:
                 schedule = Load(rate, args.step_s, 0).build(time.time() + 1)
                 _, late = produce(bootstrap, topics.task_events, schedule)
                 achieved = len(schedule) / (schedule[-1][0] - schedule[0][0] + late)
-                time.sleep(1)
-                lags = lag_s(admin, lagc, groups, topics.task_events, rate)
-                ok = late < 1 and max(lags.values()) < 2
-                results.append((rate, achieved, lags))
+                drains = drain_times(admin, lagc, groups, topics.task_events, limit=DRAIN_LIMIT_S)
+                ok = late < 1 and all(
+                    d is not None and d <= SUSTAINED_DRAIN_S for d in drains.values()
+                )
+                results.append((rate, achieved, drains))
                 print(
-                    f"{rate:,}/s: produced {achieved:,.0f}/s, lag (s) {lags}: {'sustained' if ok else 'NOT sustained'}"
+                    f"{rate:,}/s: produced {achieved:,.0f}/s, drained after {drains}: {'sustained' if ok else 'NOT sustained'}"
                 )
                 if not ok:
                     break
                 sustained = rate
             # let any backlog drain before the latency phase
-            deadline = time.time() + 120
-            while (
-                time.time() < deadline
-                and max(lag_s(admin, lagc, groups, topics.task_events, max(sustained, 1)).values())
-                > 0.5
-            ):
-                time.sleep(1)
+            drain_times(admin, lagc, groups, topics.task_events, limit=180)
             watch = Watch(bootstrap, topics)
             watch.start()
             at = max(sustained, rates[0])
@@ -262,27 +282,40 @@ def main() -> None:
                 from confluent_kafka import Producer
 
                 p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
-                while not stop.wait(0.5):
-                    _, agent, value, _ = Load(1, 1, 0, seed=int(time.time() * 1000) % 10**6).build(
-                        time.time(), limit=1
-                    )[0]
-                    probes[codec.decode(value, "TaskEvent")["event_id"]] = time.time()
-                    p.produce(topics.task_events, value, agent.encode())
+                template = codec.decode(schedule[0][2], "TaskEvent")
+                encode = AvroCodec(logical_types=False).encoder("TaskEvent")
+                while not stop.wait(0.25):
+                    now_us = int(time.time() * 1e6)
+                    ev = template | {
+                        "event_id": uuid.uuid4().hex,
+                        "started_at": now_us - 1000,
+                        "ended_at": now_us,
+                    }
+                    probes[ev["event_id"]] = time.time()
+                    p.produce(topics.task_events, encode(ev), ev["agent_id"].encode())
                     p.poll(0)
                 p.flush(10)
 
-            pt = threading.Thread(target=prober, daemon=True)
-            pt.start()
-            outages, _late = produce(bootstrap, topics.task_events, schedule)
-            time.sleep(5)
-            stop.set()
-            pt.join()
             from fleetpulse.config import load_settings
             from fleetpulse.sink.query import open_analyst
 
             sink = load_settings(SinkSettings, home=work / "home", bootstrap_servers=bootstrap)
             analyst = open_analyst(sink)
-            fresh = probe_freshness(analyst, sink.clickhouse_database, probes, time.time() + 30)
+            fresh: dict[str, float] = {}
+            pt = threading.Thread(target=prober, daemon=True)
+            ft = threading.Thread(
+                target=lambda: fresh.update(
+                    probe_freshness(analyst, sink.clickhouse_database, probes, stop)
+                ),
+                daemon=True,
+            )
+            pt.start()
+            ft.start()
+            outages, _late = produce(bootstrap, topics.task_events, schedule)
+            time.sleep(5)
+            stop.set()
+            pt.join()
+            ft.join()
             analyst.close()
             watch.stop.set()
             rss = {n: rss_mb(p.pid) for n, p in procs.items() if p.poll() is None}
@@ -319,7 +352,7 @@ def main() -> None:
     )
 
 
-def report(args: Any, size: int, pmax: float, cmax: float, steps: list[tuple[int, float, dict[str, float]]],
+def report(args: Any, size: int, pmax: float, cmax: float, steps: list[tuple[int, float, dict[str, float | None]]],
            sustained: int, at: int, trip: list[float], alert: list[float], fresh: list[float],
            probes: int, rss: dict[str, float]) -> None:  # fmt: skip
     def row(name: str, xs: list[float], n: int, target: str) -> str:
@@ -333,18 +366,16 @@ def report(args: Any, size: int, pmax: float, cmax: float, steps: list[tuple[int
         "worker, breaker stage, alert stage, sink (chDB), pager, control API. Pre-encoded "
         f"TaskEvents of {size} B on average, 200 agents, 10 integrations.",
         "",
-        "## Sustained rate (every consumer group under 2 s of input behind at the end of each "
-        f"{args.step_s:.0f} s step)",
+        f"## Sustained rate (steps of {args.step_s:.0f} s; sustained: the metric worker and the "
+        f"sink committed everything within {SUSTAINED_DRAIN_S:.0f} s of the step's end)",
         "",
-        "| offered events/s | produced/s | lag: metric worker | breaker stage | sink | |",
-        "|---:|---:|---:|---:|---:|---|",
+        "| offered events/s | produced/s | metric worker drained after | sink drained after | |",
+        "|---:|---:|---:|---:|---|",
     ]
     for rate, achieved, lags in steps:
-        v = list(lags.values())
+        v = [f"{d:.1f} s" if d is not None else f"> {DRAIN_LIMIT_S:.0f} s" for d in lags.values()]
         ok = "sustained" if rate <= sustained else "**not sustained**"
-        lines.append(
-            f"| {rate:,} | {achieved:,.0f} | {v[0]:.1f} s | {v[1]:.1f} s | {v[2]:.1f} s | {ok} |"
-        )
+        lines.append(f"| {rate:,} | {achieved:,.0f} | {v[0]} | {v[1]} | {ok} |")
     lines += [
         "",
         f"- **highest sustained rate: {sustained:,} events/s**.",
@@ -353,7 +384,7 @@ def report(args: Any, size: int, pmax: float, cmax: float, steps: list[tuple[int
         f"sustains {sustained / pmax:.1%} of what the broker takes from one producer and "
         f"{sustained / cmax:.1%} of what one consumer reads.",
         "",
-        f"## Latency under load ({at:,} events/s, 10 integration outages, probes every 0.5 s)",
+        f"## Latency under load ({at:,} events/s, 10 integration outages, probes every 0.25 s)",
         "",
         "| measure | p50 | p99 | samples | target |",
         "|---|---:|---:|---:|---|",

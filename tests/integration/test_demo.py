@@ -60,6 +60,12 @@ def crossing(sim: SimResult, integration: str) -> float:
     raise AssertionError(f"the {integration} calls never crossed the breaker's threshold")
 
 
+def near_midnight_utc(sim: SimResult) -> bool:
+    """The runaway's projected spend crosses the budget only with ~10 minutes of the UTC day
+    left to project over (or more); a run near midnight cannot show it."""
+    return 86400 - sim.started % 86400 < 20 * 60
+
+
 def lifecycle(alerts: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
     return [a for a in alerts if a["dedup_key"] == key]
 
@@ -103,6 +109,8 @@ def test_the_outage_breaker_opened_within_2s_probed_and_closed(
     ],
 )
 def test_alert_fired_and_resolved(demo: tuple[DemoResult, str], key: str) -> None:
+    if key.startswith("agent-burn-rate") and near_midnight_utc(demo[0].sim):
+        pytest.skip("the burn rate projects spend to midnight UTC, which was minutes away")
     events = lifecycle(demo[0].alerts, key)
     statuses = [a["status"] for a in events]
     assert "firing" in statuses, (
