@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -91,8 +92,12 @@ def sim_run(scenario: ScenarioArg) -> None:
 
     simulator = Simulator(sc, settings)
     simulator.publish_bundles(say)
+
+    def breaker(target: str, state: str) -> None:
+        say(time.time() - simulator.result.started, f"breaker {target} {state}")
+
     try:
-        result = simulator.run(say, on_breaker=lambda b, s: say(0, f"breaker {b} {s}"))
+        result = simulator.run(say, on_breaker=breaker)
     except KeyboardInterrupt:
         simulator.stop.set()
         raise

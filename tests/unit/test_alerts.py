@@ -418,6 +418,22 @@ def test_cascade_is_grouped_under_the_upstream_alert() -> None:
     assert "suppressed" not in out["fail:agent=solo"]["labels"]  # its upstream is not failing
 
 
+def test_a_root_still_firing_keeps_its_cascade_grouped() -> None:
+    clock = ManualClock(T0)
+    ev = evaluator([{**FAIL, "keep_firing_for_s": 30}], clock)
+    for _ in range(5):
+        ev.ingest(event("up", "failure", at=clock.time_us()))
+    assert [a["dedup_key"] for a in ev.evaluate()] == ["fail:agent=up"]
+    clock.advance(s=5)
+    for _ in range(20):  # up recovers (its rate drops under the threshold, keep_firing holds it)
+        ev.ingest(event("up", "success", at=clock.time_us()))
+    for _ in range(5):  # ... while its downstream still fails on what it produced
+        ev.ingest(event("down", "failure", at=clock.time_us(), upstream_agent_id="up"))
+    out = {a["dedup_key"]: a for a in ev.evaluate()}
+    assert out["fail:agent=down"]["labels"]["suppressed"] == "grouped"
+    assert out["fail:agent=down"]["root_cause"] == "fail:agent=up"
+
+
 def test_silence_mutes_matching_alerts_until_it_expires() -> None:
     clock = ManualClock(T0)
     ev = evaluator([{**FAIL, "keep_firing_for_s": 600}], clock)

@@ -53,7 +53,12 @@ def start_service(home: Path, name: str, argv: list[str], env: dict[str, str]) -
         )
     svc = Service(name, proc.pid, log, tuple(argv))
     state = read_state(home) or {}
-    state.setdefault("services", {})[name] = {"pid": proc.pid, "log": str(log), "argv": argv}
+    state.setdefault("services", {})[name] = {
+        "pid": proc.pid,
+        "log": str(log),
+        "argv": argv,
+        "started_at": time.time(),
+    }
     write_state(home, state)
     logger.info("started %s (pid %d), log %s", name, proc.pid, log)
     return svc
@@ -119,7 +124,7 @@ def stop_services(home: Path, timeout: float = 20.0) -> list[str]:
     state = read_state(home) or {}
     found: dict[str, dict[str, Any]] = state.get("services", {})
     stopped = []
-    for name in reversed(list(found)):
+    for name in sorted(found, key=lambda n: -found[n].get("started_at", 0)):
         if stop_process(found[name].get("pid"), timeout=timeout, what=name):
             stopped.append(name)
     if found:

@@ -66,7 +66,6 @@ class DemoResult:
 @dataclass
 class DemoStack:
     home: Path
-    env: dict[str, str]
     bootstrap: str
     api_url: str
     services: dict[str, Service]
@@ -177,7 +176,7 @@ def _start(
         f"[green]✓[/] processors, sink (chDB), control API ({api_url}) and pager -> {where} "
         f"({time.monotonic() - t0:.0f}s)"
     )
-    return DemoStack(home, env, bootstrap, api_url, started, pages, am_url)
+    return DemoStack(home, bootstrap, api_url, started, pages, am_url)
 
 
 def _pager_config(
@@ -398,7 +397,8 @@ def _print_report(out: DemoResult, console: Console) -> None:
     approved = sum(1 for d in out.sim.decisions if d["approved"])
     console.print(
         f"approvals decided by the simulated approver: {approved} approved, "
-        f"{len(out.sim.decisions) - approved} denied"
+        f"{len(out.sim.decisions) - approved} denied; tasks refused to paused agents: "
+        f"{out.sim.paused_skips}"
     )
     if out.alertmanager_url:
         console.print(f"alerts were delivered to Alertmanager ({out.alertmanager_url})")

@@ -49,15 +49,6 @@ class SimResult:
     def event_ids(self) -> set[str]:
         return {e.event["event_id"] for e in self.emitted}
 
-    def calls(self, integration: str) -> list[tuple[float, int, str]]:
-        """(produced at, call started_at us, status) of every call to ``integration``."""
-        return [
-            (e.produced_at, c["started_at"], c["status"])
-            for e in self.emitted
-            for c in e.event["tool_calls"]
-            if c["integration"] == integration
-        ]
-
 
 class Simulator:
     def __init__(
