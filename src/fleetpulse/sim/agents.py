@@ -282,7 +282,13 @@ class SimAgent:
         record = step.target or f"customer/{self.rng.randint(1, self.group.records)}"
         for _ in range(step.count):
             self.clock.begin(0)
-            task = self.fleet.task(self.group.task_type, input={"record": record, "write": True})
+            try:
+                task = self.fleet.task(
+                    self.group.task_type, input={"record": record, "write": True}
+                )
+            except AgentPausedError:
+                self.paused_skips += 1  # a paused agent attempts nothing
+                continue
             try:
                 with task:
                     self._call(task, tool, record, 0, None)
