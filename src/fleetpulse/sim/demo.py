@@ -367,10 +367,7 @@ def _wait_alert_rows(
 ) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        t = analyst.table(
-            f"SELECT count() FROM {db}.alerts_v WHERE emitted_at >= {report._ts(since)}"
-        )
-        if int(t.rows[0][0]) >= expected:
+        if report.count_alerts(analyst, db, since) >= expected:
             return
         time.sleep(0.5)
 

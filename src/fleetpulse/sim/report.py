@@ -89,6 +89,12 @@ def count_events(analyst: Analyst, db: str, since: datetime) -> tuple[int, int]:
     return int(n), int(ids)
 
 
+def count_alerts(analyst: Analyst, db: str, since: datetime) -> int:
+    """Alert lifecycle events emitted since ``since``, after dedup."""
+    t = analyst.table(f"SELECT count() FROM {db}.alerts_v WHERE emitted_at >= {_ts(since)}")
+    return int(t.rows[0][0])
+
+
 def event_ids(analyst: Analyst, db: str, since: datetime) -> set[str]:
     t = analyst.table(f"SELECT event_id FROM {db}.task_events_v WHERE ended_at >= {_ts(since)}")
     return {str(r[0]) for r in t.rows}

@@ -67,7 +67,7 @@ class Simulator:
         self.result = SimResult(scenario.name)
         self.stop = threading.Event()
         self._gateways: dict[str, Any] = {}
-        self._closers: list[Callable[[], None]] = []
+        self._plane: tuple[Any, Any, Any] | None = None  # (ControlPlane, settings, log), lazily
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -92,7 +92,7 @@ class Simulator:
         from fleetpulse.control.server import audit_source
         from fleetpulse.policy import load_policy
 
-        if "plane" not in self._gateways:
+        if self._plane is None:
             cs = load_settings(
                 ControlSettings,
                 bootstrap_servers=self.settings.resolved_bootstrap(),
@@ -101,9 +101,8 @@ class Simulator:
                 policy=self.settings.policy,
             )
             log = GovernanceLog.open(cs, client_id="fleetpulse-sim")
-            self._closers.append(log.close)
-            self._gateways["plane"] = (ControlPlane(cs, load_policy(cs.policy), log), cs, log)
-        plane, cs, log = self._gateways["plane"]
+            self._plane = (ControlPlane(cs, load_policy(cs.policy), log), cs, log)
+        plane, cs, log = self._plane
         return LocalGateway(plane, Caller(name, role), audit_source(cs, log))
 
     def enroll(self) -> None:
@@ -207,8 +206,8 @@ class Simulator:
             res.ended = time.time()
             res.paused_skips = sum(a.paused_skips for a in agents)
             base.close()
-            for close in self._closers:
-                close()
+            if self._plane is not None:
+                self._plane[2].close()
         return res
 
     def _timeline(self, started: float, say: Say) -> None:
