@@ -147,6 +147,12 @@ class ProcessorSettings(CommonSettings):
     )
     processors_batch_max: int = Field(5000, gt=0, description="records per decoded batch")
     processors_batch_wait_s: float = Field(0.2, gt=0)
+    processors_ingest_batch_max: int = Field(
+        50_000, gt=0, le=1_000_000, description="task events per native ingest pass at most"
+    )
+    processors_ingest_wait_s: float = Field(
+        0.25, gt=0, le=10, description="how long task events wait for a native ingest pass"
+    )
     processors_workers: int = Field(1, ge=1, le=64)
     processors_web_port: int = Field(
         6066, ge=0, le=65535, description="Prometheus /metrics; worker i uses port + i; 0: off"

@@ -74,6 +74,31 @@ class Agg:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.latency.merge(other.latency)
 
+    def add_counts(
+        self, counters: tuple[int, ...], zero: int, bins: list[int], counts: list[int]
+    ) -> None:
+        """Add one cell of the ingest pass: COUNTERS in order, then the latency sketch as its
+        zero-bin count and (bin key, count) pairs."""
+        (
+            task_count, success, failure, timeout, cancelled, denied, cost, tin, tout,
+            calls, errors, tool_denied, short, late,
+        ) = counters  # fmt: skip
+        self.task_count += task_count
+        self.success += success
+        self.failure += failure
+        self.timeout += timeout
+        self.cancelled += cancelled
+        self.denied += denied
+        self.cost_micros += cost
+        self.input_tokens += tin
+        self.output_tokens += tout
+        self.tool_calls += calls
+        self.tool_errors += errors
+        self.tool_denied += tool_denied
+        self.tool_short_circuited += short
+        self.late_events += late
+        self.latency.add_bins(zero, bins, counts)
+
     def subtract(self, other: Agg) -> None:
         for name in COUNTERS:
             setattr(self, name, getattr(self, name) - getattr(other, name))

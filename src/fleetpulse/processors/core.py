@@ -9,21 +9,20 @@ Thread model: the runtime calls ``process``/``tick`` from one thread; the faust 
 from __future__ import annotations
 
 import logging
-import math
 import threading
+import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
 
 from confluent_kafka import Message, Producer
 from confluent_kafka.admin import AdminClient
 
 from fleetpulse.clock import Clock, SystemClock
 from fleetpulse.config import ProcessorSettings
-from fleetpulse.errors import CodecError
 from fleetpulse.events.codec import AvroCodec
 from fleetpulse.kafka_config import admin_config, producer_config
 from fleetpulse.processors.engine import Engine, EngineConfig
+from fleetpulse.processors.ingest import NativeIngest
 from fleetpulse.processors.prom import ProcessorCollector, new_registry
 from fleetpulse.processors.replay import replay_partition
 from fleetpulse.processors.windows import US, WindowConfig, parse_horizons
@@ -45,25 +44,6 @@ class Record:
     @classmethod
     def of(cls, m: Message) -> Record:
         return cls(m.topic() or "", m.partition() or 0, m.offset() or 0, m.key(), m.value())
-
-
-def check_task_event(ev: dict[str, Any], now_us: int, max_future_us: int) -> str | None:
-    """Why a decoded TaskEvent cannot be counted, or None. (Avro already checked the types.)"""
-    if not ev["agent_id"]:
-        return "agent_id is empty"
-    d = ev["duration_ms"]
-    if not (math.isfinite(d) and d >= 0):
-        return f"duration_ms is {d!r}; expected a finite number >= 0"
-    if ev["ended_at"] > now_us + max_future_us:
-        ahead = (ev["ended_at"] - now_us) / US
-        return f"ended_at is {ahead:.0f}s ahead of the processor clock (clock skew?)"
-    for i, call in enumerate(ev["tool_calls"]):
-        lat = call["latency_ms"]
-        if not (math.isfinite(lat) and lat >= 0):
-            return f"tool_calls[{i}].latency_ms is {lat!r}; expected a finite number >= 0"
-        if not call["integration"]:
-            return f"tool_calls[{i}].integration is empty"
-    return None
 
 
 def partition_count(bootstrap: str, topic: str) -> int:
@@ -115,6 +95,9 @@ class ProcessorCore:
         self._next_snapshots = 0
         self._rebuilding: set[tuple[str, int]] = set()
         self._known: set[tuple[str, int]] = set()
+        self._pending: list[Record] = []
+        self._pending_since = 0.0
+        self.ingest = NativeIngest(self.codec)
         self.dlq_count = 0
 
     # -- assignment -----------------------------------------------------------------------
@@ -156,7 +139,13 @@ class ProcessorCore:
             self._apply([Record.of(m) for m in batch], replay=True)
 
         end = replay_partition(
-            self.bootstrap, self.group_id, topic, partition, since_ms=since_ms, on_batch=apply
+            self.bootstrap,
+            self.group_id,
+            topic,
+            partition,
+            since_ms=since_ms,
+            on_batch=apply,
+            batch_size=self.settings.processors_ingest_batch_max,
         )
         with self.lock:
             if topic == self.topics.task_events and partition in self.engine.sources:
@@ -180,44 +169,69 @@ class ProcessorCore:
     # -- input ----------------------------------------------------------------------------
 
     def process(self, records: Sequence[Record]) -> None:
-        """Apply one batch of consumed records (any mix of task-events and partials)."""
-        self._apply(records, replay=False)
+        """Take one batch of consumed records (any mix of task-events and partials). Task
+        events wait in a buffer until it holds ``processors_ingest_batch_max`` records or its
+        oldest is ``processors_ingest_wait_s`` old (``tick`` flushes it too): one native pass
+        costs a few milliseconds whatever its size, so it should see many records at once."""
+        with self.lock:
+            for r in records:
+                if r.topic == self.topics.partials:
+                    self._apply_cell(r, replay=False)
+                else:
+                    if not self._pending:
+                        self._pending_since = time.monotonic()
+                    self._pending.append(r)
+            if self._pending and (
+                len(self._pending) >= self.settings.processors_ingest_batch_max
+                or time.monotonic() - self._pending_since >= self.settings.processors_ingest_wait_s
+            ):
+                self.flush()
+
+    def flush(self) -> None:
+        """Aggregate the buffered task events now."""
+        with self.lock:
+            pending, self._pending = self._pending, []
+            if pending:
+                self._ingest(pending, replay=False)
 
     def _apply(self, records: Sequence[Record], *, replay: bool) -> None:
-        now = self.clock.time_us()
-        by_partition: dict[int, list[tuple[int, dict[str, Any]]]] = {}
-        cells: list[Record] = []
-        for r in records:
-            if r.topic == self.topics.partials:
-                cells.append(r)
-                continue
-            try:
-                ev = self.codec.decode(
-                    r.value or b"",
-                    "TaskEvent",
-                    topic=r.topic,
-                    partition=r.partition,
-                    offset=r.offset,
-                )
-            except CodecError as exc:
-                self._dead_letter(r, str(exc), replay)
-                continue
-            problem = check_task_event(ev, now, self._max_future_us)
-            if problem:
-                self._dead_letter(r, problem, replay)
-                continue
-            by_partition.setdefault(r.partition, []).append((r.offset, ev))
         with self.lock:
-            for p, items in by_partition.items():
-                if p in self.engine.sources:
-                    self.engine.ingest_batch(p, items)
-            for r in cells:
-                if r.partition not in self.engine.globals:
-                    continue
-                try:
-                    self.engine.apply_cell(r.partition, r.key or b"", r.value or b"")
-                except ValueError as exc:
-                    self._dead_letter(r, str(exc), replay)
+            events = [r for r in records if r.topic != self.topics.partials]
+            if events:
+                self._ingest(events, replay=replay)
+            for r in records:
+                if r.topic == self.topics.partials:
+                    self._apply_cell(r, replay=replay)
+
+    def _ingest(self, records: Sequence[Record], *, replay: bool) -> None:
+        """One native pass over task events (caller holds the lock): duplicates of offsets
+        already applied are skipped, rejected records dead-lettered, the cells applied."""
+        sources = self.engine.sources
+        fresh = [
+            r for r in records if r.partition in sources and r.offset > sources[r.partition].offset
+        ]
+        self.engine.counters.duplicates += sum(1 for r in records if r.partition in sources) - len(
+            fresh
+        )
+        if not fresh:
+            return
+        partials = self.ingest.run(
+            [r.partition for r in fresh],
+            [r.value or b"" for r in fresh],
+            replace(self.engine.params(), max_future_us=self._max_future_us),
+        )
+        for i, reason in partials.rejected:
+            self._dead_letter(fresh[i], reason, replay)
+        last = {r.partition: r.offset for r in fresh}
+        self.engine.apply_partials(partials, last)
+
+    def _apply_cell(self, r: Record, *, replay: bool) -> None:
+        if r.partition not in self.engine.globals:
+            return
+        try:
+            self.engine.apply_cell(r.partition, r.key or b"", r.value or b"")
+        except ValueError as exc:
+            self._dead_letter(r, str(exc), replay)
 
     def _dead_letter(self, r: Record, reason: str, replay: bool) -> None:
         if replay:
@@ -239,6 +253,7 @@ class ProcessorCore:
         now = self.clock.time_us()
         sent = 0
         with self.lock:
+            self.flush()
             if force or now >= self._next_partials:
                 self._next_partials = now + int(self.settings.processors_partials_interval_s * US)
                 for part, key, value in self.engine.take_partials():
@@ -273,6 +288,7 @@ class ProcessorCore:
 
     def close(self, timeout: float = 10.0) -> None:
         self.tick(force=True)
+        self.ingest.close()
         left = self.producer.flush(timeout)
         if left:
             logger.error("%d processor outputs were not delivered before close", left)

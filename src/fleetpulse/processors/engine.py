@@ -32,7 +32,9 @@ import orjson
 
 from fleetpulse.clock import Clock
 from fleetpulse.processors.aggregate import Agg
-from fleetpulse.processors.sketch import bin_key
+from fleetpulse.processors.ingest.cells import Partials, dims_of
+from fleetpulse.processors.ingest.params import IngestParams
+from fleetpulse.processors.ingest.reference import aggregate_events
 from fleetpulse.processors.windows import US, LevelBounds, ScopeWindows, WindowConfig, level_bounds
 
 # (scope_type, ((dimension, value), ...)) -- dimensions in a fixed order per scope type
@@ -115,7 +117,7 @@ class Engine:
         self.globals: dict[int, GlobalState] = {}
         self.counters = Counters()
         self._last_tick_us: int | None = None
-        self._keys: dict[tuple[str, str, str, str | None], tuple[ScopeKey, ...]] = {}
+        self._keys: dict[tuple[str, str, str], ScopeKey] = {}
 
     # -- ownership ------------------------------------------------------------------------
 
@@ -136,134 +138,74 @@ class Engine:
     # -- task events ----------------------------------------------------------------------
 
     def ingest_batch(self, partition: int, items: Iterable[tuple[int, dict[str, Any]]]) -> None:
-        """Apply decoded TaskEvents of one partition, in offset order."""
+        """Apply decoded TaskEvents of one partition, in offset order (aggregated in Python:
+        tests and tools; the processors feed ``apply_partials`` from the native pass)."""
         src = self.sources.get(partition)
         if src is None:
             src = self.assign_source(partition)
-        now = self.clock.time_us()
-        bounds = level_bounds(self.wcfg, now)
-        for offset, event in items:
-            self._ingest(src, offset, event, now, bounds)
+        given = list(items)
+        fresh = [(o, ev) for o, ev in given if o > src.offset]
+        self.counters.duplicates += len(given) - len(fresh)
+        if not fresh:
+            return
+        partials = aggregate_events([(partition, ev) for _, ev in fresh], self.params())
+        self.apply_partials(partials, {partition: fresh[-1][0]})
 
-    def _task_keys(self, ev: dict[str, Any]) -> tuple[ScopeKey, ...]:
-        agent, version, task_type, model = (
-            ev["agent_id"],
-            ev["agent_version"],
-            ev["task_type"],
-            ev["model"],
+    def params(self) -> IngestParams:
+        """What phase 1 needs to know of this engine: now, the finest bucket, lateness and the
+        watermark of every source partition."""
+        return IngestParams(
+            now_us=self.clock.time_us(),
+            bucket_us=self.wcfg.levels[0] * US,
+            lateness_us=self._lateness_us,
+            watermarks={
+                p: s.watermark_us for p, s in self.sources.items() if s.watermark_us is not None
+            },
         )
-        ck = (agent, version, task_type, model)
-        keys = self._keys.get(ck)
-        if keys is None:
-            a = ("agent_id", agent)
-            keys = (
-                ("agent", (a,)),
-                ("agent_version", (a, ("agent_version", version))),
-                ("agent_task_type", (a, ("task_type", task_type))),
-            )
-            if model:
-                keys = (*keys, ("model", (("model", model),)))
-            if len(self._keys) > 100_000:  # a cache, not state: bounded
-                self._keys.clear()
-            self._keys[ck] = keys
-        return keys
 
-    def _ingest(
-        self, src: SourceState, offset: int, ev: dict[str, Any], now: int, bounds: LevelBounds
-    ) -> None:
-        if offset <= src.offset:
-            self.counters.duplicates += 1
-            return
-        src.offset = offset
-        self.counters.events += 1
-        ts = ev["ended_at"]
-        wm = src.watermark_us
-        task_keys = self._task_keys(ev)
-        calls = ev["tool_calls"]
-        # per integration: [calls, errors, denied, short-circuited, cost, latency bins]
-        per_int: dict[str, list[Any]] = {}
-        errors = denied = short = 0
-        for call in calls:
-            summary = per_int.get(call["integration"])
-            if summary is None:
-                summary = per_int[call["integration"]] = [0, 0, 0, 0, 0, []]
-            summary[0] += 1
-            summary[4] += call["cost_micros"]
-            st = call["status"]
-            if st == "ok":
-                summary[5].append(bin_key(call["latency_ms"]))
-            elif st == "error" or st == "timeout":
-                summary[5].append(bin_key(call["latency_ms"]))
-                summary[1] += 1
-                errors += 1
-            elif st == "denied":
-                summary[2] += 1
-                denied += 1
-            else:
-                summary[3] += 1
-                short += 1
-        agent_dim = ("agent_id", ev["agent_id"])
-        if wm is not None and ts < wm - self._lateness_us:
-            self.counters.late += 1
-            for key in task_keys:
-                self._late(src, key, wm, bounds)
-            for name in per_int:
-                self._late(
-                    src, ("agent_integration", (agent_dim, ("integration", name))), wm, bounds
-                )
-                self._late(src, ("integration", (("integration", name),)), wm, bounds)
-            return
-        if wm is None or ts > wm:
-            src.watermark_us = ts
-
-        outcome = ev["outcome"]
-        lat = bin_key(ev["duration_ms"])
-        n_calls = len(calls)
-        cost, tin, tout = ev["cost_micros"], ev["input_tokens"], ev["output_tokens"]
-        local, glob, dirty_cells = src.local, src.glob, src.dirty_cells
-        for key in task_keys:
-            if key[0] in GLOBAL_SCOPES:
-                windows = glob.get(key)
-                if windows is None:
-                    windows = glob[key] = ScopeWindows(self._n_levels)
-                for li, start, agg in windows.buckets_at(bounds, ts):
-                    _add_task(agg, outcome, lat, cost, tin, tout, n_calls, errors, denied, short)
-                    dirty_cells.add((key, li, start))
-            else:
-                windows = local.get(key)
-                if windows is None:
-                    windows = local[key] = ScopeWindows(self._n_levels)
-                for _, _, agg in windows.buckets_at(bounds, ts):
-                    _add_task(agg, outcome, lat, cost, tin, tout, n_calls, errors, denied, short)
+    def apply_partials(self, partials: Partials, offsets: dict[int, int]) -> None:
+        """Add one batch's cells to the buckets of every level, and move each source
+        partition's watermark and offset (``offsets``: the last offset the batch held)."""
+        bounds = level_bounds(self.wcfg, self.clock.time_us())
+        for p, prog in partials.progress.items():
+            src = self.sources.get(p)
+            if src is not None:
+                src.watermark_us = prog.watermark_us
+            self.counters.events += prog.events
+            self.counters.late += prog.late
+        for p, offset in offsets.items():
+            src = self.sources.get(p)
+            if src is not None:
+                src.offset = max(src.offset, offset)
+        keys = self._keys
+        for (scope, d1, d2, p, bucket), counters, zero, bins, counts in partials.cells:
+            src = self.sources.get(p)
+            if src is None:
+                continue  # revoked meanwhile
+            ck = (scope, d1, d2)
+            key = keys.get(ck)
+            if key is None:
+                if len(keys) > 100_000:  # a cache, not state: bounded
+                    keys.clear()
+                key = keys[ck] = (scope, dims_of(scope, d1, d2))
+            glob = scope in GLOBAL_SCOPES
+            scopes = src.glob if glob else src.local
+            windows = scopes.get(key)
+            if windows is None:
+                windows = scopes[key] = ScopeWindows(self._n_levels)
+            for li, w, oldest_kept in bounds:
+                start = bucket - bucket % w
+                if start < oldest_kept:
+                    continue
+                level = windows.levels[li]
+                agg = level.get(start)
+                if agg is None:
+                    agg = level[start] = Agg()
+                agg.add_counts(counters, zero, bins, counts)
+                if glob:
+                    src.dirty_cells.add((key, li, start))
+            if not glob:
                 src.dirty_local.add(key)
-        for name, summary in per_int.items():
-            akey: ScopeKey = ("agent_integration", (agent_dim, ("integration", name)))
-            windows = local.get(akey)
-            if windows is None:
-                windows = local[akey] = ScopeWindows(self._n_levels)
-            for _, _, agg in windows.buckets_at(bounds, ts):
-                _add_calls(agg, outcome, summary)
-            src.dirty_local.add(akey)
-            gkey: ScopeKey = ("integration", (("integration", name),))
-            windows = glob.get(gkey)
-            if windows is None:
-                windows = glob[gkey] = ScopeWindows(self._n_levels)
-            for li, start, agg in windows.buckets_at(bounds, ts):
-                _add_calls(agg, outcome, summary)
-                dirty_cells.add((gkey, li, start))
-
-    def _late(self, src: SourceState, key: ScopeKey, wm: int, bounds: LevelBounds) -> None:
-        """Count a late event in the buckets of the watermark (where it was seen late)."""
-        if key[0] in GLOBAL_SCOPES:
-            windows = src.glob.setdefault(key, ScopeWindows(self._n_levels))
-            for li, start, agg in windows.buckets_at(bounds, wm):
-                agg.late_events += 1
-                src.dirty_cells.add((key, li, start))
-        else:
-            windows = src.local.setdefault(key, ScopeWindows(self._n_levels))
-            for _, _, agg in windows.buckets_at(bounds, wm):
-                agg.late_events += 1
-            src.dirty_local.add(key)
 
     # -- repartitioning -------------------------------------------------------------------
 
@@ -409,42 +351,3 @@ def _evict_cells(g: GlobalState, bounds: LevelBounds) -> None:
             del cells[ck]
         if not cells:
             del g.cells[skey]
-
-
-def _add_task(
-    agg: Agg,
-    outcome: str,
-    lat: int | None,
-    cost: int,
-    tin: int,
-    tout: int,
-    calls: int,
-    errors: int,
-    denied: int,
-    short: int,
-) -> None:
-    agg.task_count += 1
-    setattr(agg, outcome, getattr(agg, outcome) + 1)
-    agg.latency.add_key(lat)
-    agg.cost_micros += cost
-    agg.input_tokens += tin
-    agg.output_tokens += tout
-    if calls:
-        agg.tool_calls += calls
-        agg.tool_errors += errors
-        agg.tool_denied += denied
-        agg.tool_short_circuited += short
-
-
-def _add_calls(agg: Agg, outcome: str, summary: list[Any]) -> None:
-    """One task's calls to one integration: [calls, errors, denied, short, cost, bins]."""
-    agg.task_count += 1
-    setattr(agg, outcome, getattr(agg, outcome) + 1)
-    agg.tool_calls += summary[0]
-    agg.tool_errors += summary[1]
-    agg.tool_denied += summary[2]
-    agg.tool_short_circuited += summary[3]
-    agg.cost_micros += summary[4]
-    add = agg.latency.add_key
-    for key in summary[5]:
-        add(key)

@@ -68,6 +68,15 @@ class LatencySketch:
             bins = self.bins
             bins[key] = bins.get(key, 0) + n
 
+    def add_bins(self, zero: int, keys: list[int], counts: list[int]) -> None:
+        """Add ``zero`` values to the zero bin and ``counts[i]`` values to bin ``keys[i]``."""
+        self.zero += zero
+        self.count += zero
+        bins = self.bins
+        for k, n in zip(keys, counts, strict=True):
+            bins[k] = bins.get(k, 0) + n
+            self.count += n
+
     def merge(self, other: LatencySketch) -> None:
         self.count += other.count
         self.zero += other.zero

@@ -1,0 +1,20 @@
+"""The inputs of one ingest pass besides the records themselves."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class IngestParams:
+    """``watermarks``: each source partition's newest accepted event time before the batch.
+    ``bucket_us``: the finest bucket width; ``lateness_us``: how far behind its partition's
+    watermark an event may end and still count; ``max_future_us``: how far ahead of ``now_us``
+    an event may end."""
+
+    now_us: int
+    bucket_us: int = 5_000_000
+    lateness_us: int = 120_000_000
+    max_future_us: int = 300_000_000
+    watermarks: Mapping[int, int] = field(default_factory=dict)

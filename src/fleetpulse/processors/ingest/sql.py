@@ -1,0 +1,165 @@
+"""The SQL of the native ingest pass (``native.py`` runs it; ``reference.py`` says the same in
+Python). Kept apart so that the arithmetic reads in one place.
+
+``fp_ingest.raw`` holds one decoded batch, a row per record: the columns the scopes need and
+``bad`` (the semantic checks of ``validity.py``; the sentinel is bad too). The grouping queries
+read it through a *source*: when no row of the batch can be late (the common case, decided
+from per-partition bounds) a plain one; otherwise one that adds each row's running watermark
+(a window function over the earlier rows of its partition) and whether the row is late.
+
+Each scope kind is one scan with ``GROUPING SETS``; latency sketch bins are collected with
+``groupArray``, sorted and run-length encoded in the engine (``sumMap`` costs 5x more here).
+A bin is ``ceil(log(v) / log(2) * multiplier) + offset``, bit-identical to ``sketch.bin_key``
+(``math.log(v, 2)`` is ``log(v) / log(2)``).
+"""
+
+from __future__ import annotations
+
+from fleetpulse.processors.aggregate import COUNTERS
+from fleetpulse.processors.ingest.params import IngestParams
+from fleetpulse.processors.sketch import _MIN_INDEXABLE, _MULTIPLIER, _OFFSET
+
+
+def _bin(v: str) -> str:
+    # the engine computes the expression on every row, also those the If drops: keep log finite
+    safe = f"if({_indexable(v)}, {v}, 1.0)"
+    return f"toInt32(ceil(log({safe}) / log(2) * {_MULTIPLIER!r}) + {_OFFSET!r})"
+
+
+def _indexable(v: str) -> str:
+    return f"{v} > {_MIN_INDEXABLE!r}"
+
+
+def raw_sql(path: str, params: IngestParams) -> str:
+    """Decode the container at ``path`` into ``fp_ingest.raw``."""
+    bad = (
+        "agent_id = '' OR NOT isFinite(duration_ms) OR duration_ms < 0"
+        f" OR ts > {params.now_us + params.max_future_us}"
+        " OR arrayExists(c -> NOT isFinite(c.latency_ms) OR c.latency_ms < 0"
+        " OR c.integration = '', tool_calls)"
+        " OR _p < 0"
+    )
+    return f"""
+CREATE DATABASE IF NOT EXISTS fp_ingest;
+CREATE OR REPLACE TABLE fp_ingest.raw ENGINE = Memory AS
+SELECT _row AS row, _p AS p, bad, agent_id AS agent, agent_version AS version, task_type,
+       ifNull(model, '') AS model, toString(outcome) AS outcome, ts, duration_ms AS dur,
+       cost_micros AS cost, input_tokens AS tin, output_tokens AS tout,
+       arrayMap(c -> c.integration, tool_calls) AS ci,
+       arrayMap(c -> toString(c.status), tool_calls) AS cs,
+       arrayMap(c -> c.latency_ms, tool_calls) AS cl,
+       arrayMap(c -> c.cost_micros, tool_calls) AS cc
+FROM (SELECT *, toUnixTimestamp64Micro(ended_at) AS ts, {bad} AS bad FROM file('{path}', 'Avro'))
+"""
+
+
+# rows came back as sent (see native.py), which rows the checks refused, and per partition
+# the bounds that tell whether any row can be late
+META_SQL = """
+SELECT count() AS rows, sum(row) AS row_sum, argMax(p, row) AS last_p,
+       groupArrayIf(row, bad AND p >= 0) AS bad_rows
+FROM fp_ingest.raw
+"""
+BOUNDS_SQL = """
+SELECT p, toInt64(count()) AS events, min(ts) AS oldest, max(ts) AS newest
+FROM fp_ingest.raw WHERE NOT bad GROUP BY p ORDER BY p
+"""
+
+ON_TIME_SOURCE = "(SELECT *, toInt64(0) AS wm, false AS late FROM fp_ingest.raw WHERE NOT bad)"
+
+
+def late_source(params: IngestParams) -> str:
+    """The countable rows with their partition's watermark before them, and lateness."""
+    marks = ", ".join(f"p = {p}, {w}" for p, w in sorted(params.watermarks.items()))
+    prev = f"toInt64(multiIf({marks}, 0))" if marks else "toInt64(0)"
+    return f"""(SELECT *, wm > 0 AND ts < wm - {params.lateness_us} AS late FROM (
+  SELECT *, greatest({prev}, max(ts) OVER (PARTITION BY p ORDER BY row
+                     ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)) AS wm
+  FROM fp_ingest.raw WHERE NOT bad))"""
+
+
+def late_bounds_sql(source: str) -> str:
+    """Per partition: events, late events and the newest on-time event time."""
+    return f"""
+SELECT p, toInt64(count()) AS events, toInt64(countIf(late)) AS late_events,
+       maxIf(ts, NOT late) AS newest
+FROM {source} GROUP BY p ORDER BY p"""
+
+
+def _rle(sorted_keys: str) -> str:
+    """keys, counts of a sorted array of bins, run-length encoded."""
+    s = sorted_keys
+    return (
+        f"arrayCompact({s}) AS bin_keys, arrayMap(a -> toInt64(length(a)), arraySplit("
+        f"(x, f) -> f, {s}, arrayMap(i -> i = 1 OR {s}[i] != {s}[i - 1], arrayEnumerate({s}))))"
+        " AS bin_counts"
+    )
+
+
+_TAIL = ", ".join(["scope", "d1", "d2", "p", "bucket", *COUNTERS, "zero"])
+
+
+def task_cells_sql(source: str, bucket_us: int) -> str:
+    """Cells of the task scopes (agent, agent x version, agent x task type, model)."""
+    ok = f"NOT late AND {_indexable('dur')}"
+    calls = "if(late, 0, length(cs))"
+    return f"""
+SELECT {_TAIL}, {_rle("s")} FROM (
+SELECT multiIf(g = 7, 'agent', g = 3, 'agent_version', g = 5, 'agent_task_type', 'model') AS scope,
+  if(g = 14, model, agent) AS d1, multiIf(g = 3, version, g = 5, task_type, '') AS d2, p, bucket,
+  toInt64(countIf(NOT late)) AS task_count,
+  toInt64(countIf(NOT late AND outcome = 'success')) AS success,
+  toInt64(countIf(NOT late AND outcome = 'failure')) AS failure,
+  toInt64(countIf(NOT late AND outcome = 'timeout')) AS timeout,
+  toInt64(countIf(NOT late AND outcome = 'cancelled')) AS cancelled,
+  toInt64(countIf(NOT late AND outcome = 'denied')) AS denied,
+  toInt64(sumIf(cost, NOT late)) AS cost_micros,
+  toInt64(sumIf(tin, NOT late)) AS input_tokens,
+  toInt64(sumIf(tout, NOT late)) AS output_tokens,
+  toInt64(sum({calls})) AS tool_calls,
+  toInt64(sumIf(arrayCount(s -> s IN ('error', 'timeout'), cs), NOT late)) AS tool_errors,
+  toInt64(sumIf(arrayCount(s -> s = 'denied', cs), NOT late)) AS tool_denied,
+  toInt64(sumIf(arrayCount(s -> s = 'short_circuited', cs), NOT late)) AS tool_short_circuited,
+  toInt64(countIf(late)) AS late_events,
+  toInt64(countIf(NOT late AND NOT ({_indexable("dur")}))) AS zero,
+  arraySort(groupArrayIf({_bin("dur")}, {ok})) AS s,
+  grouping(agent, version, task_type, model) AS g
+FROM (SELECT *, intDiv(if(late, wm, ts), {bucket_us}) * {bucket_us} AS bucket FROM {source})
+GROUP BY GROUPING SETS ((agent, p, bucket), (agent, version, p, bucket),
+                        (agent, task_type, p, bucket), (model, p, bucket))
+HAVING NOT (scope = 'model' AND d1 = '')
+)"""
+
+
+def call_cells_sql(source: str, bucket_us: int) -> str:
+    """Cells of the integration scopes (integration, agent x integration): one row per call
+    in, each task counted once per integration it called (``first``)."""
+    attempted = "st IN ('ok', 'error', 'timeout')"
+    ok = f"NOT late AND {attempted} AND {_indexable('lat')}"
+    return f"""
+SELECT {_TAIL}, {_rle("s")} FROM (
+SELECT if(g = 2, 'integration', 'agent_integration') AS scope,
+  if(g = 2, integ, agent) AS d1, if(g = 2, '', integ) AS d2, p, bucket,
+  toInt64(countIf(NOT late AND first)) AS task_count,
+  toInt64(countIf(NOT late AND first AND outcome = 'success')) AS success,
+  toInt64(countIf(NOT late AND first AND outcome = 'failure')) AS failure,
+  toInt64(countIf(NOT late AND first AND outcome = 'timeout')) AS timeout,
+  toInt64(countIf(NOT late AND first AND outcome = 'cancelled')) AS cancelled,
+  toInt64(countIf(NOT late AND first AND outcome = 'denied')) AS denied,
+  toInt64(sumIf(ccost, NOT late)) AS cost_micros,
+  toInt64(0) AS input_tokens,
+  toInt64(0) AS output_tokens,
+  toInt64(countIf(NOT late)) AS tool_calls,
+  toInt64(countIf(NOT late AND st IN ('error', 'timeout'))) AS tool_errors,
+  toInt64(countIf(NOT late AND st = 'denied')) AS tool_denied,
+  toInt64(countIf(NOT late AND st = 'short_circuited')) AS tool_short_circuited,
+  toInt64(countIf(late AND first)) AS late_events,
+  toInt64(countIf(NOT late AND {attempted} AND NOT ({_indexable("lat")}))) AS zero,
+  arraySort(groupArrayIf({_bin("lat")}, {ok})) AS s,
+  grouping(agent, integ) AS g
+FROM (SELECT p, agent, outcome, late, integ, st, lat, ccost, indexOf(ci, integ) = k AS first,
+             intDiv(if(late, wm, ts), {bucket_us}) * {bucket_us} AS bucket
+      FROM {source} ARRAY JOIN ci AS integ, cs AS st, cl AS lat, cc AS ccost,
+                               arrayEnumerate(ci) AS k)
+GROUP BY GROUPING SETS ((integ, p, bucket), (agent, integ, p, bucket))
+)"""
