@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import resource
@@ -72,6 +73,18 @@ def _cpu() -> float:
 
 def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def write_json(path: str | None, figures: dict[str, object]) -> None:
+    """``--json FILE``: the figures for machines, with when and where they were measured."""
+    if not path:
+        return
+    doc = {
+        **figures,
+        "machine": machine(),
+        "measured_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    Path(path).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
 
 
 def write_result(name: str, markdown: str) -> Path:

@@ -141,8 +141,12 @@ def processors_run(
         int | None, typer.Option(help="worker processes [FLEETPULSE_PROCESSORS_WORKERS]")
     ] = None,
     runtime: Annotated[
-        str, typer.Option(help="faust (default) or kafka: the plain confluent-kafka loop")
-    ] = "faust",
+        str,
+        typer.Option(
+            help="kafka (default): a confluent-kafka loop feeding the native ingest pass; "
+            "faust: the same loop for task events, faust for the partials"
+        ),
+    ] = "kafka",
     web_port: Annotated[
         int | None,
         typer.Option(help="Prometheus /metrics port, +i per worker; 0 disables"),

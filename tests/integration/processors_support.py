@@ -219,7 +219,7 @@ class Worker:
     """One `fleetpulse processors run` process."""
 
     def __init__(
-        self, bootstrap: str, topics: Topics, home: Path, *, web_port: int, runtime: str = "faust"
+        self, bootstrap: str, topics: Topics, home: Path, *, web_port: int, runtime: str = "kafka"
     ):
         env = {
             **os.environ,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import urllib.request
 
+import pytest
 from confluent_kafka import Producer
 
 from fleetpulse.devstack import free_port
@@ -42,10 +43,13 @@ def _dlq(bootstrap: str, topic: str, expected: int, timeout: float = 30) -> list
     return out
 
 
-def test_snapshots_equal_exact_oracle_and_bad_records_go_to_dlq(kafka, fresh_prefix, tmp_path):
+@pytest.mark.parametrize("runtime", ["kafka", "faust"])
+def test_snapshots_equal_exact_oracle_and_bad_records_go_to_dlq(
+    kafka, fresh_prefix, tmp_path, runtime
+):
     bootstrap = kafka.bootstrap_servers
     port = free_port()
-    worker = Worker(bootstrap, fresh_prefix, tmp_path, web_port=port)
+    worker = Worker(bootstrap, fresh_prefix, tmp_path, web_port=port, runtime=runtime)
     reader = SnapshotReader(bootstrap, fresh_prefix.metrics)
     try:
         n = produce_fleet(bootstrap, fresh_prefix)

@@ -69,6 +69,9 @@ class ProcessorCore:
         self.topics = settings.topics
         self.bootstrap = settings.resolved_bootstrap()
         self.group_id = settings.group_id
+        self.partials_group = (
+            self.group_id
+        )  # the faust runtime reads partials in a group of its own
         self.clock = clock or SystemClock()
         window = WindowConfig(
             horizons=parse_horizons(settings.processors_horizons),
@@ -102,17 +105,24 @@ class ProcessorCore:
 
     # -- assignment -----------------------------------------------------------------------
 
-    def assign(self, assigned: Iterable[tuple[str, int]]) -> None:
+    def assign(
+        self, assigned: Iterable[tuple[str, int]], *, topics: Iterable[str] | None = None
+    ) -> None:
         """Adopt a new assignment and rebuild the new partitions (blocking)."""
-        for topic, p in self.begin_assignment(assigned):
+        for topic, p in self.begin_assignment(assigned, topics=topics):
             self.rebuild(topic, p)
 
-    def begin_assignment(self, assigned: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:
+    def begin_assignment(
+        self, assigned: Iterable[tuple[str, int]], *, topics: Iterable[str] | None = None
+    ) -> list[tuple[str, int]]:
         """Forget partitions no longer ours; return the new ones, which stay not-ready (see
-        ``ready_for``) until ``rebuild`` has replayed their history."""
-        ours = (self.topics.task_events, self.topics.partials)
+        ``ready_for``) until ``rebuild`` has replayed their history. ``topics``: the topics this
+        assignment speaks for (default both; the faust runtime assigns each from its own
+        consumer)."""
+        ours = set(topics or (self.topics.task_events, self.topics.partials))
         wanted = {tp for tp in assigned if tp[0] in ours}
         with self.lock:
+            wanted |= {tp for tp in self._known if tp[0] not in ours}
             for topic, p in self._known - wanted:
                 if topic == self.topics.task_events:
                     self.engine.revoke_source(p)
@@ -140,7 +150,7 @@ class ProcessorCore:
 
         end = replay_partition(
             self.bootstrap,
-            self.group_id,
+            self.group_id if topic == self.topics.task_events else self.partials_group,
             topic,
             partition,
             since_ms=since_ms,

@@ -1,8 +1,11 @@
-"""The same processors on a plain confluent-kafka consumer loop, without faust.
+"""The metric workers' consumer loop on plain confluent-kafka: the default runtime of
+``fleetpulse processors run`` (``--runtime kafka``).
 
-It exists to measure what faust's per-message machinery costs (``bench/processors.py`` runs both
-on the same input) and as a fallback runtime (``fleetpulse processors run --runtime kafka``) for
-deployments that need the throughput. Same core, same outputs, same rebuild on assignment.
+Task events never pass through Python one by one here: the loop hands whole batches to
+``ProcessorCore``, whose native ingest pass decodes and groups them in the embedded engine.
+The faust runtime (``faust_app.py``) runs this same loop in a thread for the task events and
+keeps faust for the low-volume partials stream. Prometheus ``/metrics`` is served on
+``processors_web_port`` (bound to ``processors_web_host``, 127.0.0.1 by default).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import time
 from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
+from prometheus_client import start_http_server
 
 from fleetpulse.config import ProcessorSettings
 from fleetpulse.kafka_config import consumer_config
@@ -22,9 +26,21 @@ logger = logging.getLogger(__name__)
 
 
 class PlainRunner:
-    def __init__(self, core: ProcessorCore, settings: ProcessorSettings) -> None:
+    """``topics``: what to consume (default: task events and partials); ``web``: serve
+    ``/metrics`` (the faust runtime serves its own)."""
+
+    def __init__(
+        self,
+        core: ProcessorCore,
+        settings: ProcessorSettings,
+        *,
+        topics: list[str] | None = None,
+        web: bool = True,
+    ) -> None:
         self.core = core
         self.settings = settings
+        self.topics = topics or [core.topics.task_events, core.topics.partials]
+        self.web = web and settings.processors_web_port > 0
         self.stop_event = threading.Event()
         self.consumer = Consumer(
             {
@@ -35,14 +51,21 @@ class PlainRunner:
             }
         )
         self.records = 0
+        self.close_core = True  # False when another runtime shares the core and closes it
 
     def run(self, *, max_records: int | None = None) -> None:
         c = self.consumer
 
         def on_assign(consumer: Any, partitions: list[TopicPartition]) -> None:
-            self.core.assign((tp.topic, tp.partition) for tp in partitions)
+            self.core.assign(((tp.topic, tp.partition) for tp in partitions), topics=self.topics)
 
-        c.subscribe([self.core.topics.task_events, self.core.topics.partials], on_assign=on_assign)
+        if self.web:
+            start_http_server(
+                self.settings.processors_web_port,
+                addr=self.settings.processors_web_host,
+                registry=self.core.registry,
+            )
+        c.subscribe(self.topics, on_assign=on_assign)
         interval = min(
             self.settings.processors_partials_interval_s, self.settings.processors_cadence_s
         )
@@ -73,5 +96,6 @@ class PlainRunner:
                 if max_records is not None and self.records >= max_records:
                     break
         finally:
-            self.core.close()
+            if self.close_core:
+                self.core.close()
             c.close()

@@ -25,7 +25,7 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def spawn(stage: str, *, runtime: str = "faust", index: int = 0) -> subprocess.Popen[bytes]:
+def spawn(stage: str, *, runtime: str = "kafka", index: int = 0) -> subprocess.Popen[bytes]:
     """Start one ``processors run --stage <stage>`` child of this process."""
     env = {**os.environ, "FLEETPULSE_PROCESSORS_WORKERS": "1"}
     cmd = [sys.executable, "-m", "fleetpulse.cli", "processors", "run", "--stage", stage]
