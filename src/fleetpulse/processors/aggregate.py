@@ -22,8 +22,9 @@ from __future__ import annotations
 from typing import Any
 
 from fleetpulse.processors.sketch import LatencySketch
+from fleetpulse.semantics import OUTCOMES
 
-OUTCOMES = ("success", "failure", "timeout", "cancelled", "denied")
+__all__ = ["COUNTERS", "OUTCOMES", "Agg"]
 
 # the integer counters, in wire order
 COUNTERS = (
@@ -115,6 +116,7 @@ class Agg:
 
     @property
     def failure_rate(self) -> float:
+        # semantics.FAILED_OUTCOMES: failure and timeout
         return (self.failure + self.timeout) / self.task_count if self.task_count else 0.0
 
     @property

@@ -36,28 +36,23 @@ from fleetpulse.processors.alert_rules import Rule
 from fleetpulse.processors.alert_windows import US, Cell, Ledger, Rolling, period_bounds
 from fleetpulse.processors.sketch import bin_key
 from fleetpulse.schedule import Budget, Schedule, add_run, check
+from fleetpulse.semantics import (
+    ATTEMPTED_STATUSES,
+    FAILED_OUTCOMES,
+    FAILING_CALL_STATUSES,
+    parse_scope_id,
+    scope_id,
+)
 
-_FAILED = frozenset({"failure", "timeout"})
-_FAILING_CALL = frozenset({"error", "timeout", "short_circuited"})
-_EXECUTED = frozenset({"ok", "error", "timeout"})
+_FAILED = FAILED_OUTCOMES
+_FAILING_CALL = FAILING_CALL_STATUSES
+_EXECUTED = ATTEMPTED_STATUSES
 _TASK_SCOPES = frozenset({"agent", "agent_task_type", "agent_version", "team"})
 FAILURE_KINDS = frozenset({"failure_rate", "latency_p95", "latency_degradation"})
-_SHORT = {
-    "agent_id": "agent",
-    "task_type": "task_type",
-    "agent_version": "version",
-    "integration": "integration",
-    "team": "team",
-}
 
 
 # one rule's finding for one scope: rule, dedup key, scope labels, condition, window figures
 Found = tuple[Rule, str, dict[str, str], Condition | None, Cell | None]
-
-
-def scope_id(dims: dict[str, str]) -> str:
-    """``agent=triage|task_type=refund``: the scope part of a dedup key."""
-    return "|".join([f"{_SHORT[k]}={v}" for k, v in dims.items()])
 
 
 @dataclass
@@ -201,9 +196,9 @@ class AlertEvaluator:
                             cell.denied += c[2]
                             cell.unpermitted += c[3]
                             cell.unapproved += c[4]
-        self.ledger.add(f"agent={agent}", ts, ev["cost_micros"])
+        self.ledger.add(scope_id({"agent_id": agent}), ts, ev["cost_micros"])
         if team:
-            self.ledger.add(f"team={team}", ts, ev["cost_micros"])
+            self.ledger.add(scope_id({"team": team}), ts, ev["cost_micros"])
         if self._run_keep:
             runs = self.runs.setdefault(agent, [])
             add_run(runs, ev["started_at"] / US, gap_s=self._run_gap, keep_s=self._run_keep)
@@ -576,13 +571,14 @@ def _is_failure_alert_of(key: str, agent: str, ev: AlertEvaluator) -> bool:
     rule_name, _, sid = key.partition(":")
     rule = ev.by_name.get(rule_name)
     return (
-        rule is not None and rule.kind == "failure_rate" and sid.split("|")[0] == f"agent={agent}"
+        rule is not None
+        and rule.kind == "failure_rate"
+        and sid.split("|")[0] == scope_id({"agent_id": agent})
     )
 
 
 def _dims_of(sid: str) -> dict[str, str]:
-    long = {v: k for k, v in _SHORT.items()}
-    return {long[k]: v for k, v in (part.split("=", 1) for part in sid.split("|"))}
+    return parse_scope_id(sid)
 
 
 def _unapproved(call: dict[str, Any], attributes: dict[str, str], gated: tuple[str, ...]) -> bool:

@@ -25,6 +25,7 @@ from enum import StrEnum
 from typing import Any
 
 from fleetpulse.policy import BreakerPolicy
+from fleetpulse.semantics import FAILED_OUTCOMES, UNCOUNTED_OUTCOMES
 
 US = 1_000_000
 PROBE_PERIOD_S = 5.0  # HALF_OPEN aims to collect its probes within about this long
@@ -120,10 +121,10 @@ def classify_call(
 
 def classify_task(policy: BreakerPolicy, outcome: str, duration_ms: float) -> tuple[int, int, int]:
     """(counted, failed, slow) for one task under an agent breaker's policy."""
-    if outcome in ("denied", "cancelled"):
+    if outcome in UNCOUNTED_OUTCOMES:
         return 0, 0, 0
     slow = 1 if duration_ms >= policy.slow_call_duration_ms else 0
-    return 1, (1 if outcome in ("failure", "timeout") else 0), slow
+    return 1, (1 if outcome in FAILED_OUTCOMES else 0), slow
 
 
 # -- the window -----------------------------------------------------------------------------
@@ -219,13 +220,14 @@ def next_sequence(previous: int, now_us: int) -> int:
 class Breaker:
     """One breaker's machine: feed it counts through ``window``, call ``evaluate`` with the time.
 
-    Example:
-        >>> from fleetpulse.policy import BreakerPolicy
-        >>> b = Breaker(BreakerKey("integration", integration="crm"),
-        ...             BreakerPolicy(minimum_calls=2, sliding_window_s=10))
-        >>> b.window.set_cell(0, 100, calls=2, failures=2, slow=0)
-        >>> b.evaluate(100 * US).state
-        <State.OPEN: 'OPEN'>
+        Example:
+            >>> from fleetpulse.policy import BreakerPolicy
+    from fleetpulse.semantics import FAILED_OUTCOMES, UNCOUNTED_OUTCOMES
+            >>> b = Breaker(BreakerKey("integration", integration="crm"),
+            ...             BreakerPolicy(minimum_calls=2, sliding_window_s=10))
+            >>> b.window.set_cell(0, 100, calls=2, failures=2, slow=0)
+            >>> b.evaluate(100 * US).state
+            <State.OPEN: 'OPEN'>
     """
 
     def __init__(

@@ -30,6 +30,7 @@ from typing import Any
 
 import orjson
 
+from fleetpulse import semantics
 from fleetpulse.clock import Clock
 from fleetpulse.processors.aggregate import Agg
 from fleetpulse.processors.ingest.cells import Partials, dims_of
@@ -42,22 +43,11 @@ ScopeKey = tuple[str, tuple[tuple[str, str], ...]]
 
 LOCAL_SCOPES = ("agent", "agent_version", "agent_task_type", "agent_integration")
 GLOBAL_SCOPES = ("integration", "model")
-_SHORT = {
-    "agent_id": "agent",
-    "agent_version": "version",
-    "task_type": "task_type",
-    "integration": "integration",
-    "model": "model",
-}
 
 
 def scope_id(key: ScopeKey) -> str:
-    """``agent=triage|integration=salesforce``; ``|``, ``=`` and ``%`` in values are escaped."""
-    return "|".join(f"{_SHORT[d]}={_escape(v)}" for d, v in key[1])
-
-
-def _escape(v: str) -> str:
-    return v.replace("%", "%25").replace("|", "%7C").replace("=", "%3D")
+    """``agent=triage|integration=salesforce`` (``semantics.scope_id`` of the key's dims)."""
+    return semantics.scope_id(key[1])
 
 
 def partials_partition(key: ScopeKey, partitions: int) -> int:

@@ -15,10 +15,10 @@ from fleetpulse.processors.ingest.cells import CellKey, Partials, PartitionProgr
 from fleetpulse.processors.ingest.params import IngestParams
 from fleetpulse.processors.sketch import bin_key
 from fleetpulse.processors.validity import check_task_event
+from fleetpulse.semantics import ATTEMPTED_STATUSES, CALL_ERROR_STATUSES
 
 _N = len(COUNTERS)
 _AT = {name: i for i, name in enumerate(COUNTERS)}
-_ATTEMPTED = ("ok", "error", "timeout")
 
 
 class _Acc:
@@ -109,7 +109,7 @@ def _add_event(
         c[_AT["input_tokens"]] += ev["input_tokens"]
         c[_AT["output_tokens"]] += ev["output_tokens"]
         c[_AT["tool_calls"]] += len(calls)
-        c[_AT["tool_errors"]] += sum(1 for x in calls if x["status"] in ("error", "timeout"))
+        c[_AT["tool_errors"]] += sum(1 for x in calls if x["status"] in CALL_ERROR_STATUSES)
         c[_AT["tool_denied"]] += sum(1 for x in calls if x["status"] == "denied")
         c[_AT["tool_short_circuited"]] += sum(1 for x in calls if x["status"] == "short_circuited")
         a.latency(ev["duration_ms"])
@@ -132,10 +132,10 @@ def _add_event(
                 c[_AT[outcome]] += 1
             c[_AT["cost_micros"]] += call["cost_micros"]
             c[_AT["tool_calls"]] += 1
-            c[_AT["tool_errors"]] += status in ("error", "timeout")
+            c[_AT["tool_errors"]] += status in CALL_ERROR_STATUSES
             c[_AT["tool_denied"]] += status == "denied"
             c[_AT["tool_short_circuited"]] += status == "short_circuited"
-            if status in _ATTEMPTED:
+            if status in ATTEMPTED_STATUSES:
                 a.latency(call["latency_ms"])
 
 

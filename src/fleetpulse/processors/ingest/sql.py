@@ -18,6 +18,9 @@ from __future__ import annotations
 from fleetpulse.processors.aggregate import COUNTERS
 from fleetpulse.processors.ingest.params import IngestParams
 from fleetpulse.processors.sketch import _MIN_INDEXABLE, _MULTIPLIER, _OFFSET
+from fleetpulse.semantics import ATTEMPTED_STATUSES, CALL_ERROR_STATUSES, sql_set
+
+_ERR = sql_set(CALL_ERROR_STATUSES)
 
 
 def _bin(v: str) -> str:
@@ -117,7 +120,7 @@ SELECT multiIf(g = 7, 'agent', g = 3, 'agent_version', g = 5, 'agent_task_type',
   toInt64(sumIf(tin, NOT late)) AS input_tokens,
   toInt64(sumIf(tout, NOT late)) AS output_tokens,
   toInt64(sum({calls})) AS tool_calls,
-  toInt64(sumIf(arrayCount(s -> s IN ('error', 'timeout'), cs), NOT late)) AS tool_errors,
+  toInt64(sumIf(arrayCount(s -> s IN {_ERR}, cs), NOT late)) AS tool_errors,
   toInt64(sumIf(arrayCount(s -> s = 'denied', cs), NOT late)) AS tool_denied,
   toInt64(sumIf(arrayCount(s -> s = 'short_circuited', cs), NOT late)) AS tool_short_circuited,
   toInt64(countIf(late)) AS late_events,
@@ -134,7 +137,7 @@ HAVING NOT (scope = 'model' AND d1 = '')
 def call_cells_sql(source: str, bucket_us: int) -> str:
     """Cells of the integration scopes (integration, agent x integration): one row per call
     in, each task counted once per integration it called (``first``)."""
-    attempted = "st IN ('ok', 'error', 'timeout')"
+    attempted = f"st IN {sql_set(ATTEMPTED_STATUSES)}"
     ok = f"NOT late AND {attempted} AND {_indexable('lat')}"
     return f"""
 SELECT {_TAIL}, {_rle("s")} FROM (
@@ -150,7 +153,7 @@ SELECT if(g = 2, 'integration', 'agent_integration') AS scope,
   toInt64(0) AS input_tokens,
   toInt64(0) AS output_tokens,
   toInt64(countIf(NOT late)) AS tool_calls,
-  toInt64(countIf(NOT late AND st IN ('error', 'timeout'))) AS tool_errors,
+  toInt64(countIf(NOT late AND st IN {_ERR})) AS tool_errors,
   toInt64(countIf(NOT late AND st = 'denied')) AS tool_denied,
   toInt64(countIf(NOT late AND st = 'short_circuited')) AS tool_short_circuited,
   toInt64(countIf(late AND first)) AS late_events,
