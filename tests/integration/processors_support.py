@@ -229,6 +229,8 @@ class Worker:
             "FLEETPULSE_PROCESSORS_CADENCE_S": "1",
             "FLEETPULSE_PROCESSORS_PARTIALS_INTERVAL_S": "0.5",
             "FLEETPULSE_PROCESSORS_WEB_PORT": str(web_port),
+            # the test fleets are small: make every batch take the native pass anyway
+            "FLEETPULSE_PROCESSORS_INGEST_NATIVE_MIN": "0",
         }
         self.log = home / f"worker-{web_port}.log"
         home.mkdir(parents=True, exist_ok=True)

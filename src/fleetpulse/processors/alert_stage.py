@@ -41,6 +41,7 @@ from fleetpulse.policy import FleetPolicy
 from fleetpulse.processors.alert_eval import FAILURE_KINDS, AlertEvaluator, Context
 from fleetpulse.processors.alert_windows import US, period_bounds
 from fleetpulse.processors.core import partition_count
+from fleetpulse.processors.produce import produce
 
 logger = logging.getLogger(__name__)
 
@@ -217,13 +218,7 @@ class AlertStage:
             f" [{quiet}: {alert['root_cause']}]" if quiet else "",
             alert["summary"],
         )
-        value = self._encode(alert)
-        while True:
-            try:
-                self.producer.produce(self.topics.alerts, value, alert["dedup_key"].encode())
-                break
-            except BufferError:
-                self.producer.poll(0.1)
+        produce(self.producer, self.topics.alerts, self._encode(alert), alert["dedup_key"].encode())
         self.producer.poll(0)
 
     def close(self, timeout: float = 10.0) -> None:

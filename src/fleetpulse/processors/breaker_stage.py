@@ -58,6 +58,7 @@ from fleetpulse.processors.breakers import (
     to_control,
 )
 from fleetpulse.processors.core import partition_count
+from fleetpulse.processors.produce import produce
 
 logger = logging.getLogger(__name__)
 
@@ -425,12 +426,7 @@ class BreakerStage:
     # -- output ---------------------------------------------------------------------------
 
     def _produce(self, topic: str, value: bytes, key: bytes, partition: int = -1) -> None:
-        while True:
-            try:
-                self.producer.produce(topic, value, key, partition=partition)
-                return
-            except BufferError:
-                self.producer.poll(0.1)
+        produce(self.producer, topic, value, key, partition)
 
     def close(self, timeout: float = 10.0) -> None:
         left = self.producer.flush(timeout)

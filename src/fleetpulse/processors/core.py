@@ -23,6 +23,7 @@ from fleetpulse.events.codec import AvroCodec
 from fleetpulse.kafka_config import admin_config, producer_config
 from fleetpulse.processors.engine import Engine, EngineConfig
 from fleetpulse.processors.ingest import NativeIngest
+from fleetpulse.processors.produce import produce
 from fleetpulse.processors.prom import ProcessorCollector, new_registry
 from fleetpulse.processors.replay import replay_partition
 from fleetpulse.processors.windows import US, WindowConfig, parse_horizons
@@ -100,7 +101,7 @@ class ProcessorCore:
         self._known: set[tuple[str, int]] = set()
         self._pending: list[Record] = []
         self._pending_since = 0.0
-        self.ingest = NativeIngest(self.codec)
+        self.ingest = NativeIngest(self.codec, native_min=settings.processors_ingest_native_min)
         self.dlq_count = 0
 
     # -- assignment -----------------------------------------------------------------------
@@ -248,12 +249,8 @@ class ProcessorCore:
             return  # already dead-lettered when it was first read
         self.dlq_count += 1
         logger.warning("dead-lettering %s[%d]@%d: %s", r.topic, r.partition, r.offset, reason)
-        self.producer.produce(
-            self.topics.dlq,
-            r.value,
-            r.key,
-            headers=dlq_headers(reason, r.topic, r.partition, r.offset, "processors"),
-        )
+        headers = dlq_headers(reason, r.topic, r.partition, r.offset, "processors")
+        produce(self.producer, self.topics.dlq, r.value, r.key, headers=headers)
 
     # -- output ---------------------------------------------------------------------------
 
@@ -289,12 +286,7 @@ class ProcessorCore:
         return sent
 
     def _produce(self, topic: str, value: bytes, key: bytes, partition: int = -1) -> None:
-        while True:
-            try:
-                self.producer.produce(topic, value, key, partition=partition)
-                return
-            except BufferError:  # local queue full: let deliveries drain, then retry
-                self.producer.poll(0.1)
+        produce(self.producer, topic, value, key, partition)
 
     def close(self, timeout: float = 10.0) -> None:
         self.tick(force=True)

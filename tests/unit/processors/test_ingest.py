@@ -20,7 +20,7 @@ OUTCOMES = ["success"] * 10 + ["failure", "timeout", "cancelled", "denied"]
 
 @pytest.fixture(scope="module")
 def native() -> Iterator[NativeIngest]:
-    n = NativeIngest()
+    n = NativeIngest(native_min=0)  # every batch natively, however small
     yield n
     n.close()
 

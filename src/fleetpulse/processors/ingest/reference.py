@@ -38,11 +38,14 @@ class _Acc:
 
 
 def reference_partials(
-    partitions: Sequence[int], values: Sequence[bytes], params: IngestParams
+    partitions: Sequence[int],
+    values: Sequence[bytes],
+    params: IngestParams,
+    codec: AvroCodec | None = None,
 ) -> Partials:
     """Decode each value with fastavro, check it, and aggregate it, exactly as the native
     pass does."""
-    codec = AvroCodec(logical_types=False)
+    codec = codec or AvroCodec(logical_types=False)
     rejected: list[tuple[int, str]] = []
     rows: list[tuple[int, dict[str, Any]]] = []
     for row, (p, value) in enumerate(zip(partitions, values, strict=True)):
