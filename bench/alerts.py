@@ -44,7 +44,7 @@ from breakers import Load, pct, produce
 from common import broker, machine, write_result
 from fleetpulse.devstack import ensure_topics, free_port
 from fleetpulse.events import AvroCodec
-from fleetpulse.processors.alert_rules import DEFAULT_RULES
+from fleetpulse.processors.alerts.rules import DEFAULT_RULES
 from fleetpulse.topics import Topics
 
 MIN_CALLS = 20
@@ -118,7 +118,7 @@ def evaluator_alone(n: int = 50_000) -> tuple[float, float, float]:
     same bytes, and one evaluation's duration (ms) after them."""
     from fleetpulse.clock import SystemClock
     from fleetpulse.policy import FleetPolicy
-    from fleetpulse.processors.alert_eval import AlertEvaluator
+    from fleetpulse.processors.alerts.evaluator import AlertEvaluator
 
     sample = Load(10_000, 10, 5).build(time.time() - 20, limit=n)
     codec = AvroCodec(logical_types=False)

@@ -42,7 +42,7 @@ from common import broker, machine, write_result
 from fleetpulse.devstack import ensure_topics
 from fleetpulse.events import AvroCodec
 from fleetpulse.policy import BreakerPolicy
-from fleetpulse.processors.breakers import US, Breaker, BreakerKey, State
+from fleetpulse.processors.breakers.machine import US, Breaker, BreakerKey, State
 from fleetpulse.topics import Topics
 
 AGENTS = [f"agent-{i:03d}" for i in range(200)]

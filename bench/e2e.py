@@ -48,7 +48,7 @@ from common import broker, machine, write_json, write_result
 from fleetpulse.config import DevstackSettings, SinkSettings
 from fleetpulse.devstack import ensure_jars, ensure_topics, free_port
 from fleetpulse.events import AvroCodec
-from fleetpulse.processors.alert_rules import DEFAULT_RULES
+from fleetpulse.processors.alerts.rules import DEFAULT_RULES
 from fleetpulse.topics import Topics
 
 PERF_RECORDS = 300_000

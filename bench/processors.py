@@ -47,11 +47,11 @@ from fleetpulse.config import ProcessorSettings, load_settings
 from fleetpulse.devstack import ensure_topics, free_port
 from fleetpulse.events import AvroCodec
 from fleetpulse.kafka_config import consumer_config
-from fleetpulse.processors.core import ProcessorCore
-from fleetpulse.processors.engine import Engine
 from fleetpulse.processors.ingest import IngestParams, NativeIngest, Partials
 from fleetpulse.processors.ingest.native import container
-from fleetpulse.processors.plain import PlainRunner
+from fleetpulse.processors.metrics.plain import PlainRunner
+from fleetpulse.processors.metrics.worker import ProcessorCore
+from fleetpulse.processors.windows.engine import Engine
 from fleetpulse.topics import Topics
 
 STATUSES = ["ok"] * 17 + ["error", "timeout", "denied"]

@@ -180,12 +180,12 @@ def processors_run(
 
     ensure_topics(settings.resolved_bootstrap(), settings.topics)
     if stage == "breakers":
-        from fleetpulse.processors.breaker_stage import run_breaker_stage
+        from fleetpulse.processors.breakers.stage import run_breaker_stage
 
         run_breaker_stage(settings, policy)
         return
     if stage == "alerts":
-        from fleetpulse.processors.alert_stage import run_alert_stage
+        from fleetpulse.processors.alerts.stage import run_alert_stage
 
         run_alert_stage(settings, policy)
         return
@@ -198,8 +198,8 @@ def processors_run(
 
     side_procs = [spawn(name) for name in side]
     if runtime == "kafka":
-        from fleetpulse.processors.core import ProcessorCore
-        from fleetpulse.processors.plain import PlainRunner
+        from fleetpulse.processors.metrics.plain import PlainRunner
+        from fleetpulse.processors.metrics.worker import ProcessorCore
 
         runner = PlainRunner(ProcessorCore(settings), settings)
         import signal
@@ -208,7 +208,7 @@ def processors_run(
             signal.signal(sig, lambda *_: runner.stop_event.set())
         runner.run()
     else:
-        from fleetpulse.processors.faust_app import run_worker
+        from fleetpulse.processors.metrics.faust_app import run_worker
 
         run_worker(settings, index=index)
     for proc in side_procs:

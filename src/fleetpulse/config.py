@@ -185,7 +185,7 @@ class ProcessorSettings(CommonSettings):
     @field_validator("processors_horizons")
     @classmethod
     def _check_horizons(cls, v: str) -> str:
-        from fleetpulse.processors.windows import parse_horizons
+        from fleetpulse.processors.windows.buckets import parse_horizons
 
         parse_horizons(v)  # raises ValueError naming the bad entry
         return v

@@ -14,7 +14,7 @@ from typing import Any
 
 from fleetpulse.clock import ManualClock
 from fleetpulse.events import AvroCodec
-from fleetpulse.processors.aggregate import COUNTERS
+from fleetpulse.processors.windows.aggregate import COUNTERS
 from fleetpulse.sdk.fleet import Fleet
 from fleetpulse.topics import Topics
 

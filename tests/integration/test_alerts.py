@@ -17,7 +17,7 @@ from fleetpulse.config import ProcessorSettings
 from fleetpulse.control.service import ControlService
 from fleetpulse.events import AvroCodec
 from fleetpulse.policy import load_policy
-from fleetpulse.processors.alert_stage import AlertStage
+from fleetpulse.processors.alerts.stage import AlertStage
 from fleetpulse.topics import Topics
 
 from .helpers import consumer_from_start, running

@@ -13,9 +13,9 @@ from fleetpulse.clock import ManualClock
 from fleetpulse.control.governance import Silence
 from fleetpulse.errors import ConfigError
 from fleetpulse.policy import FleetPolicy, load_policy
-from fleetpulse.processors.alert_eval import AlertEvaluator
-from fleetpulse.processors.alert_lifecycle import AlertState, Condition, step
-from fleetpulse.processors.alert_rules import Rule
+from fleetpulse.processors.alerts.evaluator import AlertEvaluator
+from fleetpulse.processors.alerts.lifecycle import AlertState, Condition, step
+from fleetpulse.processors.alerts.rules import Rule
 from fleetpulse.schedule import Budget, Schedule, add_run, check
 
 US = 1_000_000

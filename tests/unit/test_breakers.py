@@ -11,7 +11,7 @@ from fleetpulse.control.view import ControlView
 from fleetpulse.errors import ConfigError
 from fleetpulse.events.codec import AvroCodec
 from fleetpulse.policy import BreakerPolicy, FleetPolicy, load_policy
-from fleetpulse.processors.breakers import (
+from fleetpulse.processors.breakers.machine import (
     US,
     Breaker,
     BreakerKey,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fleetpulse.processors.engine import scope_id as engine_scope_id
+from fleetpulse.processors.windows.engine import scope_id as engine_scope_id
 from fleetpulse.semantics import FAILED_OUTCOMES, OUTCOMES, parse_scope_id, scope_id
 
 

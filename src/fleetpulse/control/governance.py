@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 
 from fleetpulse.control.bundles import AgentBundle, content_hash
-from fleetpulse.processors.alert_rules import labels_match
+from fleetpulse.processors.alerts.rules import labels_match
 
 Event = dict[str, Any]
 PRODUCTION = "production"

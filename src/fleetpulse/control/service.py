@@ -23,7 +23,7 @@ from fleetpulse.control.view import ControlRecord, ControlView
 from fleetpulse.errors import ConfigError, DeliveryError
 from fleetpulse.events.codec import AvroCodec
 from fleetpulse.kafka_config import producer_config
-from fleetpulse.processors.breakers import (
+from fleetpulse.processors.breakers.machine import (
     BreakerState,
     State,
     from_control,

@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, m
 
 from fleetpulse.errors import ConfigError
 from fleetpulse.policy import invalid
-from fleetpulse.processors.alert_rules import labels_match
+from fleetpulse.processors.alerts.rules import labels_match
 
 
 class _Strict(BaseModel):

@@ -5,7 +5,7 @@ The native pass (``native.py``) and the pure-Python reference (``reference.py``)
 ``Partials``; a unit test proves they agree exactly on a seeded batch. The window engine adds
 cells into its buckets at every level (a coarse bucket is the sum of the fine ones it holds).
 
-Scopes and what their counters mean are those of ``processors/aggregate.py``:
+Scopes and what their counters mean are those of ``processors/windows/aggregate.py``:
 
 * task scopes (``agent``, ``agent_version``, ``agent_task_type``, ``model``) count tasks;
 * integration scopes (``integration``, ``agent_integration``) count each task that called the
@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleetpulse.processors.aggregate import COUNTERS
+from fleetpulse.processors.windows.aggregate import COUNTERS
 
 TASK_SCOPES = ("agent", "agent_version", "agent_task_type", "model")
 INTEGRATION_SCOPES = ("integration", "agent_integration")

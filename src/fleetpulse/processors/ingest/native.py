@@ -47,7 +47,6 @@ from fastavro import schemaless_reader, schemaless_writer
 
 from fleetpulse.errors import CodecError
 from fleetpulse.events.codec import SINGLE_OBJECT_MARKER, AvroCodec
-from fleetpulse.processors.aggregate import COUNTERS
 from fleetpulse.processors.ingest.cells import Cell, Partials, PartitionProgress
 from fleetpulse.processors.ingest.params import IngestParams
 from fleetpulse.processors.ingest.reference import reference_partials
@@ -62,6 +61,7 @@ from fleetpulse.processors.ingest.sql import (
     task_cells_sql,
 )
 from fleetpulse.processors.validity import check_task_event
+from fleetpulse.processors.windows.aggregate import COUNTERS
 
 logger = logging.getLogger(__name__)
 

@@ -10,11 +10,11 @@ from typing import Any
 
 from fleetpulse.errors import CodecError
 from fleetpulse.events.codec import AvroCodec
-from fleetpulse.processors.aggregate import COUNTERS
 from fleetpulse.processors.ingest.cells import CellKey, Partials, PartitionProgress
 from fleetpulse.processors.ingest.params import IngestParams
-from fleetpulse.processors.sketch import bin_key
 from fleetpulse.processors.validity import check_task_event
+from fleetpulse.processors.windows.aggregate import COUNTERS
+from fleetpulse.processors.windows.sketch import bin_key
 from fleetpulse.semantics import ATTEMPTED_STATUSES, CALL_ERROR_STATUSES
 
 _N = len(COUNTERS)

@@ -15,9 +15,9 @@ A bin is ``ceil(log(v) / log(2) * multiplier) + offset``, bit-identical to ``ske
 
 from __future__ import annotations
 
-from fleetpulse.processors.aggregate import COUNTERS
 from fleetpulse.processors.ingest.params import IngestParams
-from fleetpulse.processors.sketch import _MIN_INDEXABLE, _MULTIPLIER, _OFFSET
+from fleetpulse.processors.windows.aggregate import COUNTERS
+from fleetpulse.processors.windows.sketch import _MIN_INDEXABLE, _MULTIPLIER, _OFFSET
 from fleetpulse.semantics import ATTEMPTED_STATUSES, CALL_ERROR_STATUSES, sql_set
 
 _ERR = sql_set(CALL_ERROR_STATUSES)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from fleetpulse.processors.sketch import LatencySketch
+from fleetpulse.processors.windows.sketch import LatencySketch
 
 US = 1_000_000
 

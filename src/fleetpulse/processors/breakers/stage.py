@@ -42,7 +42,7 @@ from fleetpulse.errors import CodecError
 from fleetpulse.events.codec import AvroCodec
 from fleetpulse.kafka_config import consumer_config, producer_config
 from fleetpulse.policy import BreakerPolicy, FleetPolicy
-from fleetpulse.processors.breakers import (
+from fleetpulse.processors.breakers.machine import (
     US,
     Breaker,
     BreakerState,
@@ -57,7 +57,7 @@ from fleetpulse.processors.breakers import (
     parse_breaker_id,
     to_control,
 )
-from fleetpulse.processors.core import partition_count
+from fleetpulse.processors.metrics.worker import partition_count
 from fleetpulse.processors.produce import produce
 
 logger = logging.getLogger(__name__)

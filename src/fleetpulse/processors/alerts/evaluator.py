@@ -31,10 +31,10 @@ from typing import Any
 from fleetpulse.clock import Clock
 from fleetpulse.control.governance import Silence
 from fleetpulse.policy import FleetPolicy, Permissions
-from fleetpulse.processors.alert_lifecycle import AlertState, Condition, restore, step
-from fleetpulse.processors.alert_rules import Rule
-from fleetpulse.processors.alert_windows import US, Cell, Ledger, Rolling, period_bounds
-from fleetpulse.processors.sketch import bin_key
+from fleetpulse.processors.alerts.lifecycle import AlertState, Condition, restore, step
+from fleetpulse.processors.alerts.rules import Rule
+from fleetpulse.processors.alerts.windows import US, Cell, Ledger, Rolling, period_bounds
+from fleetpulse.processors.windows.sketch import bin_key
 from fleetpulse.schedule import Budget, Schedule, add_run, check
 from fleetpulse.semantics import (
     ATTEMPTED_STATUSES,

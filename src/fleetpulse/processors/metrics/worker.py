@@ -21,12 +21,12 @@ from fleetpulse.clock import Clock, SystemClock
 from fleetpulse.config import ProcessorSettings
 from fleetpulse.events.codec import AvroCodec
 from fleetpulse.kafka_config import admin_config, producer_config
-from fleetpulse.processors.engine import Engine, EngineConfig
 from fleetpulse.processors.ingest import NativeIngest
+from fleetpulse.processors.metrics.prom import ProcessorCollector, new_registry
 from fleetpulse.processors.produce import produce
-from fleetpulse.processors.prom import ProcessorCollector, new_registry
-from fleetpulse.processors.replay import replay_partition
-from fleetpulse.processors.windows import US, WindowConfig, parse_horizons
+from fleetpulse.processors.windows.buckets import US, WindowConfig, parse_horizons
+from fleetpulse.processors.windows.engine import Engine, EngineConfig
+from fleetpulse.processors.windows.replay import replay_partition
 from fleetpulse.topics import dlq_headers
 
 logger = logging.getLogger(__name__)

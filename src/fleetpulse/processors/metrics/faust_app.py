@@ -25,9 +25,9 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from fleetpulse.config import ProcessorSettings
-from fleetpulse.processors.core import ProcessorCore, Record
-from fleetpulse.processors.plain import PlainRunner
-from fleetpulse.processors.prom import exposition
+from fleetpulse.processors.metrics.plain import PlainRunner
+from fleetpulse.processors.metrics.prom import exposition
+from fleetpulse.processors.metrics.worker import ProcessorCore, Record
 
 logger = logging.getLogger(__name__)
 _PROM_TYPE = CONTENT_TYPE_LATEST.split(";")[0]

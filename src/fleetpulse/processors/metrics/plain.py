@@ -20,7 +20,7 @@ from prometheus_client import start_http_server
 
 from fleetpulse.config import ProcessorSettings
 from fleetpulse.kafka_config import consumer_config
-from fleetpulse.processors.core import ProcessorCore, Record
+from fleetpulse.processors.metrics.worker import ProcessorCore, Record
 
 logger = logging.getLogger(__name__)
 

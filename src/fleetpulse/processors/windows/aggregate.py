@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fleetpulse.processors.sketch import LatencySketch
+from fleetpulse.processors.windows.sketch import LatencySketch
 from fleetpulse.semantics import OUTCOMES
 
 __all__ = ["COUNTERS", "OUTCOMES", "Agg"]

@@ -32,11 +32,17 @@ import orjson
 
 from fleetpulse import semantics
 from fleetpulse.clock import Clock
-from fleetpulse.processors.aggregate import Agg
 from fleetpulse.processors.ingest.cells import Partials, dims_of
 from fleetpulse.processors.ingest.params import IngestParams
 from fleetpulse.processors.ingest.reference import aggregate_events
-from fleetpulse.processors.windows import US, LevelBounds, ScopeWindows, WindowConfig, level_bounds
+from fleetpulse.processors.windows.aggregate import Agg
+from fleetpulse.processors.windows.buckets import (
+    US,
+    LevelBounds,
+    ScopeWindows,
+    WindowConfig,
+    level_bounds,
+)
 
 # (scope_type, ((dimension, value), ...)) -- dimensions in a fixed order per scope type
 ScopeKey = tuple[str, tuple[tuple[str, str], ...]]

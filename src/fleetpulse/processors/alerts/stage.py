@@ -38,9 +38,9 @@ from fleetpulse.errors import CodecError
 from fleetpulse.events.codec import AvroCodec
 from fleetpulse.kafka_config import consumer_config, producer_config
 from fleetpulse.policy import FleetPolicy
-from fleetpulse.processors.alert_eval import FAILURE_KINDS, AlertEvaluator, Context
-from fleetpulse.processors.alert_windows import US, period_bounds
-from fleetpulse.processors.core import partition_count
+from fleetpulse.processors.alerts.evaluator import FAILURE_KINDS, AlertEvaluator, Context
+from fleetpulse.processors.alerts.windows import US, period_bounds
+from fleetpulse.processors.metrics.worker import partition_count
 from fleetpulse.processors.produce import produce
 
 logger = logging.getLogger(__name__)

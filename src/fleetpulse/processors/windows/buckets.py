@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fleetpulse.processors.aggregate import Agg
+from fleetpulse.processors.windows.aggregate import Agg
 
 US = 1_000_000
 
