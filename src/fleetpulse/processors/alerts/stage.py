@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Any
 
 from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
@@ -40,6 +39,7 @@ from fleetpulse.kafka_config import consumer_config, producer_config
 from fleetpulse.policy import FleetPolicy
 from fleetpulse.processors.alerts.evaluator import FAILURE_KINDS, AlertEvaluator, Context
 from fleetpulse.processors.alerts.windows import US, period_bounds
+from fleetpulse.processors.loop import StageLoop
 from fleetpulse.processors.metrics.worker import partition_count
 from fleetpulse.processors.produce import produce
 
@@ -143,27 +143,28 @@ class AlertStage:
     def run(self) -> None:
         self.start()
         interval = self.settings.alerts_eval_interval_s
-        next_eval = 0.0
+        loop = StageLoop(
+            "alert stage",
+            self.consumer,
+            self.producer,
+            batch_max=self.settings.processors_batch_max,
+            wait_s=min(interval, 0.05),
+            eager=True,
+            stop_event=self.stop_event,
+        )
+        loop.every(interval, self._on_timer)
         try:
-            while not self.stop_event.is_set():
-                first = self.consumer.poll(min(interval, 0.05))
-                if first is not None:
-                    more = self.consumer.consume(self.settings.processors_batch_max - 1, timeout=0)
-                    self.step([first, *more])
-                now = time.monotonic()
-                if now >= next_eval and self.caught_up.is_set():
-                    self.evaluate()
-                    next_eval = now + interval
-                self.producer.poll(0)
+            loop.run(self.step)
         finally:
             self.close()
+
+    def _on_timer(self) -> None:
+        if self.caught_up.is_set():
+            self.evaluate()
 
     def step(self, msgs: list[Any]) -> None:
         ingest = self.evaluator.ingest
         for m in msgs:
-            if m.error() is not None:
-                logger.warning("alert stage consumer: %s", m.error())
-                continue
             p, offset = m.partition() or 0, m.offset() or 0
             try:
                 ev = self.codec.decode(

@@ -57,6 +57,7 @@ from fleetpulse.processors.breakers.machine import (
     parse_breaker_id,
     to_control,
 )
+from fleetpulse.processors.loop import StageLoop
 from fleetpulse.processors.metrics.worker import partition_count
 from fleetpulse.processors.produce import produce
 
@@ -167,33 +168,30 @@ class BreakerStage:
 
     def run(self) -> None:
         self.start()
-        next_timer = next_evict = 0.0
+        loop = StageLoop(
+            "breaker stage",
+            self.consumer,
+            self.producer,
+            batch_max=self.settings.processors_batch_max,
+            wait_s=_TIMER_S,
+            eager=True,  # a breaker must not wait for a full batch
+            stop_event=self.stop_event,
+        )
+        loop.every(_TIMER_S, self._on_timer)
+        loop.every(_EVICT_S, self._evict)
         try:
-            while not self.stop_event.is_set():
-                # poll returns at the first record; consume(n, t) would wait for n or all of t
-                first = self.consumer.poll(_TIMER_S)
-                if first is not None:
-                    more = self.consumer.consume(self.settings.processors_batch_max - 1, timeout=0)
-                    self.step([first, *more])
-                now = time.monotonic()
-                if now >= next_timer:
-                    self.follower.poll(0)
-                    self.evaluate(None)
-                    next_timer = now + _TIMER_S
-                if now >= next_evict:
-                    self._evict()
-                    next_evict = now + _EVICT_S
-                self.producer.poll(0)
+            loop.run(self.step)
         finally:
             self.close()
+
+    def _on_timer(self) -> None:
+        self.follower.poll(0)
+        self.evaluate(None)
 
     def step(self, msgs: list[Message]) -> None:
         """Count a batch, ship the changed cells, fold in received cells, decide."""
         touched: set[str] = set()
         for m in msgs:
-            if m.error() is not None:
-                logger.warning("breaker stage consumer: %s", m.error())
-                continue
             if m.topic() == self.topics.task_events:
                 self._count(m)
             else:

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 from prometheus_client import start_http_server
 
 from fleetpulse.config import ProcessorSettings
 from fleetpulse.kafka_config import consumer_config
+from fleetpulse.processors.loop import StageLoop
 from fleetpulse.processors.metrics.worker import ProcessorCore, Record
 
 logger = logging.getLogger(__name__)
@@ -53,6 +53,16 @@ class PlainRunner:
         self.records = 0
         self.close_core = True  # False when another runtime shares the core and closes it
 
+    def step(self, batch: list[Message]) -> None:
+        """Apply a batch, then store its offsets: at least once."""
+        self.core.process([Record.of(m) for m in batch])
+        last: dict[tuple[str, int], int] = {}
+        for m in batch:
+            last[(m.topic() or "", m.partition() or 0)] = m.offset() or 0
+        self.consumer.store_offsets(
+            offsets=[TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
+        )
+
     def run(self, *, max_records: int | None = None) -> None:
         c = self.consumer
 
@@ -69,32 +79,18 @@ class PlainRunner:
         interval = min(
             self.settings.processors_partials_interval_s, self.settings.processors_cadence_s
         )
-        next_tick = time.monotonic()
+        loop = StageLoop(
+            "metric worker",
+            c,
+            None,  # the core polls its producer on every tick
+            batch_max=self.settings.processors_batch_max,
+            wait_s=self.settings.processors_batch_wait_s,
+            stop_event=self.stop_event,
+        )
+        loop.every(interval / 2, self.core.tick)
         try:
-            while not self.stop_event.is_set():
-                msgs = c.consume(
-                    self.settings.processors_batch_max,
-                    timeout=self.settings.processors_batch_wait_s,
-                )
-                batch = [m for m in msgs if m.error() is None]
-                for m in msgs:
-                    if m.error() is not None:
-                        logger.warning("consumer error: %s", m.error())
-                if batch:
-                    self.core.process([Record.of(m) for m in batch])
-                    last: dict[tuple[str, int], int] = {}
-                    for m in batch:
-                        last[(m.topic() or "", m.partition() or 0)] = m.offset() or 0
-                    # stored only after applying: at least once
-                    c.store_offsets(
-                        offsets=[TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
-                    )
-                    self.records += len(batch)
-                if time.monotonic() >= next_tick:
-                    self.core.tick()
-                    next_tick = time.monotonic() + interval / 2
-                if max_records is not None and self.records >= max_records:
-                    break
+            loop.run(self.step, max_records=max_records)
+            self.records = loop.records
         finally:
             if self.close_core:
                 self.core.close()
