@@ -9,7 +9,6 @@ Thread model: the runtime calls ``process``/``tick`` from one thread; the faust 
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from fleetpulse.clock import Clock, SystemClock
 from fleetpulse.config import ProcessorSettings
 from fleetpulse.errors import CodecError
 from fleetpulse.events.codec import AvroCodec
+from fleetpulse.events.task_event import check_task_event  # the one definition, shared
 from fleetpulse.kafka_config import admin_config, producer_config
 from fleetpulse.processors.engine import Engine, EngineConfig
 from fleetpulse.processors.prom import ProcessorCollector, new_registry
@@ -45,25 +45,6 @@ class Record:
     @classmethod
     def of(cls, m: Message) -> Record:
         return cls(m.topic() or "", m.partition() or 0, m.offset() or 0, m.key(), m.value())
-
-
-def check_task_event(ev: dict[str, Any], now_us: int, max_future_us: int) -> str | None:
-    """Why a decoded TaskEvent cannot be counted, or None. (Avro already checked the types.)"""
-    if not ev["agent_id"]:
-        return "agent_id is empty"
-    d = ev["duration_ms"]
-    if not (math.isfinite(d) and d >= 0):
-        return f"duration_ms is {d!r}; expected a finite number >= 0"
-    if ev["ended_at"] > now_us + max_future_us:
-        ahead = (ev["ended_at"] - now_us) / US
-        return f"ended_at is {ahead:.0f}s ahead of the processor clock (clock skew?)"
-    for i, call in enumerate(ev["tool_calls"]):
-        lat = call["latency_ms"]
-        if not (math.isfinite(lat) and lat >= 0):
-            return f"tool_calls[{i}].latency_ms is {lat!r}; expected a finite number >= 0"
-        if not call["integration"]:
-            return f"tool_calls[{i}].integration is empty"
-    return None
 
 
 def partition_count(bootstrap: str, topic: str) -> int:

@@ -11,6 +11,12 @@ Only records written with the schema this build ships as latest take this path; 
 writer schemas and the Confluent framing (which need schema resolution) take the Python path,
 and so does a whole batch if ClickHouse cannot parse it (so a corrupt body still reaches the
 DLQ with its reason).
+
+Validity (events/task_event.py) holds here too. Each body is followed by an 8-byte sentinel,
+random per batch, read as a trailing ``_end`` field: a body with junk after it puts the junk
+where the sentinel should be. Before inserting, one query counts the rows whose sentinel is
+wrong or that fail ``sql_accepts``; if there is any, the whole batch takes the Python path,
+which dead-letters exactly those records with `check_task_event`'s reasons.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ import json
 import os
 from typing import Any
 
-from fleetpulse.events.codec import SINGLE_OBJECT_MARKER, AvroCodec
+from fleetpulse.events.codec import MAX_BYTES, SINGLE_OBJECT_MARKER, AvroCodec
+from fleetpulse.events.task_event import sql_accepts
 from fleetpulse.sink.backend import quote
 from fleetpulse.sink.rows import CALL_COLUMNS, TASK_COLUMNS
 
@@ -58,15 +65,19 @@ class AvroBatch:
             {"name": "_partition", "type": "int"},
             {"name": "_offset", "type": "long"},
             *schema["fields"],
+            {"name": "_end", "type": {"type": "fixed", "name": "SinkEnd", "size": 8}},
         ]
         self._schema_json = json.dumps(schema).encode()
+        self.sentinel = os.urandom(8)
         self.bodies: list[bytes] = []
 
     def accepts(self, value: bytes) -> bool:
-        return value[:HEADER_LEN] == self.prefix
+        """Written with the latest schema, and not over the size limit (which only Python
+        checks: the container cannot tell)."""
+        return value[:HEADER_LEN] == self.prefix and len(value) <= MAX_BYTES["TaskEvent"]
 
     def add(self, partition: int, offset: int, value: bytes) -> None:
-        self.bodies.append(zigzag(partition) + zigzag(offset) + value[HEADER_LEN:])
+        self.bodies.append(zigzag(partition) + zigzag(offset) + value[HEADER_LEN:] + self.sentinel)
 
     def __len__(self) -> int:
         return len(self.bodies)
@@ -139,6 +150,15 @@ def tool_calls_select(topic: str, watermarks: dict[int, int]) -> tuple[list[str]
         f"ARRAY JOIN tool_calls AS c WHERE {_above(watermarks)}"
     )
     return CALL_COLUMNS, sql
+
+
+def invalid_count_select(sentinel: bytes, now_us: int, max_future_us: int) -> str:
+    """SELECT (over ``{source}``) counting the rows the fast path must not insert: a body with
+    trailing bytes (its sentinel is not where it belongs), or one `check_task_event` refuses."""
+    return (
+        f"SELECT count() AS n FROM {{source}} WHERE NOT (_end = unhex('{sentinel.hex()}') "
+        f"AND {sql_accepts(now_us, max_future_us)})"
+    )
 
 
 def selects(topic: str, marks: dict[str, dict[tuple[str, int], int]]) -> dict[str, Any]:
