@@ -282,7 +282,7 @@ def sink_run(
     from fleetpulse.config import SinkSettings
     from fleetpulse.devstack.topics import ensure_topics
     from fleetpulse.sink.migrate import migrate
-    from fleetpulse.sink.query import QueryServer
+    from fleetpulse.sink.query import open_query_server
     from fleetpulse.sink.runner import SinkRunner, open_backend
 
     settings = load_settings(SinkSettings)
@@ -292,7 +292,7 @@ def sink_run(
     try:
         migrate(backend, ttl_days=settings.clickhouse_ttl_days)
         if not settings.clickhouse_url:  # this process owns the embedded store: serve analysts
-            server = QueryServer(backend, settings.store_dir).start()
+            server = open_query_server(settings)
         runner = SinkRunner(settings, backend)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: runner.stop_event.set())

@@ -228,6 +228,11 @@ class SinkSettings(CommonSettings):
         True, description="embedded store: ClickHouse parses the task events' Avro (fast path)"
     )
     processors_max_future_s: int = MAX_FUTURE_S
+    query_max_threads: int = Field(1, ge=1, le=64, description="threads per analyst query")
+    query_max_memory_mb: int = Field(1024, ge=16, description="memory per analyst query")
+    query_max_execution_s: float = Field(
+        60, gt=0, le=3600, description="an analyst query's time limit"
+    )
 
     @field_validator("clickhouse_url")
     @classmethod

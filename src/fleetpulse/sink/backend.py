@@ -127,6 +127,10 @@ class ChdbBackend:
             failed=f"insert into {table} failed: ",
         )
 
+    def use_database(self) -> None:
+        """Unqualified table names mean this backend's database (for analysts)."""
+        self._query(f"USE {self.database}")
+
     def rows_from_file(self, select: str, path: str, fmt: str) -> list[dict[str, Any]]:
         """The rows of ``select`` over a local file (``select`` names it as ``{source}``)."""
         return self.rows(select.format(source=f"file('{path}', '{fmt}')"))
@@ -204,6 +208,10 @@ class ServerBackend:
             self._client = clickhouse_connect.get_client(dsn=url, username=user, password=password)
         except Exception as exc:
             raise BackendError(f"cannot reach ClickHouse at {url}: {exc}") from exc
+
+    def use_database(self) -> None:
+        """Unqualified table names mean this backend's database (for analysts)."""
+        self._client.database = self.database
 
     def command(self, sql: str) -> None:
         try:
