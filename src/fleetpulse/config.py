@@ -159,6 +159,9 @@ class ProcessorSettings(CommonSettings):
     processors_web_port: int = Field(
         6066, ge=0, le=65535, description="Prometheus /metrics; worker i uses port + i; 0: off"
     )
+    processors_web_host: str = Field(
+        "127.0.0.1", description="where /metrics listens (0.0.0.0: every interface)"
+    )
     processors_prometheus_max_series: int = Field(
         50, ge=1, description="label values per gauge family; the rest sum into _other"
     )

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 import faust
 from faust.web import Request, Response, View
@@ -50,9 +50,10 @@ def build_app(core: ProcessorCore, settings: ProcessorSettings, *, index: int = 
         stream_buffer_maxsize=2 * settings.processors_batch_max,
         web_enabled=port > 0,
         web_port=port or 6066,
-        web_bind="0.0.0.0",
+        web_bind=settings.processors_web_host,
         web_in_thread=False,
     )
+    app._new_web = lambda: _only_our_routes(app)  # type: ignore[method-assign]
     batch_max = settings.processors_batch_max
     wait = settings.processors_batch_wait_s
 
@@ -104,6 +105,22 @@ def build_app(core: ProcessorCore, settings: ProcessorSettings, *, index: int = 
             return self.bytes(exposition(core.registry), content_type=_PROM_TYPE)
 
     return app
+
+
+def _only_our_routes(app: faust.App) -> Any:
+    """faust's web server without its own pages (``/router/``, ``/table/``, ``/graph``,
+    statistics, the index): only what the processors add (``/metrics``)."""
+    from faust.web import drivers
+
+    base: Any = drivers.by_url(app.conf.web)
+
+    class OnlyOurs(base):
+        default_blueprints: ClassVar[list[Any]] = []
+        production_blueprints: ClassVar[list[Any]] = []
+        debug_blueprints: ClassVar[list[Any]] = []
+        optional_blueprints: ClassVar[list[Any]] = []
+
+    return OnlyOurs(app)
 
 
 def run_worker(settings: ProcessorSettings, *, index: int = 0, loglevel: str = "warn") -> None:
