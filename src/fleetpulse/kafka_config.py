@@ -1,7 +1,9 @@
 """The one place librdkafka's dotted settings are spelled out; users never type them.
 
 Every client routes librdkafka's own log lines through the ``fleetpulse.kafka`` logger, so a
-library using fleetpulse never gets stray lines on stderr.
+library using fleetpulse never gets stray lines on stderr. The retries of a broker that is
+still starting (``Coordinator load in progress``, right after ``dev up``) resolve themselves:
+they are logged at DEBUG, not as warnings (which Python's last-resort handler would print).
 """
 
 from __future__ import annotations
@@ -10,10 +12,30 @@ import logging
 from typing import Any
 
 KAFKA_LOGGER = logging.getLogger("fleetpulse.kafka")
+_TRANSIENT = (
+    "Coordinator load in progress",
+    "Coordinator not available",
+    "Not coordinator",
+    "COORDINATOR_LOAD_IN_PROGRESS",
+)
+
+
+class LibrdkafkaLog:
+    """librdkafka's log callback (the ``logger`` setting): lines into `KAFKA_LOGGER`, the
+    transient ones at DEBUG."""
+
+    def log(self, level: int, msg: str, *args: Any) -> None:
+        text = msg % args if args else msg
+        if level > logging.DEBUG and any(t in text for t in _TRANSIENT):
+            level = logging.DEBUG
+        KAFKA_LOGGER.log(level, "%s", text)
+
+
+_LOG = LibrdkafkaLog()
 
 
 def admin_config(bootstrap: str) -> dict[str, Any]:
-    return {"bootstrap.servers": bootstrap, "logger": KAFKA_LOGGER}
+    return {"bootstrap.servers": bootstrap, "logger": _LOG}
 
 
 def consumer_config(
@@ -25,7 +47,7 @@ def consumer_config(
         "auto.offset.reset": "earliest" if from_start else "latest",
         "enable.auto.commit": auto_commit,
         "enable.partition.eof": False,
-        "logger": KAFKA_LOGGER,
+        "logger": _LOG,
     }
 
 
@@ -53,5 +75,5 @@ def producer_config(
         "message.timeout.ms": message_timeout_ms,
         "socket.keepalive.enable": True,
         "reconnect.backoff.max.ms": 2000,
-        "logger": KAFKA_LOGGER,
+        "logger": _LOG,
     }
