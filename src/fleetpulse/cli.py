@@ -320,6 +320,8 @@ def _print_sections(sections: list[Any], fmt: str) -> None:
     """Query results as rich tables, one JSON document, or CSV blocks."""
     import csv
 
+    from fleetpulse.tables import print_table
+
     if fmt not in ("table", "json", "csv"):
         raise ValueError(f"--format {fmt!r}: expected table, json or csv")
     if fmt == "json":
@@ -338,12 +340,10 @@ def _print_sections(sections: list[Any], fmt: str) -> None:
             w.writerow(s.table.columns)
             w.writerows(s.table.rows)
             continue
-        t = Table(title=s.title or None, title_justify="left")
-        for c in s.table.columns:
-            t.add_column(c)
-        for r in s.table.rows:
-            t.add_row(*("" if v is None else str(v) for v in r))
-        console.print(t if s.table.rows else f"[bold]{s.title}[/]: no rows")
+        if not s.table.rows:
+            console.print(f"[bold]{s.title}[/]: no rows")
+            continue
+        print_table(console, s.title or None, s.table.columns, s.table.rows)
 
 
 @app.command("sql")
