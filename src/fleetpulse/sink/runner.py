@@ -39,7 +39,7 @@ from fleetpulse.errors import CodecError
 from fleetpulse.events.codec import AvroCodec
 from fleetpulse.events.task_event import read_task_event
 from fleetpulse.kafka_config import consumer_config, producer_config
-from fleetpulse.sink.avro_batch import AvroBatch, invalid_count_select
+from fleetpulse.sink.avro_batch import INVALID, AvroBatch, guard
 from fleetpulse.sink.avro_batch import selects as avro_selects
 from fleetpulse.sink.backend import Backend, BackendError, Columns
 from fleetpulse.sink.rows import COLUMNS, ROUTES, TABLES, Route, empty
@@ -256,17 +256,9 @@ class SinkRunner:
         path = self.avro_dir / f"batch-{os.getpid()}-{uuid.uuid4().hex[:8]}.avro"
         path.write_bytes(fast.container())
         try:
-            check = invalid_count_select(fast.sentinel, now_us, self.max_future_us)
-            try:
-                found = self.backend.rows_from_file(check, str(path), "Avro")  # type: ignore[attr-defined]
-            except BackendError as exc:
-                logger.warning("fast path refused (%s); decoding in Python", exc)
-                return False
-            invalid = int(found[0]["n"]) if found else -1
-            if invalid:
-                logger.info("%d invalid task events in a batch; decoding it in Python", invalid)
-                return False
-            for table, (columns, select) in avro_selects(topic, self.watermarks).items():
+            check = guard(fast.sentinel, now_us, self.max_future_us)
+            tables = avro_selects(topic, self.watermarks, check, calls=not ranges["task_events"])
+            for table, (columns, select) in tables.items():
                 if not ranges[table]:
                     continue
                 token = f"{table}|avro|" + _token(ranges[table])
@@ -275,7 +267,10 @@ class SinkRunner:
                         table, columns, select, str(path), "Avro", token
                     )
                 except BackendError as exc:
-                    logger.warning("fast path refused (%s); decoding in Python", exc)
+                    if INVALID in str(exc):  # the Python path dead-letters it, with its reason
+                        logger.info("an invalid task event in a batch; decoding it in Python")
+                    else:
+                        logger.warning("fast path refused (%s); decoding in Python", exc)
                     return False
                 self._advance(table, ranges[table])
                 if table == "task_events":
