@@ -31,14 +31,14 @@ from pathlib import Path
 from tempfile import gettempdir
 from typing import Any
 
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from fleetpulse.clock import Clock, SystemClock
 from fleetpulse.config import SinkSettings
 from fleetpulse.errors import CodecError
 from fleetpulse.events.codec import AvroCodec
 from fleetpulse.events.task_event import read_task_event
-from fleetpulse.kafka_config import consumer_config, producer_config
+from fleetpulse.kafka_config import KafkaLink, consumer_config, producer_config
 from fleetpulse.sink.avro_batch import INVALID, AvroBatch, guard
 from fleetpulse.sink.avro_batch import selects as avro_selects
 from fleetpulse.sink.backend import Backend, BackendError, Columns
@@ -46,6 +46,7 @@ from fleetpulse.sink.rows import COLUMNS, ROUTES, TABLES, Route, empty
 from fleetpulse.topics import dlq_headers
 
 logger = logging.getLogger(__name__)
+_UNREACHABLE = (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE)
 
 
 class SinkRunner:
@@ -58,9 +59,10 @@ class SinkRunner:
         self.bootstrap = settings.resolved_bootstrap()
         self.codec = AvroCodec(registry_url=settings.schema_registry_url, logical_types=False)
         self.routes: dict[str, Route] = {getattr(self.topics, r.topic_attr): r for r in ROUTES}
+        self.link = KafkaLink("fleetpulse-sink")  # one line per connection state change
         self.consumer = Consumer(
             {
-                **consumer_config(self.bootstrap, settings.group_id),
+                **consumer_config(self.bootstrap, settings.group_id, link=self.link),
                 "client.id": "fleetpulse-sink",
                 "fetch.max.bytes": 64 * 1024 * 1024,
                 # a crashed sink's partitions move on within seconds, not librdkafka's 45 s
@@ -68,7 +70,9 @@ class SinkRunner:
                 "heartbeat.interval.ms": 2_000,
             }
         )
-        self.producer = Producer(producer_config(self.bootstrap, client_id="fleetpulse-sink"))
+        self.producer = Producer(
+            producer_config(self.bootstrap, client_id="fleetpulse-sink", link=self.link)
+        )
         # table -> (topic, partition) -> highest offset already in ClickHouse
         self.watermarks: dict[str, dict[tuple[str, int], int]] = {t: {} for t in TABLES}
         self.stop_event = threading.Event()
@@ -147,10 +151,14 @@ class SinkRunner:
             if left <= 0:
                 break
             for m in self.consumer.consume(min(limit - len(batch), 10_000), timeout=min(left, 0.1)):
-                if m.error() is None:
+                err = m.error()
+                if err is None:
                     batch.append(m)
+                    self.link.ok()
+                elif err.code() in _UNREACHABLE:
+                    self.link.failed(str(err))
                 else:
-                    logger.warning("sink consumer: %s", m.error())
+                    logger.warning("sink consumer: %s", err)
         return batch
 
     def _write(self, batch: list[Message], *, slow: bool = False) -> None:
