@@ -54,6 +54,23 @@ def test_analysts_name_tables_without_the_database(store: Any) -> None:
 @pytest.mark.parametrize(
     "sql",
     [
+        "SELECT 1; DROP TABLE task_events",
+        "SELECT 1; DROP TABLE fleetpulse.task_events",
+        "SHOW TABLES; DROP TABLE task_events",
+        "DROP TABLE task_events",
+        "WITH 1 AS x SELECT x; DROP TABLE task_events",
+    ],
+)
+def test_nothing_but_one_reading_statement_runs(store: Any, sql: str) -> None:
+    settings, sink_backend = store
+    with pytest.raises(QueryError):
+        open_analyst(settings).table(sql)
+    assert sink_backend.rows("EXISTS TABLE fleetpulse.task_events") == [{"result": 1}]
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
         "SELECT * FROM Python(block)",
         "SELECT * FROM python(block)",
         "SELECT * FROM file('/etc/passwd', 'LineAsString')",

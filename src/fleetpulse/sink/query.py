@@ -170,11 +170,13 @@ class ReadOnly:
                 logger.info("database %s does not exist yet", backend.database)
 
     def table(self, sql: str) -> Table:
-        q = statement(sql)
+        # the statement as it will run, before anything reaches ClickHouse: wrapped, a second
+        # statement is a syntax error (chDB runs every statement of a multi-statement query)
+        final = readonly_sql(sql, self.limits)
         try:
-            _cols, ast = self.backend.table(f"EXPLAIN AST {q}")
+            _cols, ast = self.backend.table(f"EXPLAIN AST {final}")
             check_table_functions([str(row[0]) for row in ast])
-            columns, rows = self.backend.table(readonly_sql(q, self.limits))
+            columns, rows = self.backend.table(final)
         except BackendError as exc:
             raise QueryError(_first_line(str(exc))) from None
         return Table(columns, rows)

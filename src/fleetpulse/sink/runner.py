@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import socket
 import threading
 import time
 import uuid
@@ -68,6 +69,10 @@ class SinkRunner:
                 # a crashed sink's partitions move on within seconds, not librdkafka's 45 s
                 "session.timeout.ms": 10_000,
                 "heartbeat.interval.ms": 2_000,
+                # static membership: after a broker outage longer than the session, this
+                # process rejoins as itself and gets its partitions back at once, instead of
+                # waiting for its old membership to time out (about 10 s more)
+                "group.instance.id": f"fleetpulse-sink-{socket.gethostname()}-{os.getpid()}",
             }
         )
         self.producer = Producer(
