@@ -1,6 +1,7 @@
 """The ClickHouse sink: rows/s into chDB, freshness at a steady rate, report latency at 10M events.
 
     python bench/sink.py [--events 200000] [--rate 20000] [--seconds 30] [--report-events 10000000]
+    python bench/sink.py --heavy-query [--rate 20000] [--seconds 30]
 
 One run, on a fresh broker (or FLEETPULSE_BENCH_BOOTSTRAP), embedded chDB in a temp dir:
 
@@ -15,6 +16,9 @@ One run, on a fresh broker (or FLEETPULSE_BENCH_BOOTSTRAP), embedded chDB in a t
    is its delivery report; a poller asks the sink's own query endpoint (the analysts' path)
    every 50 ms for the highest offset per partition in `task_events`. Freshness of an event =
    first poll that sees it - its produce time (the poll interval adds up to 50 ms).
+   With ``--heavy-query``, only this, twice: alone, then while another analyst runs
+   ``SELECT count() FROM numbers(1e12) WHERE cityHash64(number) % 7 = 0`` again and again, each
+   to its time limit (``FLEETPULSE_QUERY_MAX_EXECUTION_S``).
 3. **Reports at 10M events.** `--report-events` task events and twice as many tool calls over
    30 days, 500 agents, 30 integrations, generated inside ClickHouse (`INSERT ... SELECT FROM
    numbers()`, materialized views firing as in production). Each `fleetpulse report` query is
@@ -25,6 +29,7 @@ One run, on a fresh broker (or FLEETPULSE_BENCH_BOOTSTRAP), embedded chDB in a t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -135,7 +140,14 @@ def throughput(bootstrap: str, n: int, work: Path) -> dict[str, Any]:
     return out
 
 
-def freshness(bootstrap: str, rate: int, seconds: float, work: Path) -> dict[str, Any]:
+HEAVY = "SELECT count() FROM numbers(1e12) WHERE cityHash64(number) % 7 = 0"
+
+
+def freshness(
+    bootstrap: str, rate: int, seconds: float, work: Path, *, heavy: bool = False
+) -> dict[str, Any]:
+    """``heavy``: meanwhile another analyst runs `HEAVY` again and again, each to its time
+    limit, through the same query endpoint."""
     topics = Topics(f"bfresh{uuid.uuid4().hex[:6]}.")
     ensure_topics(bootstrap, topics)
     n = int(rate * seconds)
@@ -181,8 +193,21 @@ def freshness(bootstrap: str, rate: int, seconds: float, work: Path) -> dict[str
             if err is None:
                 produced.append((msg.partition(), msg.offset(), time.time()))
 
+        heavy_runs: list[float] = []
+
+        def hog() -> None:
+            other = RemoteStore(info["url"], info["token"])
+            while not stop.is_set():
+                t = time.monotonic()
+                with contextlib.suppress(Exception):  # its time limit: what it is there for
+                    other.table(HEAVY)
+                heavy_runs.append(time.monotonic() - t)
+
         poller = threading.Thread(target=poll, daemon=True)
         poller.start()
+        if heavy:
+            threading.Thread(target=hog, daemon=True).start()
+            time.sleep(1)
         p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
         start = time.monotonic()
         for i in range(n):
@@ -231,6 +256,8 @@ def freshness(bootstrap: str, rate: int, seconds: float, work: Path) -> dict[str
         "max_s": lags[-1],
         "samples": len(lags),
         "seen": len(lags) / max(1, len(produced[::20])),
+        "heavy_query": heavy,
+        "heavy_query_runs_s": [round(x, 1) for x in heavy_runs],
     }
 
 
@@ -321,7 +348,21 @@ def main() -> None:
     ap.add_argument("--rate", type=int, default=20_000)
     ap.add_argument("--seconds", type=float, default=30)
     ap.add_argument("--report-events", type=int, default=10_000_000)
+    ap.add_argument(
+        "--heavy-query",
+        action="store_true",
+        help="only freshness, without and then with an analyst's heavy query running",
+    )
     args = ap.parse_args()
+    if args.heavy_query:
+        with broker() as bootstrap, tempfile.TemporaryDirectory(prefix="fp-bench-sink-") as tmp:
+            for heavy in (False, True):
+                (Path(tmp) / str(heavy)).mkdir()
+                fr = freshness(
+                    bootstrap, args.rate, args.seconds, Path(tmp) / str(heavy), heavy=heavy
+                )
+                print(json.dumps(fr), flush=True)
+        return
     with broker() as bootstrap, tempfile.TemporaryDirectory(prefix="fp-bench-sink-") as tmp:
         work = Path(tmp)
         tp = throughput(bootstrap, args.events, work)

@@ -286,7 +286,7 @@ def sink_run(
     from fleetpulse.config import SinkSettings
     from fleetpulse.devstack.topics import ensure_topics
     from fleetpulse.sink.migrate import migrate
-    from fleetpulse.sink.query import QueryServer
+    from fleetpulse.sink.query import open_query_server
     from fleetpulse.sink.runner import SinkRunner, open_backend
 
     settings = load_settings(SinkSettings)
@@ -296,7 +296,7 @@ def sink_run(
     try:
         migrate(backend, ttl_days=settings.clickhouse_ttl_days)
         if not settings.clickhouse_url:  # this process owns the embedded store: serve analysts
-            server = QueryServer(backend, settings.store_dir).start()
+            server = open_query_server(settings)
         runner = SinkRunner(settings, backend)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: runner.stop_event.set())
@@ -324,6 +324,8 @@ def _print_sections(sections: list[Any], fmt: str) -> None:
     """Query results as rich tables, one JSON document, or CSV blocks."""
     import csv
 
+    from fleetpulse.tables import print_table
+
     if fmt not in ("table", "json", "csv"):
         raise ValueError(f"--format {fmt!r}: expected table, json or csv")
     if fmt == "json":
@@ -342,12 +344,10 @@ def _print_sections(sections: list[Any], fmt: str) -> None:
             w.writerow(s.table.columns)
             w.writerows(s.table.rows)
             continue
-        t = Table(title=s.title or None, title_justify="left")
-        for c in s.table.columns:
-            t.add_column(c)
-        for r in s.table.rows:
-            t.add_row(*("" if v is None else str(v) for v in r))
-        console.print(t if s.table.rows else f"[bold]{s.title}[/]: no rows")
+        if not s.table.rows:
+            console.print(f"[bold]{s.title}[/]: no rows")
+            continue
+        print_table(console, s.title or None, s.table.columns, s.table.rows)
 
 
 @app.command("sql")

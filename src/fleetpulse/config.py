@@ -118,6 +118,16 @@ class SdkSettings(CommonSettings):
     )
 
 
+# One knob, FLEETPULSE_PROCESSORS_MAX_FUTURE_S, read by the processors and the sink alike, so
+# both reject the same task events (events/task_event.py).
+MAX_FUTURE_S: Any = Field(
+    300,
+    ge=0,
+    description="task events ended further ahead of the consumer's clock go to the DLQ "
+    "(processors and sink alike)",
+)
+
+
 class DevstackSettings(CommonSettings):
     """The local infrastructure: Apache Kafka from Maven Central jars, KRaft, one node."""
 
@@ -139,9 +149,7 @@ class ProcessorSettings(CommonSettings):
         1.0, gt=0, description="how often changed global cells are repartitioned"
     )
     processors_allowed_lateness_s: int = Field(120, ge=0)
-    processors_max_future_s: int = Field(
-        300, ge=0, description="events further ahead of the processor clock go to the DLQ"
-    )
+    processors_max_future_s: int = MAX_FUTURE_S
     processors_horizons: str = Field(
         "60/5,300/5,3600/60,86400/900", description="window/bucket seconds, comma-separated"
     )
@@ -233,6 +241,12 @@ class SinkSettings(CommonSettings):
     sink_group: str | None = Field(None, description="default: <prefix>sink")
     sink_decode_in_clickhouse: bool = Field(
         True, description="embedded store: ClickHouse parses the task events' Avro (fast path)"
+    )
+    processors_max_future_s: int = MAX_FUTURE_S
+    query_max_threads: int = Field(1, ge=1, le=64, description="threads per analyst query")
+    query_max_memory_mb: int = Field(1024, ge=16, description="memory per analyst query")
+    query_max_execution_s: float = Field(
+        60, gt=0, le=3600, description="an analyst query's time limit"
     )
 
     @field_validator("clickhouse_url")

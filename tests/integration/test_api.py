@@ -251,12 +251,13 @@ BAD_BUNDLE = {"agent_id": "a", "tools": [{"integration": "crm", "access": "delet
     [
         ("POST", "/v1/agents/triage/activate", {"version": "x"}, 422, "version"),
         ("POST", "/v1/agents", {"bundle": BAD_BUNDLE, "message": "m"}, 422, "tools.0.access"),
-        ("POST", "/v1/principals", {"name": "zed", "role": "admin"}, 422, "unknown role"),
+        ("POST", "/v1/principals", {"name": "zed", "role": "admin"}, 422, "role: Input should be"),
         ("POST", "/v1/agents/triage/pause", {}, 422, "reason"),
         ("GET", "/v1/agents/nobody/versions", None, 404, "nobody"),
         ("GET", "/v1/agents/triage/versions/99", None, 404, "not 99"),
         ("POST", "/v1/agents/triage/rollback", {}, 409, "no earlier production version"),
-        ("POST", "/v1/approvals/nope/approve", {}, 404, "no approval"),
+        ("POST", "/v1/approvals/0123456789abcdef/approve", {}, 404, "no approval"),
+        ("POST", "/v1/approvals/nope/approve", {}, 422, "approval_id"),
         ("GET", "/v1/audit?since=yesterday", None, 422, "since"),
     ],
 )

@@ -40,6 +40,8 @@ PUBLIC = {
         "SchemaStore",
         "SchemaVersion",
         "check_backward_compatible",
+        "check_task_event",
+        "read_task_event",
         "validator",
     },
     "fleetpulse.devstack": {

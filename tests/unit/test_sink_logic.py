@@ -76,12 +76,12 @@ def test_analysts_sql_is_made_read_only() -> None:
 
     from fleetpulse.sink.query import QueryError, readonly_sql
 
-    assert readonly_sql(" select 1 ;") == (
-        "SELECT * FROM (select 1\n) SETTINGS readonly = 1, max_execution_time = 60"
-    )
+    limits = "SETTINGS readonly = 1, max_execution_time = 60, max_threads = 1, "
+    limits += "max_memory_usage = 1073741824"
+    assert readonly_sql(" select 1 ;") == f"SELECT * FROM (select 1\n) {limits}"
     # a trailing comment cannot swallow the closing parenthesis
     assert readonly_sql("SELECT 1 -- note").startswith("SELECT * FROM (SELECT 1 -- note\n)")
-    assert readonly_sql("SHOW TABLES").endswith("SETTINGS readonly = 1, max_execution_time = 60")
+    assert readonly_sql("SHOW TABLES").endswith(limits)
     for bad, why in (
         ("", "empty"),
         ("DROP TABLE x", "read-only"),
@@ -90,6 +90,56 @@ def test_analysts_sql_is_made_read_only() -> None:
     ):
         with pytest.raises(QueryError, match=why):
             readonly_sql(bad)
+
+
+# EXPLAIN AST of: SELECT count() FROM numbers(10) AS n JOIN file('x.csv') AS f ON 1
+#                 WHERE x IN (SELECT * FROM Python(df))
+_AST = """SelectWithUnionQuery (children 1)
+ ExpressionList (children 1)
+  SelectQuery (children 3)
+   ExpressionList (children 1)
+    Function count (children 1)
+     ExpressionList
+   TablesInSelectQuery (children 2)
+    TablesInSelectQueryElement (children 1)
+     TableExpression (children 1)
+      Function numbers (alias n) (children 1)
+       ExpressionList (children 1)
+        Literal UInt64_10
+    TablesInSelectQueryElement (children 2)
+     TableExpression (children 1)
+      Function file (alias f) (children 1)
+       ExpressionList (children 1)
+        Literal 'x.csv'
+     TableJoin (children 1)
+      Literal UInt64_1
+   Function in (children 1)
+    ExpressionList (children 2)
+     Identifier x
+     Subquery (children 1)
+      SelectWithUnionQuery (children 1)
+       ExpressionList (children 1)
+        SelectQuery (children 2)
+         ExpressionList (children 1)
+          Asterisk
+         TablesInSelectQuery (children 1)
+          TablesInSelectQueryElement (children 1)
+           TableExpression (children 1)
+            Function Python (children 1)
+             ExpressionList (children 1)
+              Identifier df"""
+
+
+def test_table_functions_are_found_anywhere_and_only_generators_pass() -> None:
+    import pytest
+
+    from fleetpulse.sink.query import QueryError, check_table_functions, table_functions
+
+    lines = _AST.splitlines()
+    assert table_functions(lines) == ["numbers", "file", "Python"]
+    with pytest.raises(QueryError, match="table function Python, file is not allowed"):
+        check_table_functions(lines)
+    check_table_functions(lines[:13])  # up to numbers(10): allowed
 
 
 def test_report_literals_are_quoted() -> None:

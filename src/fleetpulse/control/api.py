@@ -2,85 +2,59 @@
 ``/docs``.
 
 Every route names the action it performs; the caller's role is checked before the body is
-read, so the answer to a request is, in this order: 401 (no or bad token), 403 (role), 422
-(bad input), 404 / 409, then success. Every error is JSON ``{"error": ..., "message": ...}``;
-an unexpected one is logged here with its traceback and reaches the client as a 500 with an
-id to find it in the log, never the traceback.
+read, so the answer to a request is, in this order: 401 (no or bad token), 403 (role), 400
+(a body that is not UTF-8 JSON) or 422 (a value out of its documented bounds), 404 / 409,
+then success. Every error is JSON ``{"error": ..., "message": ...}`` (api_errors.py); an
+unexpected one is logged once with its traceback and reaches the client as a 500 with an id
+to find it in the log, never the traceback. Request shapes and bounds: api_models.py.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.dependencies.models import Dependant
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
+from fleetpulse.control import api_errors
 from fleetpulse.control.access import ACTIONS, Caller
+from fleetpulse.control.api_models import (
+    ActivateBody,
+    AgentId,
+    AlertStatus,
+    ApprovalBody,
+    ApprovalStatus,
+    BreakerId,
+    DedupKey,
+    HexId,
+    Label,
+    Limit,
+    OptIdent,
+    OptionalReason,
+    OptReason,
+    OptVersion,
+    PrincipalBody,
+    PrincipalName,
+    PublishBody,
+    ReasonBody,
+    RoleBody,
+    SilenceBody,
+    Since,
+    Until,
+    VersionNo,
+)
 from fleetpulse.control.audit import AuditQuery
 from fleetpulse.control.gateway import AuditFn, LocalGateway
 from fleetpulse.control.governance import PRODUCTION
 from fleetpulse.control.plane import ControlPlane
-from fleetpulse.errors import (
-    AccessDeniedError,
-    AuthenticationError,
-    ConfigError,
-    ConflictError,
-    NotFoundError,
-)
+from fleetpulse.errors import AccessDeniedError
 
 logger = logging.getLogger(__name__)
 
 _bearer = HTTPBearer(auto_error=False)
-
-
-class PublishBody(BaseModel):
-    bundle: dict[str, Any]
-    message: str = Field(min_length=1)
-
-
-class ActivateBody(BaseModel):
-    version: int = Field(ge=1)
-    label: str = PRODUCTION
-    reason: str = ""
-
-
-class ReasonBody(BaseModel):
-    reason: str = Field(min_length=1)
-
-
-class OptionalReason(BaseModel):
-    reason: str = ""
-
-
-class SilenceBody(BaseModel):
-    matchers: dict[str, str] = Field(min_length=1)
-    duration_s: float = Field(gt=0, le=30 * 86400)
-    reason: str = Field(min_length=1)
-
-
-class PrincipalBody(BaseModel):
-    name: str = Field(min_length=1, max_length=128)
-    role: str
-    agent_id: str = ""
-
-
-class RoleBody(BaseModel):
-    role: str
-    reason: str = ""
-
-
-class ApprovalBody(BaseModel):
-    agent_id: str = Field(min_length=1)
-    action: str = Field(min_length=1)
-    summary: str = Field(min_length=1)
-    details: dict[str, Any] = Field(default_factory=dict)
-    timeout_s: float | None = Field(default=None, gt=0)
 
 
 def create_app(plane: ControlPlane, audit: AuditFn) -> FastAPI:
@@ -89,12 +63,20 @@ def create_app(plane: ControlPlane, audit: AuditFn) -> FastAPI:
         title="fleetpulse control API",
         version="1",
         description="Agents, versions, rollback, pauses, breakers, alerts, approvals, "
-        "principals and the audit log. Send `Authorization: Bearer <token>`.",
+        "principals and the audit log. Send `Authorization: Bearer <token>`. Every error is "
+        '`{"error": code, "message": what to do}`; checks run in the order 401, 403, then '
+        "400/422.",
     )
-    _errors(app)
+    app.router.route_class = api_errors.DocumentedRoute
 
     def caller(creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Caller:
         return plane.authenticate(creds.credentials if creds else None)
+
+    def authorize(who: Caller, action: str) -> Caller:
+        if who.role not in ACTIONS[action]:
+            plane.audit_denied(who, action, None, f"{action} refused to role {who.role}")
+            raise AccessDeniedError(who.name, who.role, action)
+        return who
 
     def need(action: str) -> Any:
         """A dependency: the caller, if its role may take ``action`` (ownership is checked in
@@ -103,12 +85,25 @@ def create_app(plane: ControlPlane, audit: AuditFn) -> FastAPI:
         # a default, not Annotated: with postponed annotations FastAPI could not resolve the
         # local `caller` from a string
         def check(who: Caller = Depends(caller)) -> Caller:
-            if who.role not in ACTIONS[action]:
-                plane.audit_denied(who, action, None, f"{action} refused to role {who.role}")
-                raise AccessDeniedError(who.name, who.role, action)
-            return who
+            return authorize(who, action)
 
+        check.fleetpulse_action = action  # type: ignore[attr-defined]  # read by gate()
         return Depends(check)
+
+    async def gate(request: Request) -> None:
+        """The matched route's 401/403 checks, for a request whose body did not parse."""
+        route = request.scope.get("route")
+        action = _action_of(route.dependant) if route is not None else None
+        if action is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        who = await run_in_threadpool(
+            plane.authenticate, token.strip() if scheme.lower() == "bearer" else None
+        )
+        await run_in_threadpool(authorize, who, action)
+
+    api_errors.install(app, gate)
 
     def gw(who: Caller) -> LocalGateway:
         return LocalGateway(plane, who, audit)
@@ -127,47 +122,53 @@ def create_app(plane: ControlPlane, audit: AuditFn) -> FastAPI:
 
     @app.post("/v1/agents", status_code=201, tags=["agents"])
     def publish(body: PublishBody, who: Caller = need("agents.publish")) -> Any:
-        return gw(who).publish(body.bundle, body.message)
+        return gw(who).publish(body.bundle.canonical(), body.message)
 
     @app.get("/v1/agents/{agent_id}/versions", tags=["agents"])
-    def history(agent_id: str, who: Caller = need("agents.view")) -> Any:
+    def history(agent_id: AgentId, who: Caller = need("agents.view")) -> Any:
         return gw(who).history(agent_id)
 
     @app.get("/v1/agents/{agent_id}/versions/{version}", tags=["agents"])
-    def version(agent_id: str, version: int, who: Caller = need("agents.view")) -> Any:
+    def version(agent_id: AgentId, version: VersionNo, who: Caller = need("agents.view")) -> Any:
         return gw(who).version(agent_id, version)
 
     @app.get("/v1/agents/{agent_id}/labels", tags=["agents"])
-    def labels(agent_id: str, who: Caller = need("agents.view")) -> Any:
+    def labels(agent_id: AgentId, who: Caller = need("agents.view")) -> Any:
         return gw(who).labels(agent_id)
 
     @app.get("/v1/agents/{agent_id}/diff", tags=["agents"])
     def diff(
-        agent_id: str,
+        agent_id: AgentId,
         who: Caller = need("agents.view"),
-        from_: Annotated[int | None, Query(alias="from", ge=1)] = None,
-        to: Annotated[int | None, Query(ge=1)] = None,
+        from_: Annotated[OptVersion, Query(alias="from")] = None,
+        to: OptVersion = None,
     ) -> Any:
         return gw(who).diff(agent_id, from_, to)
 
     @app.get("/v1/agents/{agent_id}/config", tags=["agents"])
-    def config(agent_id: str, who: Caller = need("agents.config"), label: str = PRODUCTION) -> Any:
+    def config(
+        agent_id: AgentId, who: Caller = need("agents.config"), label: Label = PRODUCTION
+    ) -> Any:
         return gw(who).config(agent_id, label)
 
     @app.post("/v1/agents/{agent_id}/activate", tags=["agents"])
-    def activate(agent_id: str, body: ActivateBody, who: Caller = need("agents.activate")) -> Any:
+    def activate(
+        agent_id: AgentId, body: ActivateBody, who: Caller = need("agents.activate")
+    ) -> Any:
         return gw(who).activate(agent_id, body.version, body.label, body.reason)
 
     @app.post("/v1/agents/{agent_id}/rollback", tags=["agents"])
-    def rollback(agent_id: str, body: OptionalReason, who: Caller = need("agents.rollback")) -> Any:
+    def rollback(
+        agent_id: AgentId, body: OptionalReason, who: Caller = need("agents.rollback")
+    ) -> Any:
         return gw(who).rollback(agent_id, body.reason)
 
     @app.post("/v1/agents/{agent_id}/pause", tags=["agents"])
-    def pause(agent_id: str, body: ReasonBody, who: Caller = need("agents.pause")) -> Any:
+    def pause(agent_id: AgentId, body: ReasonBody, who: Caller = need("agents.pause")) -> Any:
         return gw(who).set_paused(agent_id, True, body.reason)
 
     @app.post("/v1/agents/{agent_id}/resume", tags=["agents"])
-    def resume(agent_id: str, body: ReasonBody, who: Caller = need("agents.resume")) -> Any:
+    def resume(agent_id: AgentId, body: ReasonBody, who: Caller = need("agents.resume")) -> Any:
         return gw(who).set_paused(agent_id, False, body.reason)
 
     @app.get("/v1/pauses", tags=["agents"])
@@ -181,7 +182,9 @@ def create_app(plane: ControlPlane, audit: AuditFn) -> FastAPI:
         return gw(who).breakers()
 
     def breaker_route(change: str) -> Any:
-        def route(breaker_id: str, body: ReasonBody, who: Caller = need("breakers.change")) -> Any:
+        def route(
+            breaker_id: BreakerId, body: ReasonBody, who: Caller = need("breakers.change")
+        ) -> Any:
             return gw(who).set_breaker(breaker_id, change, body.reason)
 
         return route
@@ -194,11 +197,11 @@ def create_app(plane: ControlPlane, audit: AuditFn) -> FastAPI:
     # -- alerts ---------------------------------------------------------------------------
 
     @app.get("/v1/alerts", tags=["alerts"])
-    def alerts(who: Caller = need("alerts.view"), status: str | None = None) -> Any:
+    def alerts(who: Caller = need("alerts.view"), status: AlertStatus | None = None) -> Any:
         return gw(who).alerts(status)
 
     @app.post("/v1/alerts/{dedup_key}/ack", tags=["alerts"])
-    def ack(dedup_key: str, body: OptionalReason, who: Caller = need("alerts.ack")) -> Any:
+    def ack(dedup_key: DedupKey, body: OptionalReason, who: Caller = need("alerts.ack")) -> Any:
         return gw(who).ack(dedup_key, body.reason)
 
     @app.get("/v1/silences", tags=["alerts"])
@@ -210,13 +213,15 @@ def create_app(plane: ControlPlane, audit: AuditFn) -> FastAPI:
         return gw(who).silence(body.matchers, body.duration_s, body.reason)
 
     @app.delete("/v1/silences/{silence_id}", tags=["alerts"])
-    def unsilence(silence_id: str, reason: str = "", who: Caller = need("alerts.silence")) -> Any:
+    def unsilence(
+        silence_id: HexId, reason: OptReason = "", who: Caller = need("alerts.silence")
+    ) -> Any:
         return gw(who).unsilence(silence_id, reason)
 
     # -- approvals ------------------------------------------------------------------------
 
     @app.get("/v1/approvals", tags=["approvals"])
-    def approvals(who: Caller = need("approvals.view"), status: str | None = "pending") -> Any:
+    def approvals(who: Caller = need("approvals.view"), status: ApprovalStatus = "pending") -> Any:
         return gw(who).approvals(status or None)
 
     @app.post("/v1/approvals", status_code=201, tags=["approvals"])
@@ -226,17 +231,17 @@ def create_app(plane: ControlPlane, audit: AuditFn) -> FastAPI:
         )
 
     @app.get("/v1/approvals/{approval_id}", tags=["approvals"])
-    def approval(approval_id: str, who: Caller = need("approvals.view")) -> Any:
+    def approval(approval_id: HexId, who: Caller = need("approvals.view")) -> Any:
         return gw(who).approval(approval_id)
 
     @app.post("/v1/approvals/{approval_id}/approve", tags=["approvals"])
     def approve(
-        approval_id: str, body: OptionalReason, who: Caller = need("approvals.decide")
+        approval_id: HexId, body: OptionalReason, who: Caller = need("approvals.decide")
     ) -> Any:
         return gw(who).decide(approval_id, True, body.reason)
 
     @app.post("/v1/approvals/{approval_id}/deny", tags=["approvals"])
-    def deny(approval_id: str, body: ReasonBody, who: Caller = need("approvals.decide")) -> Any:
+    def deny(approval_id: HexId, body: ReasonBody, who: Caller = need("approvals.decide")) -> Any:
         return gw(who).decide(approval_id, False, body.reason)
 
     # -- principals -----------------------------------------------------------------------
@@ -250,11 +255,13 @@ def create_app(plane: ControlPlane, audit: AuditFn) -> FastAPI:
         return gw(who).add_principal(body.name, body.role, body.agent_id)
 
     @app.post("/v1/principals/{name}/role", tags=["principals"])
-    def set_role(name: str, body: RoleBody, who: Caller = need("principals.change")) -> Any:
+    def set_role(
+        name: PrincipalName, body: RoleBody, who: Caller = need("principals.change")
+    ) -> Any:
         return gw(who).set_role(name, body.role, body.reason)
 
     @app.delete("/v1/principals/{name}", tags=["principals"])
-    def revoke(name: str, who: Caller = need("principals.change")) -> Any:
+    def revoke(name: PrincipalName, who: Caller = need("principals.change")) -> Any:
         return gw(who).revoke(name)
 
     # -- audit ----------------------------------------------------------------------------
@@ -262,49 +269,24 @@ def create_app(plane: ControlPlane, audit: AuditFn) -> FastAPI:
     @app.get("/v1/audit", tags=["audit"])
     def audit_log(
         who: Caller = need("audit.read"),
-        agent: str | None = None,
-        principal: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-        limit: Annotated[int, Query(ge=1, le=100_000)] = 1000,
+        agent: OptIdent = None,
+        principal: OptIdent = None,
+        since: Since = None,
+        until: Until = None,
+        limit: Limit = 1000,
     ) -> Any:
         return gw(who).audit(AuditQuery(agent, principal, since, until, limit))
 
     return app
 
 
-def _errors(app: FastAPI) -> None:
-    def reply(status: int, error: str, message: str) -> JSONResponse:
-        return JSONResponse(status_code=status, content={"error": error, "message": message})
-
-    statuses: list[tuple[type[Exception], int, str]] = [
-        (AuthenticationError, 401, "unauthenticated"),
-        (AccessDeniedError, 403, "forbidden"),
-        (NotFoundError, 404, "not_found"),
-        (ConflictError, 409, "conflict"),
-        (ValueError, 422, "invalid"),  # a bad value the service layer refused
-        (ConfigError, 422, "invalid"),  # a bundle that does not validate
-    ]
-    for cls, status, error in statuses:
-
-        async def handle(request: Request, exc: Exception, s: int = status, e: str = error) -> Any:
-            r = reply(s, e, str(exc))
-            if s == 401:
-                r.headers["WWW-Authenticate"] = "Bearer"
-            return r
-
-        app.add_exception_handler(cls, handle)
-
-    @app.exception_handler(RequestValidationError)
-    async def _422(request: Request, exc: RequestValidationError) -> JSONResponse:
-        parts = []
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-            parts.append(f"{where}: {err.get('msg')}")
-        return reply(422, "invalid", "; ".join(parts) or "invalid request")
-
-    @app.exception_handler(Exception)
-    async def _500(request: Request, exc: Exception) -> JSONResponse:
-        ref = os.urandom(4).hex()
-        logger.exception("%s %s failed (ref %s)", request.method, request.url.path, ref)
-        return reply(500, "internal", f"internal error (ref {ref}); the server log has details")
+def _action_of(dependant: Dependant) -> str | None:
+    """The action a route's access dependency checks (set by ``need``)."""
+    for dep in dependant.dependencies:
+        action = getattr(dep.call, "fleetpulse_action", None)
+        if action is not None:
+            return str(action)
+        found = _action_of(dep)
+        if found is not None:
+            return found
+    return None

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fleetpulse.control.governance import GovernanceState
+from fleetpulse.control.limits import LIMIT_MAX, check_epoch
 from fleetpulse.sink.backend import quote
 from fleetpulse.sink.backend import time_literal as _ts
 
@@ -25,6 +26,16 @@ class AuditQuery:
     since: datetime | None = None
     until: datetime | None = None
     limit: int = 1000
+
+    def __post_init__(self) -> None:
+        """Refuse what no audit record can match: times outside 2000-2200, a limit out of
+        1 to 100,000 (the API's bounds; the CLI acting directly gets the same refusal)."""
+        for name in ("since", "until"):
+            t = getattr(self, name)
+            if t is not None:
+                object.__setattr__(self, name, check_epoch(t, name))
+        if not 1 <= self.limit <= LIMIT_MAX:
+            raise ValueError(f"limit must be 1 to {LIMIT_MAX}, not {self.limit}")
 
     def where_sql(self) -> str:
         parts = ["1"]

@@ -34,6 +34,7 @@ import orjson
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from fleetpulse.control.limits import check_json_value
 from fleetpulse.errors import ConfigError
 from fleetpulse.policy import BreakerPolicy, Permissions, invalid
 from fleetpulse.schedule import Budget, Schedule
@@ -156,6 +157,10 @@ def parse_bundle(data: Any, *, source: str = "bundle") -> AgentBundle:
             field="bundle",
             source=source,
         )
+    try:
+        check_json_value(data, source)  # what a governance event cannot carry
+    except ValueError as exc:
+        raise ConfigError(str(exc), field="bundle", source=source) from None
     try:
         return AgentBundle.model_validate(data)
     except ValidationError as exc:

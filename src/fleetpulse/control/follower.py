@@ -21,7 +21,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 from fleetpulse.control.view import ControlView
 from fleetpulse.errors import CodecError
 from fleetpulse.events.codec import AvroCodec
-from fleetpulse.kafka_config import consumer_config
+from fleetpulse.kafka_config import KafkaLink, consumer_config
 
 logger = logging.getLogger(__name__)
 
@@ -52,9 +52,12 @@ class TopicFollower:
         self.record = record
         self._apply = apply
         self._codec = codec or AvroCodec(logical_types=False)
+        self.link = KafkaLink(client_id)
         self._consumer = Consumer(
             {
-                **consumer_config(bootstrap, f"fleetpulse-control-{uuid.uuid4().hex}"),
+                **consumer_config(
+                    bootstrap, f"fleetpulse-control-{uuid.uuid4().hex}", link=self.link
+                ),
                 "client.id": client_id,
                 "fetch.wait.max.ms": fetch_wait_ms,
                 "fetch.error.backoff.ms": 100,
@@ -137,6 +140,7 @@ class TopicFollower:
             if m.error() is not None:
                 logger.debug("%s consumer: %s", self.topic, m.error())
                 continue
+            self.link.ok()
             if m.value() is None:
                 continue  # a tombstone: nothing to apply
             try:

@@ -21,7 +21,7 @@ from typing import Any
 
 from fleetpulse.clock import Clock, SystemClock
 from fleetpulse.config import CommonSettings
-from fleetpulse.control import access
+from fleetpulse.control import access, limits
 from fleetpulse.control.access import Caller, IssuedToken, check_role, issue_token
 from fleetpulse.control.alerts_view import AlertsView, read_alerts
 from fleetpulse.control.bundles import AgentBundle, diff
@@ -47,7 +47,7 @@ from fleetpulse.errors import (
 from fleetpulse.policy import FleetPolicy
 
 logger = logging.getLogger(__name__)
-_MAX_SILENCE_S = 30 * 86400
+_MAX_SILENCE_S = limits.MAX_SILENCE_S
 
 
 def local_caller() -> Caller:
@@ -430,6 +430,14 @@ class ControlPlane:
         self.require(caller, "approvals.request", agent_id)
         if not action or not summary:
             raise ValueError("an approval request needs an action and a summary")
+        if len(action) > limits.ACTION_MAX or len(summary) > limits.TEXT_MAX:
+            raise ValueError(
+                f"an approval's action is at most {limits.ACTION_MAX} characters and its "
+                f"summary at most {limits.TEXT_MAX}; put the rest in details"
+            )
+        if timeout_s is not None:
+            limits.check_seconds(timeout_s, "timeout_s", limits.MAX_TIMEOUT_S)
+        limits.check_json_value(details or {}, "details")
         timeout = timeout_s or self.policy.governance.approval_default_timeout_s
         approval_id = os.urandom(8).hex()
         now = self.clock.time_us()

@@ -121,7 +121,11 @@ class Devstack:
             "services": services(self.home),
         }
         if state and not alive:
-            report["stale"] = "devstack.json names a Kafka pid that is gone; run `dev down`"
+            report["stale"] = (
+                f"Kafka (pid {kafka.get('pid')}) stopped without `dev down`: it crashed or was "
+                "killed. Run `fleetpulse dev up` to start it again on the same data (or "
+                "`fleetpulse dev down` to forget it)"
+            )
         if alive:
             try:
                 md = AdminClient(admin_config(kafka["bootstrap_servers"])).list_topics(timeout=5)

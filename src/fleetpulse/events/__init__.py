@@ -3,6 +3,7 @@
 from fleetpulse.events.codec import SINGLE_OBJECT_MARKER, AvroCodec
 from fleetpulse.events.compat import check_backward_compatible
 from fleetpulse.events.schemas import RECORD_NAMES, SchemaStore, SchemaVersion
+from fleetpulse.events.task_event import check_task_event, read_task_event
 from fleetpulse.events.validate import validator
 
 __all__ = [
@@ -12,5 +13,7 @@ __all__ = [
     "SchemaStore",
     "SchemaVersion",
     "check_backward_compatible",
+    "check_task_event",
+    "read_task_event",
     "validator",
 ]

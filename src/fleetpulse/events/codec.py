@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 SINGLE_OBJECT_MARKER = b"\xc3\x01"
 _HEADER_LEN = 10  # marker (2) + fingerprint (8)
 CONFLUENT_MAGIC = 0
+# the largest value of a record type that is still an event (Kafka's default message size)
+MAX_BYTES = {"TaskEvent": 1 << 20}
 Record = dict[str, Any]
 Encoder = Callable[[Record], bytes]
 
@@ -98,7 +100,8 @@ class AvroCodec:
         partition: int | None = None,
         offset: int | None = None,
     ) -> Record:
-        """Decode one value written in either wire format as record ``name``.
+        """Decode one value written in either wire format as record ``name``, strictly: the
+        whole value is the record (no trailing bytes), within ``MAX_BYTES``.
 
         Raises:
             CodecError: the bytes are not a ``name`` record in a format we know; the error says
@@ -107,6 +110,9 @@ class AvroCodec:
         where: dict[str, Any] = {"topic": topic, "partition": partition, "offset": offset}
         if not data:
             raise CodecError("empty value", **where)
+        limit = MAX_BYTES.get(name)
+        if limit is not None and len(data) > limit:
+            raise CodecError(f"{len(data)} bytes: a {name} is at most {limit} bytes", **where)
         if data[:2] == SINGLE_OBJECT_MARKER:
             writer = self.store.by_fingerprint(data[2:_HEADER_LEN])
             if writer is None:
@@ -128,17 +134,17 @@ class AvroCodec:
             writer_parsed, reader_parsed = writer.parsed, reader.parsed
         else:
             writer_parsed, reader_parsed = writer.plain, reader.plain
+        body = BytesIO(memoryview(data)[_HEADER_LEN:])
         try:
             result = cast(
                 Record,
-                schemaless_reader(
-                    BytesIO(memoryview(data)[_HEADER_LEN:]),
-                    writer_parsed,
-                    None if reader is writer else reader_parsed,
-                ),
+                schemaless_reader(body, writer_parsed, None if reader is writer else reader_parsed),
             )
         except Exception as exc:  # fastavro raises many types for corrupt bodies
             raise CodecError(f"corrupt {name} body: {type(exc).__name__}: {exc}", **where) from exc
+        extra = len(data) - _HEADER_LEN - body.tell()
+        if extra:  # a valid body with junk after it is not the record its producer wrote
+            raise CodecError(f"{extra} trailing bytes after the {name} body", **where)
         return result
 
     # -- Confluent wire format ------------------------------------------------------------

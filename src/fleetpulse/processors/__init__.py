@@ -10,6 +10,6 @@
 4. ``breakers/``: the fleet-wide breaker state machine (``machine.py``, pure) and its stage.
 5. ``alerts/``: alert rules, their evaluator and lifecycle (pure), and the alert stage.
 
-Shared by the stages: ``validity.py`` (what makes an event countable), ``produce.py``
+Shared by the stages: ``loop.py`` (the one poll loop), ``produce.py``
 (back-pressure), ``supervisor.py`` (the processes of ``fleetpulse processors run``).
 """

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from fleetpulse.kafka_config import KafkaLink
 from fleetpulse.sdk.spool import Spool
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,8 @@ class KafkaTransport:
         self._replay_not_before = 0.0
         self._backoff = 0.5
         self._producer = Producer({**config, "on_delivery": self._on_delivery})
+        link = config.get("logger")
+        self._link = link if isinstance(link, KafkaLink) else None
         self._stop = threading.Event()
         self._poll_interval = poll_interval
         self._thread = threading.Thread(target=self._run, name="fleetpulse-producer", daemon=True)
@@ -89,6 +92,8 @@ class KafkaTransport:
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is None:
             self.delivered += 1
+            if self._link is not None:
+                self._link.ok()
             return
         self._failed(err, msg)
 

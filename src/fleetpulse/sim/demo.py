@@ -28,7 +28,6 @@ from typing import Any
 import yaml
 from confluent_kafka import Consumer, TopicPartition
 from rich.console import Console
-from rich.table import Table
 
 from fleetpulse.config import DevstackSettings, SdkSettings, SinkSettings, load_settings
 from fleetpulse.devstack import Devstack, free_port
@@ -46,6 +45,7 @@ from fleetpulse.kafka_config import consumer_config
 from fleetpulse.sim import report
 from fleetpulse.sim.runner import SimResult, Simulator
 from fleetpulse.sim.scenario import Scenario, load_scenario
+from fleetpulse.tables import print_table
 
 _WIDE = ("task_id", "trace_id", "call_id")  # ids the terminal report leaves to --report-json
 
@@ -375,13 +375,12 @@ def _wait_alert_rows(
 def _print_report(out: DemoResult, console: Console) -> None:
     console.rule("[bold]report, read from ClickHouse")
     for s in out.report.sections:
-        t = Table(title=s.title, title_justify="left")
+        if not s.table.rows:
+            console.print(f"[bold]{s.title}[/]: no rows")
+            continue
         shown = [i for i, c in enumerate(s.table.columns) if c not in _WIDE]
-        for i in shown:
-            t.add_column(s.table.columns[i], overflow="fold")
-        for r in s.table.rows:
-            t.add_row(*("" if r[i] is None else str(r[i]) for i in shown))
-        console.print(t if s.table.rows else f"[bold]{s.title}[/]: no rows")
+        columns = [s.table.columns[i] for i in shown]
+        print_table(console, s.title, columns, [[r[i] for i in shown] for r in s.table.rows])
     produced = len(out.sim.event_ids())
     verdict = (
         "[bold green]exactly the events produced[/]"

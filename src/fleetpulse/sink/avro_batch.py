@@ -11,6 +11,14 @@ Only records written with the schema this build ships as latest take this path; 
 writer schemas and the Confluent framing (which need schema resolution) take the Python path,
 and so does a whole batch if ClickHouse cannot parse it (so a corrupt body still reaches the
 DLQ with its reason).
+
+Validity (events/task_event.py) holds here too. Each body is followed by an 8-byte sentinel,
+random per batch, read as a trailing ``_end`` field: a body with junk after it puts the junk
+where the sentinel should be. The task_events insert (the first of the two) carries `guard`:
+``throwIf`` on any row whose sentinel is wrong or that fails ``sql_accepts``, so one invalid
+record fails the insert before anything is written (the batch is one insert block) and the
+whole batch takes the Python path, which dead-letters exactly those records with
+`check_task_event`'s reasons. The check costs no extra pass over the batch.
 """
 
 from __future__ import annotations
@@ -19,7 +27,8 @@ import json
 import os
 from typing import Any
 
-from fleetpulse.events.codec import SINGLE_OBJECT_MARKER, AvroCodec
+from fleetpulse.events.codec import MAX_BYTES, SINGLE_OBJECT_MARKER, AvroCodec
+from fleetpulse.events.task_event import sql_accepts
 from fleetpulse.sink.backend import quote
 from fleetpulse.sink.rows import CALL_COLUMNS, TASK_COLUMNS
 
@@ -58,15 +67,19 @@ class AvroBatch:
             {"name": "_partition", "type": "int"},
             {"name": "_offset", "type": "long"},
             *schema["fields"],
+            {"name": "_end", "type": {"type": "fixed", "name": "SinkEnd", "size": 8}},
         ]
         self._schema_json = json.dumps(schema).encode()
+        self.sentinel = os.urandom(8)
         self.bodies: list[bytes] = []
 
     def accepts(self, value: bytes) -> bool:
-        return value[:HEADER_LEN] == self.prefix
+        """Written with the latest schema, and not over the size limit (which only Python
+        checks: the container cannot tell)."""
+        return value[:HEADER_LEN] == self.prefix and len(value) <= MAX_BYTES["TaskEvent"]
 
     def add(self, partition: int, offset: int, value: bytes) -> None:
-        self.bodies.append(zigzag(partition) + zigzag(offset) + value[HEADER_LEN:])
+        self.bodies.append(zigzag(partition) + zigzag(offset) + value[HEADER_LEN:] + self.sentinel)
 
     def __len__(self) -> int:
         return len(self.bodies)
@@ -123,31 +136,51 @@ def _select(columns: list[str], exprs: dict[str, str], topic: str) -> str:
     return ", ".join(quote(topic) if c == "_topic" else exprs.get(c, c) for c in columns)
 
 
-def task_events_select(topic: str, watermarks: dict[int, int]) -> tuple[list[str], str]:
-    """Columns and SELECT (over ``{source}``) filling task_events from the container."""
+def task_events_select(
+    topic: str, watermarks: dict[int, int], check: str = "1"
+) -> tuple[list[str], str]:
+    """Columns and SELECT (over ``{source}``) filling task_events from the container;
+    ``check`` (`guard`) is evaluated on every row."""
     sql = (
         f"SELECT {_select(TASK_COLUMNS, _TASK_EXPR, topic)} FROM {{source}} "
-        f"WHERE {_above(watermarks)}"
+        f"WHERE {check} AND {_above(watermarks)}"
     )
     return TASK_COLUMNS, sql
 
 
-def tool_calls_select(topic: str, watermarks: dict[int, int]) -> tuple[list[str], str]:
+def tool_calls_select(
+    topic: str, watermarks: dict[int, int], check: str = "1"
+) -> tuple[list[str], str]:
     """Columns and SELECT (over ``{source}``) filling tool_calls: one row per call."""
     sql = (
         f"SELECT {_select(CALL_COLUMNS, _CALL_EXPR, topic)} FROM {{source}} "
-        f"ARRAY JOIN tool_calls AS c WHERE {_above(watermarks)}"
+        f"ARRAY JOIN tool_calls AS c WHERE {check} AND {_above(watermarks)}"
     )
     return CALL_COLUMNS, sql
 
 
-def selects(topic: str, marks: dict[str, dict[tuple[str, int], int]]) -> dict[str, Any]:
-    """Per table: (columns, select) for this topic's rows above that table's watermarks."""
+INVALID = "invalid task event in the batch"
+
+
+def guard(sentinel: bytes, now_us: int, max_future_us: int) -> str:
+    """SQL condition that throws (`INVALID`) on a row the fast path must not insert: a body
+    with trailing bytes (its sentinel is not where it belongs), or one `check_task_event`
+    refuses."""
+    ok = f"hex(_end) = '{sentinel.hex().upper()}' AND {sql_accepts(now_us, max_future_us)}"
+    return f"throwIf(NOT ({ok}), '{INVALID}') = 0"
+
+
+def selects(
+    topic: str, marks: dict[str, dict[tuple[str, int], int]], check: str = "1", *, calls: bool
+) -> dict[str, Any]:
+    """Per table: (columns, select) for this topic's rows above that table's watermarks;
+    task_events first, with ``check``; tool_calls with it too when ``calls`` (when the
+    batch has no task_events rows to insert, only calls a crash left unwritten)."""
 
     def of(table: str) -> dict[int, int]:
         return {p: o for (t, p), o in marks[table].items() if t == topic}
 
     return {
-        "task_events": task_events_select(topic, of("task_events")),
-        "tool_calls": tool_calls_select(topic, of("tool_calls")),
+        "task_events": task_events_select(topic, of("task_events"), check),
+        "tool_calls": tool_calls_select(topic, of("tool_calls"), check if calls else "1"),
     }

@@ -127,6 +127,14 @@ class ChdbBackend:
             failed=f"insert into {table} failed: ",
         )
 
+    def use_database(self) -> None:
+        """Unqualified table names mean this backend's database (for analysts)."""
+        self._query(f"USE {self.database}")
+
+    def rows_from_file(self, select: str, path: str, fmt: str) -> list[dict[str, Any]]:
+        """The rows of ``select`` over a local file (``select`` names it as ``{source}``)."""
+        return self.rows(select.format(source=f"file('{path}', '{fmt}')"))
+
     def rows(self, sql: str) -> list[dict[str, Any]]:
         return as_records(*self.table(sql))
 
@@ -137,7 +145,18 @@ class ChdbBackend:
         text = self._query(sql, "JSONCompact")
         if not text.strip():  # a statement without a result
             return [], []
-        body = json.loads(text)
+        # After a query that failed mid-result, chDB leaves that result's start in front of
+        # the next one's: the answer is the last document.
+        decoder, at, body = json.JSONDecoder(), 0, None
+        try:
+            while at < len(text):
+                body, at = decoder.raw_decode(text, at)
+                while at < len(text) and text[at].isspace():
+                    at += 1
+        except ValueError:
+            raise BackendError(f"unreadable result: {text[-300:].strip()}") from None
+        if body is None:
+            return [], []
         return [m["name"] for m in body["meta"]], body["data"]
 
     def close(self) -> None:
@@ -189,6 +208,10 @@ class ServerBackend:
             self._client = clickhouse_connect.get_client(dsn=url, username=user, password=password)
         except Exception as exc:
             raise BackendError(f"cannot reach ClickHouse at {url}: {exc}") from exc
+
+    def use_database(self) -> None:
+        """Unqualified table names mean this backend's database (for analysts)."""
+        self._client.database = self.database
 
     def command(self, sql: str) -> None:
         try:

@@ -15,7 +15,8 @@ Exactly once on replay, three lines deep:
 3. *ReplacingMergeTree* on the event id and the analysts' ``*_v`` views (``FINAL``).
 
 While ClickHouse fails, the consumer pauses its partitions and retries with exponential backoff
-and jitter; nothing is skipped and nothing is committed. Undecodable records go to the DLQ.
+and jitter; nothing is skipped and nothing is committed. Undecodable records go to the DLQ, and
+so do task events that are not valid (events/task_event.py: the processors' definition too).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import socket
 import threading
 import time
 import uuid
@@ -30,40 +32,52 @@ from pathlib import Path
 from tempfile import gettempdir
 from typing import Any
 
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
+from fleetpulse.clock import Clock, SystemClock
 from fleetpulse.config import SinkSettings
 from fleetpulse.errors import CodecError
 from fleetpulse.events.codec import AvroCodec
-from fleetpulse.kafka_config import consumer_config, producer_config
-from fleetpulse.sink.avro_batch import AvroBatch
+from fleetpulse.events.task_event import read_task_event
+from fleetpulse.kafka_config import KafkaLink, consumer_config, producer_config
+from fleetpulse.sink.avro_batch import INVALID, AvroBatch, guard
 from fleetpulse.sink.avro_batch import selects as avro_selects
 from fleetpulse.sink.backend import Backend, BackendError, Columns
 from fleetpulse.sink.rows import COLUMNS, ROUTES, TABLES, Route, empty
 from fleetpulse.topics import dlq_headers
 
 logger = logging.getLogger(__name__)
+_UNREACHABLE = (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE)
 
 
 class SinkRunner:
-    def __init__(self, settings: SinkSettings, backend: Backend) -> None:
+    def __init__(self, settings: SinkSettings, backend: Backend, *, clock: Clock | None = None):
         self.settings = settings
         self.backend = backend
+        self.clock = clock or SystemClock()
+        self.max_future_us = settings.processors_max_future_s * 1_000_000
         self.topics = settings.topics
         self.bootstrap = settings.resolved_bootstrap()
         self.codec = AvroCodec(registry_url=settings.schema_registry_url, logical_types=False)
         self.routes: dict[str, Route] = {getattr(self.topics, r.topic_attr): r for r in ROUTES}
+        self.link = KafkaLink("fleetpulse-sink")  # one line per connection state change
         self.consumer = Consumer(
             {
-                **consumer_config(self.bootstrap, settings.group_id),
+                **consumer_config(self.bootstrap, settings.group_id, link=self.link),
                 "client.id": "fleetpulse-sink",
                 "fetch.max.bytes": 64 * 1024 * 1024,
                 # a crashed sink's partitions move on within seconds, not librdkafka's 45 s
                 "session.timeout.ms": 10_000,
                 "heartbeat.interval.ms": 2_000,
+                # static membership: after a broker outage longer than the session, this
+                # process rejoins as itself and gets its partitions back at once, instead of
+                # waiting for its old membership to time out (about 10 s more)
+                "group.instance.id": f"fleetpulse-sink-{socket.gethostname()}-{os.getpid()}",
             }
         )
-        self.producer = Producer(producer_config(self.bootstrap, client_id="fleetpulse-sink"))
+        self.producer = Producer(
+            producer_config(self.bootstrap, client_id="fleetpulse-sink", link=self.link)
+        )
         # table -> (topic, partition) -> highest offset already in ClickHouse
         self.watermarks: dict[str, dict[tuple[str, int], int]] = {t: {} for t in TABLES}
         self.stop_event = threading.Event()
@@ -142,16 +156,21 @@ class SinkRunner:
             if left <= 0:
                 break
             for m in self.consumer.consume(min(limit - len(batch), 10_000), timeout=min(left, 0.1)):
-                if m.error() is None:
+                err = m.error()
+                if err is None:
                     batch.append(m)
+                    self.link.ok()
+                elif err.code() in _UNREACHABLE:
+                    self.link.failed(str(err))
                 else:
-                    logger.warning("sink consumer: %s", m.error())
+                    logger.warning("sink consumer: %s", err)
         return batch
 
     def _write(self, batch: list[Message], *, slow: bool = False) -> None:
         """Decode, filter by watermarks, insert per table, commit. ``slow``: every record
         through Python (the fallback when ClickHouse could not parse a batch); no commit."""
         fast = None if slow else self._fast_batch(batch)
+        now_us = self.clock.time_us()
         fast_seen = fast_skipped = 0
         fast_msgs: list[Message] = []
         cols = {t: empty(COLUMNS[t]) for t in TABLES}
@@ -174,10 +193,9 @@ class SinkRunner:
                 for t in new:
                     _extend(fast_ranges[t], tp, off)
                 continue
-            try:
-                rec = self.codec.decode(value, route.record, topic=topic, partition=p, offset=off)
-            except CodecError as exc:
-                self._dead_letter(m, str(exc))
+            rec, reason = self._decode(value, route.record, topic, p, off, now_us)
+            if rec is None:
+                self._dead_letter(m, reason or "undecodable")
                 continue
             self.counters["events"] += 1
             # watermarks: what a crash left inserted but uncommitted is not inserted again
@@ -191,7 +209,7 @@ class SinkRunner:
             for t in new:
                 if len(cols[t]["_offset"]) > before[t]:  # e.g. a task without tool calls
                     _extend(ranges[t], tp, off)
-        if fast is not None and (not len(fast) or self._insert_fast(fast, fast_ranges)):
+        if fast is not None and (not len(fast) or self._insert_fast(fast, fast_ranges, now_us)):
             self.counters["events"] += fast_seen
             self.counters["skipped"] += fast_skipped
         elif fast is not None:  # ClickHouse could not parse it: decode here, record by record
@@ -201,6 +219,25 @@ class SinkRunner:
                 self._insert(table, cols[table], ranges[table])
         if not slow:
             self._commit(batch)
+
+    def _decode(
+        self, value: bytes, record: str, topic: str, p: int, off: int, now_us: int
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        """(record, None), or (None, why it goes to the DLQ)."""
+        if record == "TaskEvent":
+            return read_task_event(
+                self.codec,
+                value,
+                now_us=now_us,
+                max_future_us=self.max_future_us,
+                topic=topic,
+                partition=p,
+                offset=off,
+            )
+        try:
+            return self.codec.decode(value, record, topic=topic, partition=p, offset=off), None
+        except CodecError as exc:
+            return None, str(exc)
 
     def _fast_batch(self, batch: list[Message]) -> AvroBatch | None:
         """An AvroBatch when ClickHouse can decode this batch's task events itself: the
@@ -224,14 +261,17 @@ class SinkRunner:
         return fast
 
     def _insert_fast(
-        self, fast: AvroBatch, ranges: dict[str, dict[tuple[str, int], list[int]]]
+        self, fast: AvroBatch, ranges: dict[str, dict[tuple[str, int], list[int]]], now_us: int
     ) -> bool:
-        """Both tables from one Avro container; False if ClickHouse cannot parse it."""
+        """Both tables from one Avro container; False if ClickHouse cannot parse it or it
+        holds a record that is not a valid task event (the Python path dead-letters it)."""
         topic = self.topics.task_events
         path = self.avro_dir / f"batch-{os.getpid()}-{uuid.uuid4().hex[:8]}.avro"
         path.write_bytes(fast.container())
         try:
-            for table, (columns, select) in avro_selects(topic, self.watermarks).items():
+            check = guard(fast.sentinel, now_us, self.max_future_us)
+            tables = avro_selects(topic, self.watermarks, check, calls=not ranges["task_events"])
+            for table, (columns, select) in tables.items():
                 if not ranges[table]:
                     continue
                 token = f"{table}|avro|" + _token(ranges[table])
@@ -240,7 +280,10 @@ class SinkRunner:
                         table, columns, select, str(path), "Avro", token
                     )
                 except BackendError as exc:
-                    logger.warning("fast path refused (%s); decoding in Python", exc)
+                    if INVALID in str(exc):  # the Python path dead-letters it, with its reason
+                        logger.info("an invalid task event in a batch; decoding it in Python")
+                    else:
+                        logger.warning("fast path refused (%s); decoding in Python", exc)
                     return False
                 self._advance(table, ranges[table])
                 if table == "task_events":

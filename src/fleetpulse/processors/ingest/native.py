@@ -11,7 +11,7 @@ How a batch goes through:
    A sentinel record closes the block, so that junk after any body shifts what follows and is
    caught by the row check below instead of being read as data.
 2. **Decode once** into an in-memory table: the columns the windows need, whether the row is
-   countable (the semantic checks of ``validity.py``), its partition's running watermark
+   countable (``events/task_event.py``'s checks, as SQL), its partition's running watermark
    (window function over earlier rows) and so whether it is late.
 3. **Group** with one ``UNION ALL`` per scope type (task scopes per event, integration scopes
    per call with ``ARRAY JOIN``), latency sketch bins as ``sumMap`` of
@@ -43,12 +43,13 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from fastavro import schemaless_reader, schemaless_writer
+from fastavro import schemaless_writer
 
 from fleetpulse.errors import CodecError
 from fleetpulse.events.codec import SINGLE_OBJECT_MARKER, AvroCodec
+from fleetpulse.events.task_event import read_task_event
 from fleetpulse.processors.ingest.cells import Cell, Partials, PartitionProgress
-from fleetpulse.processors.ingest.params import IngestParams
+from fleetpulse.processors.ingest.params import IngestParams, Where
 from fleetpulse.processors.ingest.reference import reference_partials
 from fleetpulse.processors.ingest.sql import (
     BOUNDS_SQL,
@@ -60,7 +61,6 @@ from fleetpulse.processors.ingest.sql import (
     raw_sql,
     task_cells_sql,
 )
-from fleetpulse.processors.validity import check_task_event
 from fleetpulse.processors.windows.aggregate import COUNTERS
 
 logger = logging.getLogger(__name__)
@@ -142,12 +142,18 @@ class NativeIngest:
     # -- the pass -------------------------------------------------------------------------
 
     def run(
-        self, partitions: Sequence[int], values: Sequence[bytes], params: IngestParams
+        self,
+        partitions: Sequence[int],
+        values: Sequence[bytes],
+        params: IngestParams,
+        *,
+        where: Where | None = None,
     ) -> Partials:
         """Aggregate one batch (records in offset order per partition). Rejected records come
-        back in ``Partials.rejected`` with the reason, by their index in the batch."""
+        back in ``Partials.rejected`` with the reason, by their index in the batch; ``where``
+        (topic, offsets) lets the reasons name the record as every consumer does."""
         if len(values) < self.native_min:
-            return reference_partials(partitions, values, params, self.codec)
+            return reference_partials(partitions, values, params, self.codec, where=where)
         rejected: list[tuple[int, str]] = []
         bodies = self._bodies(partitions, values, rejected)
         with self._lock:
@@ -156,12 +162,11 @@ class NativeIngest:
             except _Misread as exc:
                 self.fallbacks += 1
                 logger.info("ingest: %s; finding the bad records one by one", exc)
-                out = self._search(partitions, values, bodies, params, rejected)
-        found = [
-            (i, reason or self._reason(values[i], partitions[i], params))
-            for i, reason in out.rejected
-        ]
-        out.rejected = sorted(rejected + found)
+                out = self._search(partitions, values, bodies, params, rejected, where)
+        out.rejected = sorted(
+            (i, reason or self._reason(values[i], partitions[i], params, where, i))
+            for i, reason in rejected + out.rejected
+        )
         return out
 
     def _bodies(
@@ -178,8 +183,8 @@ class NativeIngest:
                 continue
             try:  # an older writer schema or the Confluent framing: re-encode (rare)
                 ev = self.codec.decode(v, "TaskEvent", partition=p)
-            except CodecError as exc:
-                rejected.append((i, str(exc)))
+            except CodecError:
+                rejected.append((i, ""))  # run() gives the reason, naming the record
                 out.append(None)
                 continue
             out.append(parts[p] + rows[i] + self._body_of(ev))
@@ -240,19 +245,20 @@ class NativeIngest:
     def _sentinel_at(self, n: int) -> bytes:
         return self._sentinel[:1] + zigzag(n) + self._sentinel[1:]
 
-    def _reason(self, value: bytes, partition: int, params: IngestParams) -> str:
+    def _reason(
+        self, value: bytes, partition: int, params: IngestParams, where: Where | None, i: int
+    ) -> str:
         """Why one record cannot be counted, decoded strictly in Python ("" if it can)."""
-        try:
-            ev = self.codec.decode(value, "TaskEvent", partition=partition)
-        except CodecError as exc:
-            return str(exc)
-        if value[:HEADER_LEN] == self._prefix:
-            buf = BytesIO(memoryview(value)[HEADER_LEN:])
-            schemaless_reader(buf, self._latest_plain, None)
-            extra = len(value) - HEADER_LEN - buf.tell()
-            if extra:
-                return f"{extra} byte(s) after the end of the TaskEvent body"
-        return check_task_event(ev, params.now_us, params.max_future_us) or ""
+        _, reason = read_task_event(
+            self.codec,
+            value,
+            now_us=params.now_us,
+            max_future_us=params.max_future_us,
+            topic=where.topic if where else None,
+            partition=partition,
+            offset=where.offsets[i] if where else None,
+        )
+        return reason or ""
 
     def _search(
         self,
@@ -261,12 +267,13 @@ class NativeIngest:
         bodies: list[bytes | None],
         params: IngestParams,
         rejected: list[tuple[int, str]],
+        where: Where | None,
     ) -> Partials:
         """The engine misread the batch: reject what a strict decode refuses, pass the rest."""
         for i, body in enumerate(bodies):
             if body is None:
                 continue
-            reason = self._reason(values[i], partitions[i], params)
+            reason = self._reason(values[i], partitions[i], params, where, i)
             if reason:
                 rejected.append((i, reason))
                 bodies[i] = None
@@ -276,7 +283,11 @@ class NativeIngest:
             logger.error("ingest: %s after removing the bad records; aggregating in Python", exc)
             good = [i for i, b in enumerate(bodies) if b is not None]
             out = reference_partials(
-                [partitions[i] for i in good], [values[i] for i in good], params, self.codec
+                [partitions[i] for i in good],
+                [values[i] for i in good],
+                params,
+                self.codec,
+                where=Where(where.topic, [where.offsets[i] for i in good]) if where else None,
             )
             out.rejected = [(good[i], reason) for i, reason in out.rejected]
             return out

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 
@@ -18,3 +18,12 @@ class IngestParams:
     lateness_us: int = 120_000_000
     max_future_us: int = 300_000_000
     watermarks: Mapping[int, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where a batch's records came from, so that a rejected record's reason names it
+    (``topic[partition]@offset``) exactly as every other consumer's does."""
+
+    topic: str
+    offsets: Sequence[int]

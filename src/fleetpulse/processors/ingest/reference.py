@@ -8,11 +8,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from fleetpulse.errors import CodecError
 from fleetpulse.events.codec import AvroCodec
+from fleetpulse.events.task_event import read_task_event
 from fleetpulse.processors.ingest.cells import CellKey, Partials, PartitionProgress
-from fleetpulse.processors.ingest.params import IngestParams
-from fleetpulse.processors.validity import check_task_event
+from fleetpulse.processors.ingest.params import IngestParams, Where
 from fleetpulse.processors.windows.aggregate import COUNTERS
 from fleetpulse.processors.windows.sketch import bin_key
 from fleetpulse.semantics import ATTEMPTED_STATUSES, CALL_ERROR_STATUSES
@@ -42,6 +41,8 @@ def reference_partials(
     values: Sequence[bytes],
     params: IngestParams,
     codec: AvroCodec | None = None,
+    *,
+    where: Where | None = None,
 ) -> Partials:
     """Decode each value with fastavro, check it, and aggregate it, exactly as the native
     pass does."""
@@ -49,14 +50,17 @@ def reference_partials(
     rejected: list[tuple[int, str]] = []
     rows: list[tuple[int, dict[str, Any]]] = []
     for row, (p, value) in enumerate(zip(partitions, values, strict=True)):
-        try:
-            ev = codec.decode(value, "TaskEvent", partition=p)
-        except CodecError as exc:
-            rejected.append((row, str(exc)))
-            continue
-        problem = check_task_event(ev, params.now_us, params.max_future_us)
-        if problem:
-            rejected.append((row, problem))
+        ev, problem = read_task_event(
+            codec,
+            value,
+            now_us=params.now_us,
+            max_future_us=params.max_future_us,
+            topic=where.topic if where else None,
+            partition=p,
+            offset=where.offsets[row] if where else None,
+        )
+        if ev is None:
+            rejected.append((row, problem or ""))
             continue
         rows.append((p, ev))
     out = aggregate_events(rows, params)

@@ -2,7 +2,7 @@
 Python). Kept apart so that the arithmetic reads in one place.
 
 ``fp_ingest.raw`` holds one decoded batch, a row per record: the columns the scopes need and
-``bad`` (the semantic checks of ``validity.py``; the sentinel is bad too). The grouping queries
+``bad`` (``events/task_event.py``'s checks; the sentinel is bad too). The grouping queries
 read it through a *source*: when no row of the batch can be late (the common case, decided
 from per-partition bounds) a plain one; otherwise one that adds each row's running watermark
 (a window function over the earlier rows of its partition) and whether the row is late.
@@ -15,6 +15,7 @@ A bin is ``ceil(log(v) / log(2) * multiplier) + offset``, bit-identical to ``ske
 
 from __future__ import annotations
 
+from fleetpulse.events.task_event import sql_accepts
 from fleetpulse.processors.ingest.params import IngestParams
 from fleetpulse.processors.windows.aggregate import COUNTERS
 from fleetpulse.processors.windows.sketch import _MIN_INDEXABLE, _MULTIPLIER, _OFFSET
@@ -35,13 +36,7 @@ def _indexable(v: str) -> str:
 
 def raw_sql(path: str, params: IngestParams) -> str:
     """Decode the container at ``path`` into ``fp_ingest.raw``."""
-    bad = (
-        "agent_id = '' OR NOT isFinite(duration_ms) OR duration_ms < 0"
-        f" OR ts > {params.now_us + params.max_future_us}"
-        " OR arrayExists(c -> NOT isFinite(c.latency_ms) OR c.latency_ms < 0"
-        " OR c.integration = '', tool_calls)"
-        " OR _p < 0"
-    )
+    bad = f"NOT {sql_accepts(params.now_us, params.max_future_us)} OR _p < 0"
     return f"""
 CREATE DATABASE IF NOT EXISTS fp_ingest;
 CREATE OR REPLACE TABLE fp_ingest.raw ENGINE = Memory AS

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from typing import Any
+from typing import Any, ClassVar
 
 import faust
 from faust.web import Request, Response, View
@@ -57,6 +57,7 @@ def build_app(core: ProcessorCore, settings: ProcessorSettings, *, index: int = 
         web_bind=settings.processors_web_host,
         web_in_thread=False,
     )
+    app._new_web = lambda: _only_our_routes(app)  # type: ignore[method-assign]
     batch_max = settings.processors_batch_max
     wait = settings.processors_batch_wait_s
 
@@ -108,6 +109,22 @@ def build_app(core: ProcessorCore, settings: ProcessorSettings, *, index: int = 
             return self.bytes(exposition(core.registry), content_type=_PROM_TYPE)
 
     return app
+
+
+def _only_our_routes(app: faust.App) -> Any:
+    """faust's web server without its own pages (``/router/``, ``/table/``, ``/graph``,
+    statistics, the index): only what the processors add (``/metrics``)."""
+    from faust.web import drivers
+
+    base: Any = drivers.by_url(app.conf.web)
+
+    class OnlyOurs(base):
+        default_blueprints: ClassVar[list[Any]] = []
+        production_blueprints: ClassVar[list[Any]] = []
+        debug_blueprints: ClassVar[list[Any]] = []
+        optional_blueprints: ClassVar[list[Any]] = []
+
+    return OnlyOurs(app)
 
 
 def run_worker(settings: ProcessorSettings, *, index: int = 0, loglevel: str = "warn") -> None:

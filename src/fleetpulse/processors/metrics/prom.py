@@ -14,7 +14,10 @@ Families (all windows are the 5-minute horizon):
 * ``fleetpulse_agent_failure_rate_5m{agent}``, ``fleetpulse_agent_tasks_5m{agent}``
 * ``fleetpulse_integration_calls_5m{integration}``,
   ``fleetpulse_integration_error_rate_5m{integration}``,
-  ``fleetpulse_integration_latency_p99_ms_5m{integration}``
+  ``fleetpulse_integration_latency_p99_seconds_5m{integration}``
+
+Names are in Prometheus' base units (seconds, not milliseconds; ``promtool check metrics``
+passes); costs stay integer micro-USD, the unit of every fleetpulse cost.
 """
 
 from __future__ import annotations
@@ -103,12 +106,14 @@ class ProcessorCollector(Collector):
             labels=["integration"],
         )
         p99 = GaugeMetricFamily(
-            "fleetpulse_integration_latency_p99_ms_5m", "call latency p99", labels=["integration"]
+            "fleetpulse_integration_latency_p99_seconds_5m",
+            "call latency p99, seconds",
+            labels=["integration"],
         )
         for name, s in top:
             calls.add_metric([name], s["tool_calls"])
             err.add_metric([name], s["tool_error_rate"])
-            p99.add_metric([name], s["latency_p99_ms"])
+            p99.add_metric([name], s["latency_p99_ms"] / 1000)
         if rest:
             calls.add_metric([OTHER], sum(s["tool_calls"] for s in rest))
             attempted = sum(

@@ -22,6 +22,7 @@ from fleetpulse.config import ProcessorSettings
 from fleetpulse.events.codec import AvroCodec
 from fleetpulse.kafka_config import admin_config, producer_config
 from fleetpulse.processors.ingest import NativeIngest
+from fleetpulse.processors.ingest.params import Where
 from fleetpulse.processors.metrics.prom import ProcessorCollector, new_registry
 from fleetpulse.processors.produce import produce
 from fleetpulse.processors.windows.buckets import US, WindowConfig, parse_horizons
@@ -230,6 +231,7 @@ class ProcessorCore:
             [r.partition for r in fresh],
             [r.value or b"" for r in fresh],
             replace(self.engine.params(), max_future_us=self._max_future_us),
+            where=Where(self.topics.task_events, [r.offset for r in fresh]),
         )
         for i, reason in partials.rejected:
             self._dead_letter(fresh[i], reason, replay)
