@@ -46,9 +46,9 @@ from fleetpulse.clock import SystemClock
 from fleetpulse.config import ProcessorSettings, load_settings
 from fleetpulse.devstack import ensure_topics, free_port
 from fleetpulse.events import AvroCodec
+from fleetpulse.events.container import container
 from fleetpulse.kafka_config import consumer_config
 from fleetpulse.processors.ingest import IngestParams, NativeIngest, Partials
-from fleetpulse.processors.ingest.native import container
 from fleetpulse.processors.metrics.plain import PlainRunner
 from fleetpulse.processors.metrics.worker import ProcessorCore
 from fleetpulse.processors.windows.engine import Engine

@@ -28,31 +28,12 @@ import os
 from typing import Any
 
 from fleetpulse.events.codec import MAX_BYTES, SINGLE_OBJECT_MARKER, AvroCodec
+from fleetpulse.events.container import container, zigzag
 from fleetpulse.events.task_event import sql_accepts
 from fleetpulse.sink.backend import quote
 from fleetpulse.sink.rows import CALL_COLUMNS, TASK_COLUMNS
 
 HEADER_LEN = 10  # marker (2) + CRC-64-AVRO fingerprint (8)
-
-
-def zigzag(n: int) -> bytes:
-    """Avro's variable-length zig-zag encoding of a long.
-
-    Example:
-        >>> zigzag(0), zigzag(-1), zigzag(1), zigzag(64)
-        (b'\\x00', b'\\x01', b'\\x02', b'\\x80\\x01')
-    """
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while n & ~0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _string(b: bytes) -> bytes:
-    return zigzag(len(b)) + b
 
 
 class AvroBatch:
@@ -86,17 +67,7 @@ class AvroBatch:
 
     def container(self) -> bytes:
         """The batch as an Avro object container file (uncompressed, one block)."""
-        sync = os.urandom(16)
-        meta = (
-            zigzag(2)
-            + _string(b"avro.schema")
-            + _string(self._schema_json)
-            + _string(b"avro.codec")
-            + _string(b"null")
-            + zigzag(0)
-        )
-        data = b"".join(self.bodies)
-        return b"Obj\x01" + meta + sync + zigzag(len(self.bodies)) + zigzag(len(data)) + data + sync
+        return container(self._schema_json, self.bodies, os.urandom(16))
 
 
 def _above(watermarks: dict[int, int]) -> str:

@@ -46,7 +46,8 @@ import pyarrow as pa
 from fastavro import schemaless_writer
 
 from fleetpulse.errors import CodecError
-from fleetpulse.events.codec import SINGLE_OBJECT_MARKER, AvroCodec
+from fleetpulse.events.codec import MAX_BYTES, SINGLE_OBJECT_MARKER, AvroCodec
+from fleetpulse.events.container import container, zigzag
 from fleetpulse.events.task_event import read_task_event
 from fleetpulse.processors.ingest.cells import Cell, Partials, PartitionProgress
 from fleetpulse.processors.ingest.params import IngestParams, Where
@@ -66,40 +67,6 @@ from fleetpulse.processors.windows.aggregate import COUNTERS
 logger = logging.getLogger(__name__)
 
 HEADER_LEN = 10  # marker (2) + CRC-64-AVRO fingerprint (8)
-
-
-def zigzag(n: int) -> bytes:
-    """Avro's variable-length zig-zag encoding of a long.
-
-    Example:
-        >>> zigzag(0), zigzag(-1), zigzag(1), zigzag(64)
-        (b'\\x00', b'\\x01', b'\\x02', b'\\x80\\x01')
-    """
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while n & ~0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _string(b: bytes) -> bytes:
-    return zigzag(len(b)) + b
-
-
-def container(schema_json: bytes, bodies: Sequence[bytes], sync: bytes) -> bytes:
-    """Avro object container file: header, one uncompressed block of ``bodies``, sync."""
-    meta = (
-        zigzag(2)
-        + _string(b"avro.schema")
-        + _string(schema_json)
-        + _string(b"avro.codec")
-        + _string(b"null")
-        + zigzag(0)
-    )
-    data = b"".join(bodies)
-    return b"Obj\x01" + meta + sync + zigzag(len(bodies)) + zigzag(len(data)) + data + sync
 
 
 class NativeIngest:
@@ -175,13 +142,13 @@ class NativeIngest:
         """Per record: its container body, or None (rejected: empty, unknown framing...)."""
         rows = self._row_prefixes(len(values))
         parts = self._parts
-        prefix, n = self._prefix, HEADER_LEN
+        prefix, n, limit = self._prefix, HEADER_LEN, MAX_BYTES["TaskEvent"]
         out: list[bytes | None] = []
         for i, (p, v) in enumerate(zip(partitions, values, strict=True)):
-            if v[:n] == prefix:
+            if v[:n] == prefix and len(v) <= limit:
                 out.append(parts[p] + rows[i] + v[n:])
                 continue
-            try:  # an older writer schema or the Confluent framing: re-encode (rare)
+            try:  # an older writer schema, the Confluent framing, oversized: decode (rare)
                 ev = self.codec.decode(v, "TaskEvent", partition=p)
             except CodecError:
                 rejected.append((i, ""))  # run() gives the reason, naming the record
