@@ -95,11 +95,11 @@ class NativeIngest:
         self._schema_json = json.dumps(schema).encode()
         self._sync = os.urandom(16)
         self._rows: list[bytes] = []
-        self._parts = [zigzag(p) for p in range(256)]
+        self._parts: list[bytes] = []
         self._sentinel = zigzag(-1) + self._body_of(_SENTINEL)
-        fd, name = tempfile.mkstemp(
-            prefix="fleetpulse-ingest-", suffix=".avro", dir=workdir or _shm()
-        )
+        folder = Path(workdir or _shm() or tempfile.gettempdir())
+        _remove_stale(folder)
+        fd, name = tempfile.mkstemp(prefix=f"fleetpulse-ingest-{os.getpid()}-", dir=folder)
         os.close(fd)
         self._path = Path(name)
         self._session: Any = None
@@ -141,7 +141,7 @@ class NativeIngest:
     ) -> list[bytes | None]:
         """Per record: its container body, or None (rejected: empty, unknown framing...)."""
         rows = self._row_prefixes(len(values))
-        parts = self._parts
+        parts = self._part_prefixes(max(partitions, default=0) + 1)
         prefix, n, limit = self._prefix, HEADER_LEN, MAX_BYTES["TaskEvent"]
         out: list[bytes | None] = []
         for i, (p, v) in enumerate(zip(partitions, values, strict=True)):
@@ -156,6 +156,12 @@ class NativeIngest:
                 continue
             out.append(parts[p] + rows[i] + self._body_of(ev))
         return out
+
+    def _part_prefixes(self, n: int) -> list[bytes]:
+        parts = self._parts
+        if len(parts) < n:
+            parts.extend(zigzag(i) for i in range(len(parts), n))
+        return parts
 
     def _row_prefixes(self, n: int) -> list[bytes]:
         rows = self._rows
@@ -276,6 +282,18 @@ class NativeIngest:
 
 class _Misread(Exception):
     """The engine refused the batch or read it differently from what was sent."""
+
+
+def _remove_stale(folder: Path) -> None:
+    """Batch files left by processes that died (kill -9 leaves them behind)."""
+    for f in folder.glob("fleetpulse-ingest-*"):
+        try:
+            pid = int(f.name.split("-")[2])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            f.unlink(missing_ok=True)
+        except (ValueError, IndexError, PermissionError):
+            continue
 
 
 def _shm() -> str | None:
