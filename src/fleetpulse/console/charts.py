@@ -59,7 +59,7 @@ def _fmt(v: float, unit: str) -> str:
 
 def _clock(x: float, span_s: float) -> str:
     t = datetime.fromtimestamp(x, UTC)
-    return t.strftime("%m-%d %H:%M") if span_s > 86400 else t.strftime("%H:%M")
+    return t.strftime("%m-%d %H:%M") if span_s >= 43200 else t.strftime("%H:%M")
 
 
 def line_chart(plot: Plot, *, width: int = 520, height: int = 180) -> str:

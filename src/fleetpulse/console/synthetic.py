@@ -52,7 +52,7 @@ def seed(backend: Backend, s: Seed) -> None:
                if(cityHash64(number) % 100 < {fail}, 'ToolError', ''),
                {ended} - toIntervalMillisecond({dur}), {ended}, {dur},
                arrayElement(['gpt-4o-mini', 'claude-haiku'], number % 2 + 1), 'openai',
-               500 + number % 700, 100 + number % 300, 200 + number % 3000,
+               500 + number % 700, 100 + number % 300, 200 + cityHash64(number, 4) % 3000,
                if(number % {s.call_every} = 0, {s.calls_per_task}, 0),
                map('team', if({idx} % 2 = 0, 'support', 'billing'),
                    'customer', concat('c', toString(number % 7)))

@@ -15,7 +15,8 @@
   function setCounts(counts) {
     Object.keys(counts).forEach(function (k) {
       document.querySelectorAll('[data-count="' + k + '"]').forEach(function (el) {
-        el.textContent = String(counts[k]);
+        var badge = el.classList.contains("badge");
+        el.textContent = badge && !counts[k] ? "" : String(counts[k]);
       });
     });
   }
