@@ -52,6 +52,8 @@ def _fmt(v: float, unit: str) -> str:
         return f"{v * 100:.1f}%"
     if unit == "$":
         return f"${v:,.2f}" if v < 100 else f"${v:,.0f}"
+    if unit == "ms" and abs(v) >= 1000:
+        return f"{v / 1000:.1f}s"
     if abs(v) >= 1000:
         return f"{v / 1000:.1f}k{unit}"
     return f"{v:.0f}{unit}" if v == int(v) or abs(v) >= 10 else f"{v:.2f}{unit}"
