@@ -169,12 +169,15 @@ def change_to_screen(app: Any, client: TestClient, plane: ControlPlane, n: int) 
 
     def listen() -> None:
         with httpx.Client(base_url=url, cookies=cookies, timeout=None) as h:
-            with h.stream("GET", "/ui/live") as r:
-                for line in r.iter_lines():
-                    if stop.is_set():
-                        return
-                    if line.startswith("data: "):
-                        events.append((time.perf_counter(), json.loads(line[6:])))
+            try:
+                with h.stream("GET", "/ui/live") as r:
+                    for line in r.iter_lines():
+                        if stop.is_set():
+                            return
+                        if line.startswith("data: "):
+                            events.append((time.perf_counter(), json.loads(line[6:])))
+            except httpx.HTTPError:
+                return  # the server stopped at the end of the run
 
     threading.Thread(target=listen, daemon=True).start()
     while not events:

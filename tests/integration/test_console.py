@@ -305,3 +305,25 @@ def test_audit_answers_what_an_agent_did_to_a_record_and_exports_csv(stack: Cons
     assert csv.status_code == 200 and csv.headers["content-type"].startswith("text/csv")
     lines = csv.text.splitlines()
     assert lines[0].startswith("kind,at,actor") and any(",customer/3," in x for x in lines)
+
+
+def test_the_audit_from_clickhouse_takes_a_time_span(stack: ConsoleStack) -> None:
+    """The API's and the console's audit source when the sink runs: a span used to fail on
+    ClickHouse (the text alias of ``at`` shadowed the column in WHERE)."""
+    from datetime import timedelta
+
+    from fleetpulse.control.audit import COLUMNS, AuditQuery, from_clickhouse
+
+    db = stack.console.database
+    with stack.console.history() as a:
+        assert a is not None
+        a_backend = a._ro.backend  # type: ignore[attr-defined]
+        a_backend.command(
+            f"INSERT INTO {db}.governance (event_id, entity_type, entity_id, action, actor, "
+            f"actor_role, agent_id, at) VALUES ('g1', 'pause', 'triage', 'paused', 'ops', "
+            f"'operations', 'triage', now64(6))"
+        )
+        q = AuditQuery("triage", None, stack.now - timedelta(hours=1), None, 10)
+        rows = from_clickhouse(a, db, q)
+    assert [(r["action"], r["actor"]) for r in rows] == [("paused", "ops")]
+    assert list(rows[0]) == COLUMNS
