@@ -167,17 +167,19 @@ def change_to_screen(app: Any, client: TestClient, plane: ControlPlane, n: int) 
     events: list[tuple[float, dict[str, Any]]] = []
     stop = threading.Event()
 
-    def listen() -> None:
+    def listen() -> None:  # as the browser's EventSource: reconnect when a stream ends
         with httpx.Client(base_url=url, cookies=cookies, timeout=None) as h:
-            try:
-                with h.stream("GET", "/ui/live") as r:
-                    for line in r.iter_lines():
-                        if stop.is_set():
-                            return
-                        if line.startswith("data: "):
-                            events.append((time.perf_counter(), json.loads(line[6:])))
-            except httpx.HTTPError:
-                return  # the server stopped at the end of the run
+            while not stop.is_set():
+                try:
+                    with h.stream("GET", "/ui/live") as r:
+                        for line in r.iter_lines():
+                            if stop.is_set():
+                                return
+                            if line.startswith("data: "):
+                                events.append((time.perf_counter(), json.loads(line[6:])))
+                except httpx.HTTPError:
+                    return  # the server stopped at the end of the run
+                time.sleep(0.25)
 
     threading.Thread(target=listen, daemon=True).start()
     while not events:

@@ -327,3 +327,10 @@ def test_the_audit_from_clickhouse_takes_a_time_span(stack: ConsoleStack) -> Non
         rows = from_clickhouse(a, db, q)
     assert [(r["action"], r["actor"]) for r in rows] == [("paused", "ops")]
     assert list(rows[0]) == COLUMNS
+
+
+def test_alerts_honour_the_label_selectors(stack: ConsoleStack) -> None:
+    mine = stack.fire("triage", team="support")
+    theirs = stack.fire("billing", team="billing")
+    html = stack.client("operations").get("/ui/alerts?label=team%3Dsupport").text
+    assert f'data-alert="{mine}"' in html and f'data-alert="{theirs}"' not in html

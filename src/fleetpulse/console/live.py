@@ -67,13 +67,17 @@ async def stream(
     *,
     every_s: float = 0.25,
     ping_s: float = 15.0,
+    max_s: float = 15.0,
 ) -> AsyncIterator[str]:
-    """Server-sent events: a ``live`` event whenever the snapshot changes, a comment to keep
-    idle connections open, until the client goes away."""
+    """Server-sent events: a ``live`` event whenever the snapshot changes, until the client
+    goes away or ``max_s`` passed. The browser reconnects 250 ms later on its own and compares
+    the first snapshot with the last it saw, so nothing is missed; the cap keeps a console
+    left open from holding the API process's graceful shutdown (uvicorn waits for open
+    responses) past the devstack's 20 s before SIGKILL."""
     last: dict[str, Any] | None = None
-    quiet_since = time.monotonic()
-    yield "retry: 1000\n\n"
-    while not await disconnected():
+    quiet_since = started = time.monotonic()
+    yield "retry: 250\n\n"
+    while not await disconnected() and time.monotonic() - started < max_s:
         snap = await asyncio.to_thread(take)
         if snap != last:
             last = snap

@@ -42,6 +42,16 @@ def _time(text: str | None, what: str) -> datetime | None:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
+def labels_match(labels: dict[str, str], f: Filter) -> bool:
+    """An alert passes the filter's label selectors unless it carries a selected label with
+    another value (an alert without the label is not about one team or customer).
+
+    >>> labels_match({"team": "support"}, Filter(labels=(("team", "billing"),)))
+    False
+    """
+    return all(labels.get(k, v) == v for k, v in f.labels)
+
+
 def _us(value: Any) -> str:
     if not value:
         return ""
@@ -75,31 +85,38 @@ def install(app: FastAPI, console: Console) -> None:
     @app.get("/alerts", response_class=HTMLResponse)
     def alerts(request: Request) -> Response:
         v = _viewer(console, request, "alerts.view")
+        f = _filter(request)
         gw = gateway(console, v)
-        every = gw.alerts(None)
+        every = [a for a in gw.alerts(None) if labels_match(a.get("labels") or {}, f)]
         firing = [a for a in every if a["status"] == "firing"]
+        since_us = f.since.timestamp() * 1e6
         recent = sorted(
-            (a for a in every if a["status"] != "firing"), key=lambda a: -a["emitted_at"]
+            (a for a in every if a["status"] != "firing" and a["emitted_at"] >= since_us),
+            key=lambda a: -a["emitted_at"],
         )[:50]
         order = {"critical": 0, "warning": 1, "info": 2}
         firing.sort(key=lambda a: (order.get(a["severity"], 3), a["started_at"]))
         return render(
-            request, v, "alerts.html", f=_filter(request), firing=firing, recent=recent,
+            request, v, "alerts.html", f=f, firing=firing, recent=recent,
             silences=gw.silences(False),
         )  # fmt: skip
 
     @app.get("/approvals", response_class=HTMLResponse)
     def approvals(request: Request) -> Response:
         v = _viewer(console, request, "approvals.view")
+        f = _filter(request)
+        since_us = f.since.timestamp() * 1e6
         every = gateway(console, v).approvals(None)
         pending = [a for a in every if a["status"] == "pending"]
         pending.sort(key=lambda a: a["requested_at_us"])
-        decided = [a for a in every if a["status"] != "pending"]
+        decided = [
+            a
+            for a in every
+            if a["status"] != "pending" and (a["decided_at_us"] or a["expires_at_us"]) >= since_us
+        ]
         decided.sort(key=lambda a: -(a["decided_at_us"] or a["expires_at_us"]))
         decided = decided[:100]
-        return render(
-            request, v, "approvals.html", f=_filter(request), pending=pending, decided=decided
-        )
+        return render(request, v, "approvals.html", f=f, pending=pending, decided=decided)
 
     def audit_answer(v: Viewer, request: Request) -> dict[str, Any]:
         q = request.query_params

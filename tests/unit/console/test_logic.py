@@ -109,3 +109,12 @@ def test_sparkline_and_waterfall() -> None:
     ])  # fmt: skip
     bars = re.findall(r'<rect class="call" data-status="(\w+)" x="([\d.]+)"', svg)
     assert [b[0] for b in bars] == ["ok", "error"] and float(bars[1][1]) > float(bars[0][1])
+
+
+@pytest.mark.parametrize("module", ["session", "charts", "health", "actions", "ops", "history"])
+def test_docstring_examples_hold(module: str) -> None:
+    import doctest
+    import importlib
+
+    mod = importlib.import_module(f"fleetpulse.console.{module}")
+    assert doctest.testmod(mod).failed == 0
