@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -62,6 +63,10 @@ class Shared:
         pass
 
 
+def say(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
 def pct(xs: list[float], q: float) -> float:
     return sorted(xs)[min(len(xs) - 1, int(q * len(xs)))]
 
@@ -100,11 +105,13 @@ def run(bootstrap: str, home: Path, args: argparse.Namespace) -> dict[str, Any]:
         plane.publish(ADMIN, _bundle(a), "bench")
         plane.activate(ADMIN, a, 1)
     publish_s = time.perf_counter() - t
+    say(f"{args.agents} agents published and activated in {publish_s:.0f} s")
     backend = ChdbBackend(str(home / "ch"))
     migrate(backend)
     t = time.perf_counter()
     seed(backend, Seed(tuple(agents), args.events, datetime.now(UTC), 86400, call_every=10))
     seed_s = time.perf_counter() - t
+    say(f"{args.events:,} task events seeded in {seed_s:.0f} s")
     audit = lambda q: log.read(lambda s: from_state(s, q))  # noqa: E731
     app = create_app(plane, audit)
     shared = Shared(backend)
@@ -120,6 +127,7 @@ def run(bootstrap: str, home: Path, args: argparse.Namespace) -> dict[str, Any]:
         ("agents table 1h", "/ui/agents?range=1h"),
     ):
         pages[name] = time_page(client, path, args.samples)
+        say(f"{name}: {pages[name]}")
     change = change_to_screen(app, client, plane, args.changes)
     backend.close()
     control.close()
@@ -177,8 +185,9 @@ def change_to_screen(app: Any, client: TestClient, plane: ControlPlane, n: int) 
                                 return
                             if line.startswith("data: "):
                                 events.append((time.perf_counter(), json.loads(line[6:])))
-                except httpx.HTTPError:
-                    return  # the server stopped at the end of the run
+                except httpx.HTTPError as exc:
+                    if not stop.is_set():
+                        say(f"event stream broke ({exc!r}); reconnecting")
                 time.sleep(0.25)
 
     threading.Thread(target=listen, daemon=True).start()
@@ -194,11 +203,13 @@ def change_to_screen(app: Any, client: TestClient, plane: ControlPlane, n: int) 
         seen = len(events)
         t = time.perf_counter()
         ops.set_breaker("integration:crm", state, "bench")
-        while True:  # the page's script: wait for the breakers fingerprint to move...
-            fresh = [e for e in events[seen:] if e[1]["versions"].get("breakers") != before]
-            if fresh:
+        deadline = t + 10
+        while time.perf_counter() < deadline:  # the page's script: wait for the fingerprint...
+            if any(e[1]["versions"].get("breakers") != before for e in events[seen:]):
                 break
             time.sleep(0.005)
+        else:
+            raise AssertionError(f"change {i}: no event brought it within 10 s")
         html = page.get("/ui/breakers").text  # ...then fetch the page and swap the region
         row = html.split('data-breaker="integration:crm"')[1].split("</tr>")[0]
         assert want in row, row

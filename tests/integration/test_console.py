@@ -334,3 +334,12 @@ def test_alerts_honour_the_label_selectors(stack: ConsoleStack) -> None:
     theirs = stack.fire("billing", team="billing")
     html = stack.client("operations").get("/ui/alerts?label=team%3Dsupport").text
     assert f'data-alert="{mine}"' in html and f'data-alert="{theirs}"' not in html
+
+
+def test_revoking_a_principal_ends_its_sessions_at_once(stack: ConsoleStack) -> None:
+    _, issued = stack.plane.add_principal(ADMIN, "temp-ops", "operations")
+    c = stack.client()
+    assert c.post("/ui/login", data={"token": issued.token}).status_code == 303
+    assert c.get("/ui/agents").status_code == 200
+    stack.plane.revoke_principal(ADMIN, "temp-ops", reason="left the team")
+    assert c.get("/ui/agents").status_code == 303
