@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import statistics
 import sys
 import tempfile
@@ -79,6 +80,8 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=40)
     ap.add_argument("--changes", type=int, default=20)
     args = ap.parse_args()
+    # stopped early, still stop the broker this run started (the finally blocks run)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with broker() as bootstrap, tempfile.TemporaryDirectory(prefix="fp-console-") as tmp:
         out = run(bootstrap, Path(tmp), args)
     md = markdown(out)

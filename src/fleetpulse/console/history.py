@@ -137,14 +137,23 @@ def series(analyst: Analyst, db: str, f: Filter, agent_id: str | None = None) ->
 
 
 def agent_totals(
-    analyst: Analyst, db: str, f: Filter, *, since: datetime | None = None
+    analyst: Analyst,
+    db: str,
+    f: Filter,
+    *,
+    since: datetime | None = None,
+    agent_id: str | None = None,
+    quantiles: bool = True,
 ) -> dict[str, dict[str, Any]]:
-    """agent id -> tasks, failed, failure_rate, cost_usd, p95 over the period (or since)."""
+    """agent id -> tasks, failed, failure_rate, cost_usd, p95 over the period (or since);
+    one agent's only with ``agent_id``; p95 None without ``quantiles`` (merging t-digests is
+    the costly part)."""
     src = _source(f)
+    q = src.q if quantiles else "[0, 0, 0]"
     rows = analyst.table(f"""
         SELECT agent_id, {src.tasks} AS tasks, {src.failed} AS failed, {src.cost} AS cost,
-               {src.q} AS q
-        FROM {db}.{src.table} WHERE {_where(f, src, since=since)}
+               {q} AS q
+        FROM {db}.{src.table} WHERE {_where(f, src, agent_id, since=since)}
         GROUP BY agent_id""").records()
     out = {}
     for r in rows:
@@ -154,7 +163,7 @@ def agent_totals(
             "failed": int(r["failed"]),
             "failure_rate": int(r["failed"]) / tasks if tasks else 0.0,
             "cost_usd": int(r["cost"]) / 1e6,
-            "p95": float(r["q"][1]) if tasks else None,
+            "p95": float(r["q"][1]) if tasks and quantiles else None,
         }
     return out
 

@@ -60,12 +60,15 @@ def _today(f: Filter) -> datetime:
     return f.now.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def _agent_rows(console: Console, v: Viewer, f: Filter, analyst: Any) -> list[dict[str, Any]]:
+def _agent_rows(
+    console: Console, v: Viewer, f: Filter, analyst: Any, *, sparks: bool = True
+) -> list[dict[str, Any]]:
     plane, caller = console.plane, v.caller
     paused = {p.agent_id for p in plane.pauses(caller) if p.paused}
     firing = firing_by_agent(plane.alerts(caller)) if caller.can("alerts.view") else {}
-    totals = history.agent_totals(analyst, console.database, f) if analyst else {}
-    sparks = history.sparklines(analyst, console.database, f) if analyst else {}
+    db = console.database
+    totals = history.agent_totals(analyst, db, f, quantiles=sparks) if analyst else {}
+    lines = history.sparklines(analyst, db, f) if analyst and sparks else {}
     policy = plane.policy
 
     def bundle_of(s: Any, agent_id: str) -> dict[str, Any]:
@@ -89,7 +92,7 @@ def _agent_rows(console: Console, v: Viewer, f: Filter, analyst: Any) -> list[di
                 "failure_rate": t["failure_rate"] if t else 0.0,
                 "p95": t["p95"] if t else None,
                 "cost_usd": t["cost_usd"] if t else 0.0,
-                "spark": charts.sparkline(sparks.get(agent_id, [])),
+                "spark": charts.sparkline(lines.get(agent_id, [])),
             }
         )
     return rows
@@ -108,10 +111,14 @@ def install(app: FastAPI, console: Console) -> None:
         v = viewer_for(console, request, "agents.view")
         f = filter_of(request)
         with console.history() as analyst:
-            rows = _agent_rows(console, v, f, analyst)
+            rows = _agent_rows(console, v, f, analyst, sparks=False)
             fleet = history.fleet_totals(analyst, db, f) if analyst else None
             s = history.series(analyst, db, f) if analyst else None
-            today = history.agent_totals(analyst, db, f, since=_today(f)) if analyst else {}
+            today = (
+                history.agent_totals(analyst, db, f, since=_today(f), quantiles=False)
+                if analyst
+                else {}
+            )
         tiles = {h: sum(1 for r in rows if r["health"] == h) for h in
                  ("healthy", "degraded", "failing", "paused", "not_run", "idle")}  # fmt: skip
         spent = sum(t["cost_usd"] for t in today.values())
@@ -178,7 +185,8 @@ def install(app: FastAPI, console: Console) -> None:
                 data["releases"] = history.versions(analyst, db, f, agent_id)
                 data["integrations"] = history.agent_integrations(analyst, db, f, agent_id)
                 data["tasks"] = history.recent_tasks(analyst, db, f, agent_id)
-                data["totals"] = history.agent_totals(analyst, db, f).get(agent_id)
+                one = history.agent_totals(analyst, db, f, agent_id=agent_id)
+                data["totals"] = one.get(agent_id)
         snap = live.snapshot(plane, v.caller)
         return console.render(
             request, "agent.html", f=f, agent_id=agent_id, versions=versions[::-1],
@@ -213,7 +221,7 @@ def install(app: FastAPI, console: Console) -> None:
             if analyst is not None:
                 for dim in ("agent_id", "model", "integration"):
                     by[dim] = history.cost_by(analyst, db, f, dim)
-                today = history.agent_totals(analyst, db, f, since=_today(f))
+                today = history.agent_totals(analyst, db, f, since=_today(f), quantiles=False)
         team_of = plane.policy.alerts.team_of
         teams: dict[str, float] = {}
         for r in by.get("agent_id", []):
