@@ -21,7 +21,7 @@ from typing import Any
 from fleetpulse.control.access import Caller
 from fleetpulse.control.plane import ControlPlane
 
-FIGURES_S = 5
+FIGURES_S = 2
 OPEN_STATES = ("OPEN", "FORCED_OPEN", "HALF_OPEN")
 
 
