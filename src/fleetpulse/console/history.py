@@ -168,6 +168,23 @@ def agent_totals(
     return out
 
 
+def cost_today(analyst: Analyst, db: str, f: Filter) -> dict[str, float]:
+    """agent id -> USD spent since midnight UTC: from the exact daily rollup (a row per agent
+    version), or from raw rows when label selectors apply."""
+    midnight = f.now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if f.labels:
+        where = _where(f, _RAW, since=midnight)
+        sql = f"SELECT agent_id, sum(cost_micros) AS cost FROM {db}.task_events WHERE {where}"
+    else:
+        day = quote(midnight.date().isoformat())
+        sql = (
+            f"SELECT agent_id, sum(cost_micros) AS cost FROM {db}.agent_version_daily "
+            f"WHERE day = toDate({day})"
+        )
+    rows = analyst.table(f"{sql} GROUP BY agent_id").records()
+    return {str(r["agent_id"]): int(r["cost"]) / 1e6 for r in rows}
+
+
 def fleet_totals(analyst: Analyst, db: str, f: Filter) -> dict[str, Any]:
     src = _source(f)
     r = analyst.table(f"""

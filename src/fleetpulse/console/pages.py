@@ -56,10 +56,6 @@ def plots(s: dict[str, Any], markers: list[tuple[float, str]] | None = None) -> 
     ]
 
 
-def _today(f: Filter) -> datetime:
-    return f.now.replace(hour=0, minute=0, second=0, microsecond=0)
-
-
 def _agent_rows(
     console: Console, v: Viewer, f: Filter, analyst: Any, *, sparks: bool = True
 ) -> list[dict[str, Any]]:
@@ -114,14 +110,10 @@ def install(app: FastAPI, console: Console) -> None:
             rows = _agent_rows(console, v, f, analyst, sparks=False)
             fleet = history.fleet_totals(analyst, db, f) if analyst else None
             s = history.series(analyst, db, f) if analyst else None
-            today = (
-                history.agent_totals(analyst, db, f, since=_today(f), quantiles=False)
-                if analyst
-                else {}
-            )
+            today = history.cost_today(analyst, db, f) if analyst else {}
         tiles = {h: sum(1 for r in rows if r["health"] == h) for h in
                  ("healthy", "degraded", "failing", "paused", "not_run", "idle")}  # fmt: skip
-        spent = sum(t["cost_usd"] for t in today.values())
+        spent = sum(today.values())
         budgets = _daily_budgets(console, rows)
         snap = live.snapshot(plane, v.caller)
         return console.render(
@@ -217,11 +209,11 @@ def install(app: FastAPI, console: Console) -> None:
         f = filter_of(request)
         with console.history() as analyst:
             by: dict[str, list[dict[str, Any]]] = {}
-            today: dict[str, Any] = {}
+            spent: dict[str, float] = {}
             if analyst is not None:
                 for dim in ("agent_id", "model", "integration"):
                     by[dim] = history.cost_by(analyst, db, f, dim)
-                today = history.agent_totals(analyst, db, f, since=_today(f), quantiles=False)
+                spent = history.cost_today(analyst, db, f)
         team_of = plane.policy.alerts.team_of
         teams: dict[str, float] = {}
         for r in by.get("agent_id", []):
@@ -229,7 +221,6 @@ def install(app: FastAPI, console: Console) -> None:
             teams[team] = teams.get(team, 0.0) + r["cost_usd"]
         by["team"] = [{"key": k, "n": "", "cost_usd": c} for k, c in
                       sorted(teams.items(), key=lambda kv: -kv[1])]  # fmt: skip
-        spent = {a: t["cost_usd"] for a, t in today.items()}
         rows = [{"agent_id": a["agent_id"]} for a in plane.agents(v.caller)]
         team_budgets = {
             a["agent_id"]: (t, plane.policy.alerts.teams[t].daily_usd)
