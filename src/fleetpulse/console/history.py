@@ -12,7 +12,7 @@ timeout; an integration's error rate counts attempted calls only.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -93,8 +93,15 @@ _RAW = _Source(
 )  # fmt: skip
 
 
-def _source(f: Filter) -> _Source:
-    return _RAW if f.labels else _ROLLUP
+# the same per-minute states ordered by time first (migration 0004): a fleet-wide period
+# reads its own rows only, where agent_minute (agent first) would read the whole table
+_FLEET = replace(_ROLLUP, table="fleet_minute")
+
+
+def _source(f: Filter, agent_id: str | None = None) -> _Source:
+    if f.labels:
+        return _RAW
+    return _ROLLUP if agent_id is not None else _FLEET
 
 
 def _where(
@@ -102,7 +109,7 @@ def _where(
 ) -> str:
     lo = since or f.since
     parts = [f"{src.t} >= {_ts(lo)}", f"{src.t} < {_ts(f.now)}"]
-    if src is _ROLLUP:  # minutes: the bucket the period starts in counts whole
+    if src is not _RAW:  # minutes: the bucket the period starts in counts whole
         parts[0] = f"{src.t} >= toStartOfMinute({_ts(lo)})"
     if agent_id is not None:
         parts.insert(0, f"agent_id = {quote(agent_id)}")
@@ -112,7 +119,7 @@ def _where(
 
 def series(analyst: Analyst, db: str, f: Filter, agent_id: str | None = None) -> dict[str, Any]:
     """Tasks, failure rate, p50/p95/p99 and cost per bucket over the period, gaps as None."""
-    src = _source(f)
+    src = _source(f, agent_id)
     rows = analyst.table(f"""
         SELECT toUnixTimestamp(toStartOfInterval({src.t}, INTERVAL {f.bucket_s} SECOND)) AS ts,
                {src.tasks} AS tasks, {src.failed} AS failed, {src.cost} AS cost, {src.q} AS q
@@ -148,7 +155,7 @@ def agent_totals(
     """agent id -> tasks, failed, failure_rate, cost_usd, p95 over the period (or since);
     one agent's only with ``agent_id``; p95 None without ``quantiles`` (merging t-digests is
     the costly part)."""
-    src = _source(f)
+    src = _source(f, agent_id)
     q = src.q if quantiles else "[0, 0, 0]"
     rows = analyst.table(f"""
         SELECT agent_id, {src.tasks} AS tasks, {src.failed} AS failed, {src.cost} AS cost,
@@ -200,18 +207,19 @@ def fleet_totals(analyst: Analyst, db: str, f: Filter) -> dict[str, Any]:
     }
 
 
-def sparklines(analyst: Analyst, db: str, f: Filter) -> dict[str, list[float]]:
-    """agent id -> tasks per bucket over the period."""
+def sparklines(analyst: Analyst, db: str, f: Filter, points: int = 12) -> dict[str, list[float]]:
+    """agent id -> tasks per bucket over the period, ``points`` buckets."""
     src = _source(f)
+    step = max(RANGES[f.range] // points, 60)
     rows = analyst.table(f"""
         SELECT agent_id, groupArray((ts, tasks)) AS points FROM (
             SELECT agent_id,
-                   toUnixTimestamp(toStartOfInterval({src.t}, INTERVAL {f.bucket_s} SECOND)) AS ts,
+                   toUnixTimestamp(toStartOfInterval({src.t}, INTERVAL {step} SECOND)) AS ts,
                    {src.tasks} AS tasks
             FROM {db}.{src.table} WHERE {_where(f, src)} GROUP BY agent_id, ts
         ) GROUP BY agent_id""").records()
-    start = int(f.since.timestamp()) // f.bucket_s * f.bucket_s
-    xs = range(start, int(f.now.timestamp()) + 1, f.bucket_s)
+    start = int(f.since.timestamp()) // step * step
+    xs = range(start, int(f.now.timestamp()) + 1, step)
     out = {}
     for r in rows:
         pts = {int(p[0]): float(p[1]) for p in r["points"]}
