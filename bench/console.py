@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import statistics
 import sys
@@ -137,6 +138,7 @@ def run(bootstrap: str, home: Path, args: argparse.Namespace) -> dict[str, Any]:
     log.close()
     return {
         "machine": machine(),
+        "load_average_1m": round(os.getloadavg()[0], 1),  # other work on the machine
         "agents": args.agents,
         "task_events": args.events,
         "tool_calls": args.events // 10 * 2,
@@ -231,7 +233,8 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         f"{r['machine']}; {r['agents']:,} agents in production, {r['task_events']:,} task "
         f"events and {r['tool_calls']:,} tool calls over 24 h in embedded ClickHouse (seeded "
-        f"in {r['seed_s']} s; the agents published and activated in {r['publish_s']} s).",
+        f"in {r['seed_s']} s; the agents published and activated in {r['publish_s']} s). "
+        f"Load average at the end: {r['load_average_1m']} (2 cores: other work shared them).",
         "",
         "| page | p50 ms | p99 ms | max ms |",
         "|---|---|---|---|",
