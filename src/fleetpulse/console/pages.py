@@ -63,7 +63,7 @@ def _agent_rows(
     paused = {p.agent_id for p in plane.pauses(caller) if p.paused}
     firing = firing_by_agent(plane.alerts(caller)) if caller.can("alerts.view") else {}
     db = console.database
-    totals = history.agent_totals(analyst, db, f, quantiles=sparks) if analyst else {}
+    totals = history.agent_totals(analyst, db, f, quantiles=False) if analyst else {}
     lines = history.sparklines(analyst, db, f) if analyst and sparks else {}
     policy = plane.policy
 
@@ -86,7 +86,6 @@ def _agent_rows(
                 "health": health(t, agent_id in paused, firing.get(agent_id, set())),
                 "tasks": t["tasks"] if t else 0,
                 "failure_rate": t["failure_rate"] if t else 0.0,
-                "p95": t["p95"] if t else None,
                 "cost_usd": t["cost_usd"] if t else 0.0,
                 "spark": charts.sparkline(lines.get(agent_id, [])),
             }
