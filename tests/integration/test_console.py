@@ -358,3 +358,14 @@ def test_the_time_ordered_rollup_counts_what_the_agent_rollup_counts(stack: Cons
         fleet = a.table(q.format(db=db, t="fleet_minute")).rows
         agent = a.table(q.format(db=db, t="agent_minute")).rows
     assert fleet == agent and sum(int(r[1]) for r in fleet) == 20_000
+
+
+def test_cost_page_breaks_spend_down_and_burns_budgets(stack: ConsoleStack) -> None:
+    html = stack.client("compliance").get("/ui/cost?range=24h").text
+    budgets = html.split('id="budget-table"')[1].split("</table>")[0]
+    assert "<td>billing</td>" in budgets and "<td>support</td>" in budgets  # bundle, policy team
+    assert "at this pace by midnight" in budgets
+    for dim, key in (("agent_id", "triage"), ("model", "gpt-4o-mini"), ("team", "support"),
+                     ("integration", "zendesk")):  # fmt: skip
+        table = html.split(f'id="cost-{dim}"')[1].split("</table>")[0]
+        assert f"<td>{key}</td>" in table, dim

@@ -57,15 +57,19 @@ def budget_rows(
     spent_today: dict[str, float],
     budgets: dict[str, float],
     teams: dict[str, tuple[str, float | None]],
+    day_fraction: float = 1.0,
 ) -> list[dict[str, Any]]:
-    """Daily budgets against today's spend, agents' then teams', most used first.
+    """Daily budgets against today's spend, agents' then teams', most used first, with the
+    burn: the spend projected to midnight at today's pace (``day_fraction`` of the UTC day
+    gone).
 
     ``budgets``: agent id -> daily USD; ``teams``: agent id -> (team, team daily USD).
 
-    >>> budget_rows({"a": 5.0}, {"a": 10.0}, {})[0]["used"]
-    0.5
+    >>> r = budget_rows({"a": 5.0}, {"a": 10.0}, {}, day_fraction=0.25)[0]
+    >>> r["used"], r["projected_used"]
+    (0.5, 2.0)
     """
-    rows = []
+    rows: list[dict[str, Any]] = []
     for agent, daily in budgets.items():
         spent = spent_today.get(agent, 0.0)
         rows.append({"scope": "agent", "name": agent, "budget_usd": daily, "spent_usd": spent,
@@ -80,4 +84,7 @@ def budget_rows(
         spent = team_spend.get(team, 0.0)
         rows.append({"scope": "team", "name": team, "budget_usd": daily, "spent_usd": spent,
                      "used": spent / daily})  # fmt: skip
+    for r in rows:
+        r["projected_usd"] = r["spent_usd"] / max(day_fraction, 1 / 96)  # from 15 min on
+        r["projected_used"] = r["projected_usd"] / r["budget_usd"] if r["budget_usd"] else 0.0
     return sorted(rows, key=lambda r: (-r["used"], r["scope"], r["name"]))

@@ -225,7 +225,9 @@ def install(app: FastAPI, console: Console) -> None:
             a["agent_id"]: (t, plane.policy.alerts.teams[t].daily_usd)
             for a in rows if (t := team_of(a["agent_id"]))
         }  # fmt: skip
-        budgets = budget_rows(spent, _daily_budgets(console, rows), team_budgets)
+        midnight = f.now.replace(hour=0, minute=0, second=0, microsecond=0)
+        gone = (f.now - midnight).total_seconds() / 86400
+        budgets = budget_rows(spent, _daily_budgets(console, rows), team_budgets, gone)
         snap = live.snapshot(plane, v.caller)
         return console.render(
             request, "cost.html", f=f, by=by, budgets=budgets, has_history=bool(by.get("model")),
