@@ -346,8 +346,8 @@ def test_revoking_a_principal_ends_its_sessions_at_once(stack: ConsoleStack) -> 
 
 
 def test_the_time_ordered_rollup_counts_what_the_agent_rollup_counts(stack: ConsoleStack) -> None:
-    """fleet_minute (migration 0004, what the fleet-wide pages read) holds the same figures
-    per agent as agent_minute."""
+    """fleet_minute and fleet_total_minute (migration 0004, what the fleet-wide pages read)
+    hold the same figures as agent_minute."""
     db = stack.console.database
     with stack.console.history() as a:
         assert a is not None
@@ -357,7 +357,11 @@ def test_the_time_ordered_rollup_counts_what_the_agent_rollup_counts(stack: Cons
         )
         fleet = a.table(q.format(db=db, t="fleet_minute")).rows
         agent = a.table(q.format(db=db, t="agent_minute")).rows
+        total = a.table(
+            f"SELECT countMerge(tasks), sumMerge(cost_micros) FROM {db}.fleet_total_minute"
+        ).rows[0]
     assert fleet == agent and sum(int(r[1]) for r in fleet) == 20_000
+    assert [int(x) for x in total] == [20_000, sum(int(r[2]) for r in agent)]
 
 
 def test_cost_page_breaks_spend_down_and_burns_budgets(stack: ConsoleStack) -> None:

@@ -93,15 +93,22 @@ _RAW = _Source(
 )  # fmt: skip
 
 
-# the same per-minute states ordered by time first (migration 0004): a fleet-wide period
-# reads its own rows only, where agent_minute (agent first) would read the whole table
+# migration 0004: the same per-minute states ordered by time first, so that a short period
+# across the fleet reads its own rows only (agent_minute, agent first, reads them all; over a
+# day or more, reading them all in agent order is the cheaper way); and the whole fleet per
+# minute, for the fleet's plots and tiles (a row per minute to merge, not one per agent)
 _FLEET = replace(_ROLLUP, table="fleet_minute")
+_TOTAL = replace(_ROLLUP, table="fleet_total_minute")
 
 
-def _source(f: Filter, agent_id: str | None = None) -> _Source:
+def _source(f: Filter, agent_id: str | None = None, *, per_agent: bool = True) -> _Source:
     if f.labels:
         return _RAW
-    return _ROLLUP if agent_id is not None else _FLEET
+    if agent_id is not None:
+        return _ROLLUP
+    if not per_agent:
+        return _TOTAL
+    return _FLEET if RANGES[f.range] <= 3600 else _ROLLUP
 
 
 def _where(
@@ -119,7 +126,7 @@ def _where(
 
 def series(analyst: Analyst, db: str, f: Filter, agent_id: str | None = None) -> dict[str, Any]:
     """Tasks, failure rate, p50/p95/p99 and cost per bucket over the period, gaps as None."""
-    src = _source(f, agent_id)
+    src = _source(f, agent_id, per_agent=False)
     rows = analyst.table(f"""
         SELECT toUnixTimestamp(toStartOfInterval({src.t}, INTERVAL {f.bucket_s} SECOND)) AS ts,
                {src.tasks} AS tasks, {src.failed} AS failed, {src.cost} AS cost, {src.q} AS q
@@ -193,7 +200,7 @@ def cost_today(analyst: Analyst, db: str, f: Filter) -> dict[str, float]:
 
 
 def fleet_totals(analyst: Analyst, db: str, f: Filter) -> dict[str, Any]:
-    src = _source(f)
+    src = _source(f, per_agent=False)
     r = analyst.table(f"""
         SELECT {src.tasks} AS tasks, {src.failed} AS failed, {src.cost} AS cost, {src.q} AS q
         FROM {db}.{src.table} WHERE {_where(f, src)}""").records()[0]
