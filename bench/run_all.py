@@ -14,6 +14,7 @@ BENCHES = [
     "sink.py",
     "governance.py",
     "e2e.py",
+    "console.py",
 ]
 
 if __name__ == "__main__":

@@ -80,19 +80,19 @@ def from_state(state: GovernanceState, q: AuditQuery) -> list[dict[str, Any]]:
 
 
 def from_clickhouse(analyst: Any, db: str, q: AuditQuery) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = analyst.table(f"""
+    # the time goes out as text under another name: an alias `at` would shadow the column
+    # in WHERE, and a String compared with a DateTime64 is an error
+    rows = analyst.table(f"""
         SELECT * FROM (
-            SELECT toString(at) AS at, actor, actor_role, action, entity_type, entity_id,
-                   agent_id, version, reason, 'recorded' AS outcome, sequence
+            SELECT toString(at) AS at_text, actor, actor_role, action, entity_type, entity_id,
+                   agent_id, version, reason, 'recorded' AS outcome, sequence, at AS at_time
             FROM {db}.governance
             WHERE {q.where_sql()}
             ORDER BY at DESC, sequence DESC
             LIMIT 1 BY event_id
             LIMIT {int(q.limit)}
-        ) ORDER BY at, sequence""").records()
-    for r in rows:
-        r.pop("sequence", None)
-    return rows
+        ) ORDER BY at_time, sequence""").records()
+    return [{c: r["at_text"] if c == "at" else r[c] for c in COLUMNS} for r in rows]
 
 
 def _us(t: datetime) -> int:

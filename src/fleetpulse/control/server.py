@@ -165,6 +165,12 @@ def run_api(settings: ControlSettings, policy: FleetPolicy) -> None:
     plane = ControlPlane(settings, policy, log, control_view=control.view, alerts_view=alerts_view)
     watcher = ApprovalWatcher(settings, policy, log, alerts_view).start()
     app = create_app(plane, audit_source(settings, log))
+    from fleetpulse.console import clickhouse_history, mount_console  # the console, at /ui/
+
+    history = clickhouse_history(settings)
+    mount_console(
+        app, plane, audit_source(settings, log), history, database=settings.clickhouse_database
+    )
     logger.info("control API on http://%s:%d (docs at /docs)", settings.api_host, settings.api_port)
     try:
         uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="warning")

@@ -10,6 +10,9 @@
 3. A report read from ClickHouse (`report.py`), and a check that ClickHouse holds exactly the
    task events the simulated agents produced.
 
+The operations console is up all along at the API's ``/ui/``: the demo prints its URL and a
+sign-in token for each console role (engineering, operations, compliance, approver).
+
 It stops everything at the end, or with ``keep`` leaves the stack up and says how to stop it.
 """
 
@@ -48,6 +51,7 @@ from fleetpulse.sim.scenario import Scenario, load_scenario
 from fleetpulse.tables import print_table
 
 _WIDE = ("task_id", "trace_id", "call_id")  # ids the terminal report leaves to --report-json
+CONSOLE_ROLES = ("engineering", "operations", "compliance", "approver")
 
 
 @dataclass
@@ -61,6 +65,8 @@ class DemoResult:
     alerts: list[dict[str, Any]] = field(default_factory=list)
     pages: Path | None = None
     alertmanager_url: str | None = None
+    console_url: str = ""
+    console_tokens: dict[str, str] = field(default_factory=dict)  # role -> sign-in token
 
 
 @dataclass
@@ -84,12 +90,16 @@ def run_demo(
     home = (Path(settings.home) / "demo").resolve()
     stack_settings = _fresh_stack_settings(settings, home, console)
     stack = Devstack(stack_settings)
+    api_url = ""
     try:
         demo = _start(stack, stack_settings, sc, console)
+        api_url = demo.api_url
         result = _run(demo, stack_settings, sc, console)
         return result
     finally:
         if keep:
+            if api_url:
+                console.print(f"\nThe console is up at {api_url}/ui/ (sign-in tokens above).")
             console.print(
                 f"\nThe demo stack is still up (Kafka on {stack_settings.kafka_port}). Try:\n"
                 f"  export FLEETPULSE_HOME={home}\n"
@@ -295,6 +305,8 @@ def _run(demo: DemoStack, settings: DevstackSettings, sc: Scenario, console: Con
         say(elapsed(), f"breaker [{colour}]{state}[/] {target} (as the agents' SDK sees it)")
 
     sim.enroll()
+    tokens = console_tokens(sim)
+    _print_console(console, demo.api_url, tokens)
     sim.publish_bundles(say)
     feed = AlertFeed(demo.bootstrap, settings.topics.alerts, show_alert)
     feed.start()
@@ -348,9 +360,27 @@ def _run(demo: DemoStack, settings: DevstackSettings, sc: Scenario, console: Con
         alerts=feed.events,
         pages=demo.pages,
         alertmanager_url=demo.alertmanager_url,
+        console_url=f"{demo.api_url}/ui/",
+        console_tokens=tokens,
     )
     _print_report(out, console)
     return out
+
+
+def console_tokens(sim: Simulator) -> dict[str, str]:
+    """A principal (``console-<role>``) and its token for each console role, created by the
+    simulated release manager (engineering) over the API."""
+    gw = sim.gateway("release")
+    return {r: gw.add_principal(f"console-{r}", r, "")["token"] for r in CONSOLE_ROLES}
+
+
+def _print_console(console: Console, api_url: str, tokens: dict[str, str]) -> None:
+    console.print(
+        f"[bold]operations console[/]: {api_url}/ui/ (live while the scenario runs); "
+        "sign in with the token of a role:"
+    )
+    for role, token in tokens.items():
+        console.print(f"  {role:<12} {token}", soft_wrap=True)
 
 
 def _wait_rows(analyst: Any, db: str, since: datetime, expected: int, *, timeout: float) -> int:
