@@ -81,6 +81,7 @@ class WindowConfig:
     allowed_lateness_s: int = 120
     levels: tuple[int, ...] = field(init=False)  # distinct bucket widths, finest first
     retention_s: tuple[int, ...] = field(init=False)  # per level: its longest horizon
+    _horizons_at: tuple[tuple[int, ...], ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.horizons:
@@ -96,6 +97,8 @@ class WindowConfig:
         retention = tuple(max(h.seconds for h in self.horizons if h.bucket_s == w) for w in levels)
         object.__setattr__(self, "levels", levels)
         object.__setattr__(self, "retention_s", retention)
+        at = tuple(tuple(i for i, h in enumerate(self.horizons) if h.bucket_s == w) for w in levels)
+        object.__setattr__(self, "_horizons_at", at)
 
     @property
     def longest_s(self) -> int:
@@ -103,6 +106,10 @@ class WindowConfig:
 
     def level_of(self, horizon: Horizon) -> int:
         return self.levels.index(horizon.bucket_s)
+
+    def horizons_at(self, level: int) -> tuple[int, ...]:
+        """Indexes of the horizons read from bucket level ``level``."""
+        return self._horizons_at[level]
 
     def max_buckets_per_scope(self) -> int:
         return sum(r // w for w, r in zip(self.levels, self.retention_s, strict=True))
@@ -123,13 +130,84 @@ def level_bounds(cfg: WindowConfig, now_us: int) -> LevelBounds:
 
 
 class ScopeWindows:
-    """The buckets of one scope, at every level: ``levels[i][bucket_start_us] -> Agg``."""
+    """The buckets of one scope, at every level: ``levels[i][bucket_start_us] -> Agg``, and,
+    once the scope is read, a running total per horizon: the sum of the buckets inside that
+    horizon's window as of the last ``slide``. A cell added to a bucket inside a window is added
+    to its total too; ``slide`` subtracts the buckets a window leaves and adds those it enters,
+    so a snapshot costs one read per horizon instead of a merge of up to 96 buckets. Counters
+    and sketch bins are integers: a running total is exactly the sum computed afresh."""
 
-    __slots__ = ("_hit", "levels")
+    __slots__ = ("_hit", "levels", "spans", "totals")
 
     def __init__(self, n_levels: int) -> None:
         self.levels: list[dict[int, Agg]] = [{} for _ in range(n_levels)]
         self._hit: tuple[int, LevelBounds, list[tuple[int, int, Agg]]] | None = None
+        self.spans: list[tuple[int, int]] | None = None  # per horizon: [start, end) summed
+        self.totals: list[Agg] | None = None
+
+    def add_cell(
+        self,
+        cfg: WindowConfig,
+        li: int,
+        start: int,
+        cell: tuple[tuple[int, ...], int, list[int], list[int]],
+    ) -> None:
+        """Add one ingest cell (counters, zero-bin count, bin keys, bin counts) to the bucket
+        of level ``li`` starting at ``start``, and to the totals whose window holds it."""
+        level = self.levels[li]
+        agg = level.get(start)
+        if agg is None:
+            agg = level[start] = Agg()
+        agg.add_counts(*cell)
+        if self.totals is not None and self.spans is not None:
+            for hi in cfg.horizons_at(li):
+                s, e = self.spans[hi]
+                if s <= start < e:
+                    self.totals[hi].add_counts(*cell)
+
+    def replace(self, cfg: WindowConfig, li: int, start: int, old: Agg | None, new: Agg) -> None:
+        """Swap one source's contribution ``old`` (None: first) for ``new`` in a bucket."""
+        level = self.levels[li]
+        agg = level.get(start)
+        if agg is None:
+            agg = level[start] = Agg()
+        targets = [agg]
+        if self.totals is not None and self.spans is not None:
+            for hi in cfg.horizons_at(li):
+                s, e = self.spans[hi]
+                if s <= start < e:
+                    targets.append(self.totals[hi])
+        for t in targets:
+            if old is not None:
+                t.subtract(old)
+            t.merge(new)
+
+    def slide(self, cfg: WindowConfig, now_us: int) -> bool:
+        """Move every horizon's window to ``now_us``; True when a window lost a bucket that
+        held data (its figures changed although no event arrived)."""
+        if self.totals is None or self.spans is None:
+            self.totals = [Agg() for _ in cfg.horizons]
+            self.spans = [(0, 0)] * len(cfg.horizons)
+        lost = False
+        for hi, h in enumerate(cfg.horizons):
+            s1, e1 = self.spans[hi]
+            s2, e2 = h.bounds(now_us)
+            if (s1, e1) == (s2, e2):
+                continue
+            w, level, total = h.bucket_s * US, self.levels[cfg.level_of(h)], self.totals[hi]
+            for lo, hi_ in ((s1, min(e1, s2)), (max(s1, e2), e1)):  # buckets leaving
+                for b in range(lo, hi_, w):
+                    agg = level.get(b)
+                    if agg is not None:
+                        total.subtract(agg)
+                        lost = lost or not agg.is_empty()
+            for lo, hi_ in ((s2, min(e2, s1)), (max(s2, e1), e2)):  # buckets entering
+                for b in range(lo, hi_, w):
+                    agg = level.get(b)
+                    if agg is not None:
+                        total.merge(agg)
+            self.spans[hi] = (s2, e2)
+        return lost
 
     def buckets_at(self, bounds: LevelBounds, ts_us: int) -> list[tuple[int, int, Agg]]:
         """(level, bucket start, bucket) holding ``ts_us`` at every level that still keeps it

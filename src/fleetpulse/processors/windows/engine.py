@@ -189,15 +189,12 @@ class Engine:
             windows = scopes.get(key)
             if windows is None:
                 windows = scopes[key] = ScopeWindows(self._n_levels)
+            cell = (counters, zero, bins, counts)
             for li, w, oldest_kept in bounds:
                 start = bucket - bucket % w
                 if start < oldest_kept:
                     continue
-                level = windows.levels[li]
-                agg = level.get(start)
-                if agg is None:
-                    agg = level[start] = Agg()
-                agg.add_counts(counters, zero, bins, counts)
+                windows.add_cell(self.wcfg, li, start, cell)
                 if glob:
                     src.dirty_cells.add((key, li, start))
             if not glob:
@@ -255,12 +252,7 @@ class Engine:
         merged = g.merged.get(skey)
         if merged is None:
             merged = g.merged[skey] = ScopeWindows(self._n_levels)
-        bucket = merged.levels[li].get(ck[2])
-        if bucket is None:
-            bucket = merged.levels[li][ck[2]] = Agg()
-        if old is not None:
-            bucket.subtract(old[1])
-        bucket.merge(agg)
+        merged.replace(self.wcfg, li, ck[2], old[1] if old is not None else None, agg)
         cells[ck] = (int(as_of), agg)
         g.dirty.add(skey)
         self.counters.cells_applied += 1
@@ -272,20 +264,19 @@ class Engine:
         """MetricSnapshot records, one per horizon, for every scope that changed since the last
         call: new events, or a window that slid past data. Evicts expired buckets."""
         now = self.clock.time_us()
-        before = self._last_tick_us if self._last_tick_us is not None else now
         bounds = level_bounds(self.wcfg, now)
         out: list[dict[str, Any]] = []
         for src in self.sources.values():
             if not src.ready:
                 continue
-            self._emit(src.local, src.dirty_local, before, now, out)
+            self._emit(src.local, src.dirty_local, now, out)
             src.dirty_local.clear()
             _evict_scopes(src.local, bounds)
             _evict_scopes(src.glob, bounds)
         for g in self.globals.values():
             if not g.ready:
                 continue
-            self._emit(g.merged, g.dirty, before, now, out)
+            self._emit(g.merged, g.dirty, now, out)
             g.dirty.clear()
             _evict_scopes(g.merged, bounds)
             _evict_cells(g, bounds)
@@ -297,20 +288,22 @@ class Engine:
         self,
         scopes: dict[ScopeKey, ScopeWindows],
         dirty: set[ScopeKey],
-        before: int,
         now: int,
         out: list[dict[str, Any]],
     ) -> None:
         for key, windows in scopes.items():
-            if key in dirty or windows.slid_past_data(self.wcfg, before, now):
+            lost = windows.slide(self.wcfg, now)  # every scope: its totals follow the clock
+            if key in dirty or lost:
                 out.extend(self._snapshot(key, windows, now))
 
     def _snapshot(self, key: ScopeKey, windows: ScopeWindows, now: int) -> list[dict[str, Any]]:
         sid = scope_id(key)
         dims = dict(key[1])
         out = []
-        for h in self.wcfg.horizons:
-            start, end, total = windows.window(self.wcfg, h, now)
+        assert windows.totals is not None and windows.spans is not None  # slid just before
+        for h, total, (start, end) in zip(
+            self.wcfg.horizons, windows.totals, windows.spans, strict=True
+        ):
             rec: dict[str, Any] = {
                 "scope_type": key[0],
                 "scope_id": sid,
