@@ -13,6 +13,7 @@ BENCHES = [
     "alerts.py",
     "sink.py",
     "governance.py",
+    "outage.py",
     "e2e.py",
     "console.py",
 ]

@@ -43,7 +43,8 @@ _CONNECTION = (
 )
 
 
-_QUIET_S = 10.0
+_QUIET_S = 60.0  # librdkafka itself suppresses repeated identical failures for a while
+_SETTLE_S = 1.0  # records fetched before the outage still arrive just after it begins
 
 
 class KafkaLink:
@@ -53,7 +54,7 @@ class KafkaLink:
     logs one WARNING; while the broker stays away, one summary every ``summary_every_s``
     (failed attempts, for how long); `ok` (the client saw Kafka answer: a delivery, a
     fetched record) logs one INFO that it is back. A client that cannot tell (it may see no
-    record for a long time) starts a new episode after 10 s without a failure. Every other
+    record for a long time) starts a new episode after 60 s without a failure. Every other
     line passes to `KAFKA_LOGGER` at its own level, except a starting broker's retries
     (``Coordinator load in progress``, right after ``dev up``), at DEBUG.
     """
@@ -78,7 +79,7 @@ class KafkaLink:
         with self._lock:
             now = self.clock()
             if self.down_since is not None and now - self._last > _QUIET_S:
-                # librdkafka retries at least every 2 s while down: it was back meanwhile
+                # a minute without a failure: it was back meanwhile
                 self.down_since, self.failures = None, 0
             self._last = now
             self.failures += 1
@@ -107,7 +108,7 @@ class KafkaLink:
         if self.down_since is None:  # the common case, without the lock
             return
         with self._lock:
-            if self.down_since is None:
+            if self.down_since is None or self.clock() - self._last < _SETTLE_S:
                 return
             KAFKA_LOGGER.info(
                 "%s: Kafka reachable again after %.1fs (%d failed attempts)",

@@ -53,6 +53,7 @@ class Contract:
     app: Any
     client: TestClient
     tokens: dict[str, str]
+    plane: ControlPlane
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +80,7 @@ def contract(kafka, tmp_path_factory) -> Iterator[Contract]:
     plane.publish(ADMIN, parse_bundle({"agent_id": AGENT, "prompt": "p"}), "setup")
     app = create_app(plane, lambda q: log.read(lambda s: from_state(s, q)))
     try:
-        yield Contract(app, TestClient(app, raise_server_exceptions=False), tokens)
+        yield Contract(app, TestClient(app, raise_server_exceptions=False), tokens, plane)
     finally:
         control.close()
         log.close()
@@ -204,3 +205,21 @@ def test_openapi_documents_bounds_and_our_error_schema(contract: Contract) -> No
                 assert "404" in op["responses"], (method, path)
             if method in ("post", "delete"):
                 assert "409" in op["responses"], (method, path)
+
+
+def test_a_bug_is_a_500_with_a_ref_and_its_traceback_logged_once(
+    contract: Contract, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken_audit(q: Any) -> Any:
+        raise RuntimeError("the audit store fell over")
+
+    # raise_server_exceptions: were it to escape the app, the server would log it again
+    client = TestClient(create_app(contract.plane, broken_audit), raise_server_exceptions=True)
+    auth = {"Authorization": f"Bearer {contract.tokens['engineering']}"}
+    with caplog.at_level(logging.ERROR):
+        r = client.get("/v1/audit", headers=auth)
+    assert r.status_code == 500 and r.json()["error"] == "internal"
+    assert "the audit store fell over" not in r.text and "Traceback" not in r.text
+    ref = r.json()["message"].split("ref ")[1].split(")")[0]
+    errors = [rec for rec in caplog.records if rec.levelno >= logging.ERROR]
+    assert len(errors) == 1 and ref in errors[0].getMessage() and errors[0].exc_info

@@ -73,9 +73,22 @@ def test_a_new_outage_after_a_quiet_spell_is_reported_again(
     link = KafkaLink("api", clock=clock)  # a client that never calls ok()
     with caplog.at_level(logging.INFO, logger="fleetpulse.kafka"):
         link.failed("Connection refused")
-        clock.t += 60
+        clock.t += 61
         link.failed("Connection refused")
     assert [line.split(" (")[0] for line in _lines(caplog)] == ["api: Kafka unreachable"] * 2
+
+
+def test_records_fetched_before_the_outage_do_not_end_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = Clock()
+    link = KafkaLink("fleetpulse-sink", clock=clock)
+    with caplog.at_level(logging.INFO, logger="fleetpulse.kafka"):
+        link.failed("Connection refused")
+        clock.t += 0.2
+        link.ok()  # a record fetched before the broker went: not a sign it is back
+        link.failed("Connection refused")
+    assert len(_lines(caplog)) == 1
 
 
 def test_clients_accept_the_callbacks() -> None:
