@@ -1,19 +1,25 @@
-"""A broker outage under load: how soon the sink, the SDK and the control API are back.
+"""A broker outage under load: how soon the SDK, the processors, the sink and the control API
+are back.
 
     python bench/outage.py [--json FILE] [--outage-s 20] [--rate 200]
 
-A Kafka node of its own (devstack jars, temp dir, free ports), and three processes, each
+A Kafka node of its own (devstack jars, temp dir, free ports), and four processes, each
 logging to its own file at WARNING: an agent (the SDK: ``Fleet.connect``, a task every
-1/rate s, printing each increase of its acknowledged deliveries with the time),
-``fleetpulse sink run`` (embedded chDB) and ``fleetpulse api run``. After a warm-up the broker
-is SIGKILLed, stays down ``--outage-s`` seconds, and is started again on the same data and
-ports (what ``dev up`` does after a crash).
+1/rate s calling an integration that always fails, printing each increase of its acknowledged
+deliveries with the time), ``fleetpulse processors run`` (metric worker, breaker stage, alert
+stage), ``fleetpulse sink run`` (embedded chDB) and ``fleetpulse api run``. The policy keeps
+every stage talking: the failing integration's breaker cycles OPEN -> HALF_OPEN -> OPEN about
+every second, its error-rate alert repeats every second while firing, snapshots go out every
+second. After a warm-up the broker is SIGKILLed, stays down ``--outage-s`` seconds, and is
+started again on the same data and ports (what ``dev up`` does after a crash).
 
-Figures (the processors are not measured here):
+Figures:
 
 * ``recover_s`` per stage: the broker answering again (it serves metadata) -> that stage's
   next correct output. sdk: the next delivery acknowledged; sink: the row count visible through
-  the query endpoint grows; api: the next ``POST /v1/silences`` answered 201.
+  the query endpoint grows; api: the next ``POST /v1/silences`` answered 201; metrics,
+  breakers, alerts: the next MetricSnapshot, breaker transition, Alert written to its topic
+  (by the record's produce time) after the broker answered.
   ``recover_s_max``: the slowest.
 * ``error_lines`` per process: its log lines at WARNING or above, from the kill until every
   stage is back; ``error_lines_max``.
@@ -45,6 +51,53 @@ from fleetpulse.policy import FleetPolicy
 from fleetpulse.sink.query import QueryError, RemoteStore, endpoint
 from fleetpulse.topics import Topics
 
+POLICY = """
+breakers:
+  defaults: {failure_rate_threshold: 0.5, minimum_calls: 5, sliding_window_s: 5,
+             wait_in_open_s: 1, permitted_calls_in_half_open: 2}
+alerts:
+  rules:
+    - {name: down-errors, kind: integration_error_rate, threshold: 0.5, min_volume: 2,
+       window_s: 10, for_s: 0, repeat_interval_s: 1, severity: critical}
+"""
+PROCESSOR_OUTPUTS = {"metrics": "metrics", "breakers": "control", "alerts": "alerts"}
+
+
+class Outputs(threading.Thread):
+    """Produce times (ms) of every record the processors write to their three topics."""
+
+    def __init__(self, bootstrap: str, topics: Topics) -> None:
+        super().__init__(daemon=True)
+        from confluent_kafka import Consumer, TopicPartition
+
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": "outage-watch",
+                "enable.auto.commit": False,
+                "reconnect.backoff.max.ms": 500,
+                "log_level": 0,  # the watcher's own connection failures are not the figures
+            }
+        )
+        parts = []
+        self.names: dict[str, str] = {}
+        for stage, attr in PROCESSOR_OUTPUTS.items():
+            topic = getattr(topics, attr)
+            self.names[topic] = stage
+            md = self.consumer.list_topics(topic, timeout=10).topics[topic]
+            parts += [TopicPartition(topic, p, 0) for p in md.partitions]
+        self.consumer.assign(parts)
+        self.seen: dict[str, list[float]] = {stage: [] for stage in PROCESSOR_OUTPUTS}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            for m in self.consumer.consume(1000, 0.2):
+                if m.error() is None:
+                    self.seen[self.names[m.topic() or ""]].append(m.timestamp()[1] / 1000)
+        self.consumer.close()
+
+
 AGENT = """
 import json, logging, sys, time
 logging.basicConfig(level=logging.WARNING, filename=sys.argv[1],
@@ -53,7 +106,11 @@ from fleetpulse import Fleet
 fleet = Fleet.connect(agent_id="outage-agent", agent_version="1")
 last = -1
 while True:
-    with fleet.task("probe"):
+    try:
+        with fleet.task("probe") as task:
+            with task.tool("down", "call", access="read"):
+                raise RuntimeError("down")
+    except Exception:
         pass
     n = fleet.transport.delivered
     if n != last:
@@ -116,7 +173,11 @@ def run(outage_s: float, rate: float, work: Path) -> dict[str, Any]:
         "FLEETPULSE_DATA_DIR": str(work / "ch"),
         "FLEETPULSE_API_PORT": str(api_port),
         "FLEETPULSE_LOG_LEVEL": "WARNING",
+        "FLEETPULSE_POLICY": str(work / "policy.yaml"),
+        "FLEETPULSE_PROCESSORS_CADENCE_S": "1",
+        "FLEETPULSE_PROCESSORS_WEB_PORT": "0",
     }
+    (work / "policy.yaml").write_text(POLICY)
     control = ControlSettings(
         bootstrap_servers=bootstrap, topic_prefix=topics.prefix, home=work / "home"
     )
@@ -125,7 +186,7 @@ def run(outage_s: float, rate: float, work: Path) -> dict[str, Any]:
         local_caller(), "bench-ops", "operations"
     )
     log.close()
-    logs = {name: work / f"{name}.log" for name in ("sdk", "sink", "api")}
+    logs = {name: work / f"{name}.log" for name in ("sdk", "processors", "sink", "api")}
     procs = {
         "sdk": subprocess.Popen(
             [sys.executable, "-c", AGENT, str(logs["sdk"]), str(rate)],
@@ -133,6 +194,12 @@ def run(outage_s: float, rate: float, work: Path) -> dict[str, Any]:
             stdout=subprocess.PIPE,
             stderr=logs["sdk"].open("ab"),
             text=True,
+        ),
+        "processors": subprocess.Popen(
+            [sys.executable, "-m", "fleetpulse.cli", "processors", "run", "--stage", "all"],
+            env=env,
+            stdout=logs["processors"].open("ab"),
+            stderr=subprocess.STDOUT,
         ),
         "sink": subprocess.Popen(
             [sys.executable, "-m", "fleetpulse.cli", "sink", "run"],
@@ -193,9 +260,13 @@ def run(outage_s: float, rate: float, work: Path) -> dict[str, Any]:
 
     for target in (poll_sink, poll_api):
         threading.Thread(target=target, daemon=True).start()
+    outputs = Outputs(bootstrap, topics)
+    outputs.start()
     try:
         deadline = time.time() + 120
-        while not (api_ok and counts and counts[-1][1] > 0 and deliveries):
+        while not (
+            api_ok and counts and counts[-1][1] > 0 and deliveries and all(outputs.seen.values())
+        ):
             assert time.time() < deadline, "the stack did not start; see the logs in " + str(work)
             time.sleep(0.2)
         time.sleep(5)  # steady state
@@ -205,7 +276,7 @@ def run(outage_s: float, rate: float, work: Path) -> dict[str, Any]:
         node.start()
         _answering(bootstrap)
         back = time.time()
-        recover: dict[str, float | None] = {"sdk": None, "sink": None, "api": None}
+        recover: dict[str, float | None] = dict.fromkeys(("sdk", *PROCESSOR_OUTPUTS, "sink", "api"))
         at_back = max((n for t, n in counts if t <= back), default=0)
         delivered_at_back = max((n for t, n in deliveries if t <= back), default=0)
         deadline = back + 120
@@ -220,9 +291,14 @@ def run(outage_s: float, rate: float, work: Path) -> dict[str, Any]:
             if recover["api"] is None:
                 ok = [t for t in api_ok if t > back]
                 recover["api"] = ok[0] - back if ok else None
+            for stage in PROCESSOR_OUTPUTS:
+                if recover[stage] is None:
+                    out = [t for t in outputs.seen[stage] if t > back]
+                    recover[stage] = min(out) - back if out else None
         done = time.time()
     finally:
         stop.set()
+        outputs.stop.set()
         for p in procs.values():
             p.send_signal(signal.SIGTERM)
         for p in procs.values():
