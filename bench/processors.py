@@ -49,6 +49,7 @@ from fleetpulse.events import AvroCodec
 from fleetpulse.events.container import container
 from fleetpulse.kafka_config import consumer_config
 from fleetpulse.processors.ingest import IngestParams, NativeIngest, Partials
+from fleetpulse.processors.loop import quiet_gc
 from fleetpulse.processors.metrics.plain import PlainRunner
 from fleetpulse.processors.metrics.worker import ProcessorCore
 from fleetpulse.processors.windows.engine import Engine
@@ -288,6 +289,7 @@ def main() -> None:
     events = make_events(n, 1000, 20)
     codec = AvroCodec()
     encoded = [codec.encode("TaskEvent", e) for e in events]
+    quiet_gc()  # as every stage process runs (processors/loop.py): what exists now is frozen
     results: list[Measured] = []
     with broker() as bootstrap, tempfile.TemporaryDirectory() as home:
         topics = Topics(f"bench{uuid.uuid4().hex[:6]}.")
