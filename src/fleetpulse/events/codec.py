@@ -30,7 +30,7 @@ from fleetpulse.events.schemas import SchemaStore, SchemaVersion
 logger = logging.getLogger(__name__)
 
 SINGLE_OBJECT_MARKER = b"\xc3\x01"
-_HEADER_LEN = 10  # marker (2) + fingerprint (8)
+HEADER_LEN = 10  # single-object encoding: marker (2) + CRC-64-AVRO fingerprint (8)
 CONFLUENT_MAGIC = 0
 # the largest value of a record type that is still an event (Kafka's default message size)
 MAX_BYTES = {"TaskEvent": 1 << 20}
@@ -114,9 +114,9 @@ class AvroCodec:
         if limit is not None and len(data) > limit:
             raise CodecError(f"{len(data)} bytes: a {name} is at most {limit} bytes", **where)
         if data[:2] == SINGLE_OBJECT_MARKER:
-            writer = self.store.by_fingerprint(data[2:_HEADER_LEN])
+            writer = self.store.by_fingerprint(data[2:HEADER_LEN])
             if writer is None:
-                raise UnknownSchemaError(data[2:_HEADER_LEN], **where)
+                raise UnknownSchemaError(data[2:HEADER_LEN], **where)
             return self._read_single_object(data, writer, name, where)
         if data[0] == CONFLUENT_MAGIC and len(data) >= 5:
             return self._read_confluent(data, name, where)
@@ -134,7 +134,7 @@ class AvroCodec:
             writer_parsed, reader_parsed = writer.parsed, reader.parsed
         else:
             writer_parsed, reader_parsed = writer.plain, reader.plain
-        body = BytesIO(memoryview(data)[_HEADER_LEN:])
+        body = BytesIO(memoryview(data)[HEADER_LEN:])
         try:
             result = cast(
                 Record,
@@ -142,7 +142,7 @@ class AvroCodec:
             )
         except Exception as exc:  # fastavro raises many types for corrupt bodies
             raise CodecError(f"corrupt {name} body: {type(exc).__name__}: {exc}", **where) from exc
-        extra = len(data) - _HEADER_LEN - body.tell()
+        extra = len(data) - HEADER_LEN - body.tell()
         if extra:  # a valid body with junk after it is not the record its producer wrote
             raise CodecError(f"{extra} trailing bytes after the {name} body", **where)
         return result

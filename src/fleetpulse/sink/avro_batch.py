@@ -27,13 +27,11 @@ import json
 import os
 from typing import Any
 
-from fleetpulse.events.codec import MAX_BYTES, SINGLE_OBJECT_MARKER, AvroCodec
+from fleetpulse.events.codec import HEADER_LEN, MAX_BYTES, SINGLE_OBJECT_MARKER, AvroCodec
 from fleetpulse.events.container import container, zigzag
 from fleetpulse.events.task_event import sql_accepts
 from fleetpulse.sink.backend import quote
 from fleetpulse.sink.rows import CALL_COLUMNS, TASK_COLUMNS
-
-HEADER_LEN = 10  # marker (2) + CRC-64-AVRO fingerprint (8)
 
 
 class AvroBatch:

@@ -23,8 +23,6 @@ from typing import Any
 
 from fleetpulse.processors.windows.aggregate import COUNTERS
 
-TASK_SCOPES = ("agent", "agent_version", "agent_task_type", "model")
-INTEGRATION_SCOPES = ("integration", "agent_integration")
 # scope type -> its dimensions, in the order of the cell's (d1, d2)
 DIMENSIONS: dict[str, tuple[str, ...]] = {
     "agent": ("agent_id",),

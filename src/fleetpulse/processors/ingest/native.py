@@ -47,7 +47,7 @@ import pyarrow as pa
 from fastavro import schemaless_writer
 
 from fleetpulse.errors import CodecError
-from fleetpulse.events.codec import MAX_BYTES, SINGLE_OBJECT_MARKER, AvroCodec
+from fleetpulse.events.codec import HEADER_LEN, MAX_BYTES, SINGLE_OBJECT_MARKER, AvroCodec
 from fleetpulse.events.container import container, zigzag
 from fleetpulse.events.task_event import read_task_event
 from fleetpulse.processors.ingest.cells import Cell, Partials, PartitionProgress
@@ -66,8 +66,6 @@ from fleetpulse.processors.ingest.sql import (
 from fleetpulse.processors.windows.aggregate import COUNTERS
 
 logger = logging.getLogger(__name__)
-
-HEADER_LEN = 10  # marker (2) + CRC-64-AVRO fingerprint (8)
 
 
 class NativeIngest:

@@ -137,11 +137,10 @@ class ScopeWindows:
     so a snapshot costs one read per horizon instead of a merge of up to 96 buckets. Counters
     and sketch bins are integers: a running total is exactly the sum computed afresh."""
 
-    __slots__ = ("_hit", "levels", "spans", "totals")
+    __slots__ = ("levels", "spans", "totals")
 
     def __init__(self, n_levels: int) -> None:
         self.levels: list[dict[int, Agg]] = [{} for _ in range(n_levels)]
-        self._hit: tuple[int, LevelBounds, list[tuple[int, int, Agg]]] | None = None
         self.spans: list[tuple[int, int]] | None = None  # per horizon: [start, end) summed
         self.totals: list[Agg] | None = None
 
@@ -159,11 +158,8 @@ class ScopeWindows:
         if agg is None:
             agg = level[start] = Agg()
         agg.add_counts(*cell)
-        if self.totals is not None and self.spans is not None:
-            for hi in cfg.horizons_at(li):
-                s, e = self.spans[hi]
-                if s <= start < e:
-                    self.totals[hi].add_counts(*cell)
+        for total in self._totals_holding(cfg, li, start):
+            total.add_counts(*cell)
 
     def replace(self, cfg: WindowConfig, li: int, start: int, old: Agg | None, new: Agg) -> None:
         """Swap one source's contribution ``old`` (None: first) for ``new`` in a bucket."""
@@ -171,16 +167,20 @@ class ScopeWindows:
         agg = level.get(start)
         if agg is None:
             agg = level[start] = Agg()
-        targets = [agg]
-        if self.totals is not None and self.spans is not None:
-            for hi in cfg.horizons_at(li):
-                s, e = self.spans[hi]
-                if s <= start < e:
-                    targets.append(self.totals[hi])
-        for t in targets:
+        for t in (agg, *self._totals_holding(cfg, li, start)):
             if old is not None:
                 t.subtract(old)
             t.merge(new)
+
+    def _totals_holding(self, cfg: WindowConfig, li: int, start: int) -> list[Agg]:
+        """The running totals whose window holds the bucket of level ``li`` at ``start``."""
+        if self.totals is None or self.spans is None:
+            return []
+        return [
+            self.totals[hi]
+            for hi in cfg.horizons_at(li)
+            if self.spans[hi][0] <= start < self.spans[hi][1]
+        ]
 
     def slide(self, cfg: WindowConfig, now_us: int) -> bool:
         """Move every horizon's window to ``now_us``; True when a window lost a bucket that
@@ -209,32 +209,6 @@ class ScopeWindows:
             self.spans[hi] = (s2, e2)
         return lost
 
-    def buckets_at(self, bounds: LevelBounds, ts_us: int) -> list[tuple[int, int, Agg]]:
-        """(level, bucket start, bucket) holding ``ts_us`` at every level that still keeps it
-        (``bounds`` from ``level_bounds(cfg, now)``); missing buckets are created.
-
-        The answer is remembered for the next event in the same finest bucket with the same
-        ``bounds`` (one batch): coarse widths are multiples of the finest, so its coarse buckets
-        are the same too.
-        """
-        w0 = bounds[0][1]
-        start0 = ts_us - ts_us % w0
-        hit = self._hit
-        if hit is not None and hit[0] == start0 and hit[1] is bounds:
-            return hit[2]
-        out = []
-        for i, w, oldest_kept in bounds:
-            start = ts_us - ts_us % w
-            if start < oldest_kept:
-                continue
-            level = self.levels[i]
-            agg = level.get(start)
-            if agg is None:
-                agg = level[start] = Agg()
-            out.append((i, start, agg))
-        self._hit = (start0, bounds, out)
-        return out
-
     def window(self, cfg: WindowConfig, horizon: Horizon, now_us: int) -> tuple[int, int, Agg]:
         """(start, end, total) of ``horizon`` at ``now_us``."""
         start, end = horizon.bounds(now_us)
@@ -244,22 +218,9 @@ class ScopeWindows:
                 total.merge(agg)
         return start, end, total
 
-    def slid_past_data(self, cfg: WindowConfig, before_us: int, now_us: int) -> bool:
-        """True when some horizon's window lost a non-empty bucket between the two times."""
-        for h in cfg.horizons:
-            old_start, _ = h.bounds(before_us)
-            new_start, _ = h.bounds(now_us)
-            if new_start <= old_start:
-                continue
-            level = self.levels[cfg.level_of(h)]
-            if any(old_start <= b < new_start for b in level):
-                return True
-        return False
-
     def evict(self, bounds: LevelBounds) -> None:
         """Drop buckets older than every window of their level (``bounds`` from
         ``level_bounds(cfg, now)``)."""
-        self._hit = None
         for i, _, oldest_kept in bounds:
             level = self.levels[i]
             for b in [b for b in level if b < oldest_kept]:

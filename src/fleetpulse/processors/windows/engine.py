@@ -112,7 +112,6 @@ class Engine:
         self.sources: dict[int, SourceState] = {}
         self.globals: dict[int, GlobalState] = {}
         self.counters = Counters()
-        self._last_tick_us: int | None = None
         self._keys: dict[tuple[str, str, str], ScopeKey] = {}
 
     # -- ownership ------------------------------------------------------------------------
@@ -280,7 +279,6 @@ class Engine:
             g.dirty.clear()
             _evict_scopes(g.merged, bounds)
             _evict_cells(g, bounds)
-        self._last_tick_us = now
         self.counters.snapshots += len(out)
         return out
 
