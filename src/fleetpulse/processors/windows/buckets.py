@@ -21,9 +21,11 @@ only ever receives events the caller accepted.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass, field
 
 from fleetpulse.processors.windows.aggregate import Agg
+from fleetpulse.processors.windows.table import RowTable, parts_of
 
 US = 1_000_000
 
@@ -129,20 +131,38 @@ def level_bounds(cfg: WindowConfig, now_us: int) -> LevelBounds:
     return tuple(out)
 
 
-class ScopeWindows:
-    """The buckets of one scope, at every level: ``levels[i][bucket_start_us] -> Agg``, and,
-    once the scope is read, a running total per horizon: the sum of the buckets inside that
-    horizon's window as of the last ``slide``. A cell added to a bucket inside a window is added
-    to its total too; ``slide`` subtracts the buckets a window leaves and adds those it enters,
-    so a snapshot costs one read per horizon instead of a merge of up to 96 buckets. Counters
-    and sketch bins are integers: a running total is exactly the sum computed afresh."""
+LEVEL_SHIFT = 56  # row key = level << LEVEL_SHIFT | bucket start (epoch us < 2**56)
+TOTALS_LEVEL = 127  # the pseudo-level of the running totals: row key = 127 << 56 | horizon
 
-    __slots__ = ("levels", "spans", "totals")
 
-    def __init__(self, n_levels: int) -> None:
-        self.levels: list[dict[int, Agg]] = [{} for _ in range(n_levels)]
-        self.spans: list[tuple[int, int]] | None = None  # per horizon: [start, end) summed
-        self.totals: list[Agg] | None = None
+def bucket_key(level: int, start_us: int) -> int:
+    """The row key of the bucket of level ``level`` starting at ``start_us``."""
+    return level << LEVEL_SHIFT | start_us
+
+
+_TOTALS = TOTALS_LEVEL << LEVEL_SHIFT
+
+
+class ScopeWindows(RowTable):
+    """The buckets of one scope at every level, and, once the scope is read, a running total
+    per horizon, all as rows of one ``RowTable`` (``table.py``: five flat integer arrays):
+
+    * the bucket of level ``li`` starting at ``start`` is the row ``li << 56 | start``, so the
+      buckets of a level are contiguous and in time order, and a window is a run of rows;
+    * the running total of horizon ``hi`` is the row ``127 << 56 | hi`` (after every bucket):
+      the sum of the buckets inside that horizon's window as of the last ``slide``
+      (``slid_us``; every horizon slides to the same instant).
+
+    A cell added to a bucket inside a window is added to its total too; ``slide`` subtracts
+    the buckets a window leaves and adds those it enters, so a snapshot costs one read per
+    horizon instead of a merge of up to 96 buckets. Counters and sketch bins are integers: a
+    running total is exactly the sum computed afresh."""
+
+    __slots__ = ("slid_us",)
+
+    def __init__(self, n_levels: int = 0) -> None:  # n_levels: kept for callers; rows need none
+        super().__init__()
+        self.slid_us: int | None = None  # the instant the totals were last slid to
 
     def add_cell(
         self,
@@ -153,81 +173,94 @@ class ScopeWindows:
     ) -> None:
         """Add one ingest cell (counters, zero-bin count, bin keys, bin counts) to the bucket
         of level ``li`` starting at ``start``, and to the totals whose window holds it."""
-        level = self.levels[li]
-        agg = level.get(start)
-        if agg is None:
-            agg = level[start] = Agg()
-        agg.add_counts(*cell)
-        for total in self._totals_holding(cfg, li, start):
-            total.add_counts(*cell)
+        self.add(self.row(bucket_key(li, start)), cell)
+        for t in self._totals_holding(cfg, li, start):
+            self.add(t, cell)
 
     def replace(self, cfg: WindowConfig, li: int, start: int, old: Agg | None, new: Agg) -> None:
         """Swap one source's contribution ``old`` (None: first) for ``new`` in a bucket."""
-        level = self.levels[li]
-        agg = level.get(start)
-        if agg is None:
-            agg = level[start] = Agg()
-        for t in (agg, *self._totals_holding(cfg, li, start)):
-            if old is not None:
-                t.subtract(old)
-            t.merge(new)
+        rows = [self.row(bucket_key(li, start)), *self._totals_holding(cfg, li, start)]
+        old_parts = parts_of(old) if old is not None else None
+        new_parts = parts_of(new)
+        for r in rows:
+            if old_parts is not None:
+                self.add(r, old_parts, -1)
+            self.add(r, new_parts)
 
-    def _totals_holding(self, cfg: WindowConfig, li: int, start: int) -> list[Agg]:
-        """The running totals whose window holds the bucket of level ``li`` at ``start``."""
-        if self.totals is None or self.spans is None:
+    def _totals_holding(self, cfg: WindowConfig, li: int, start: int) -> list[int]:
+        """The rows of the running totals whose window holds the bucket of level ``li`` at
+        ``start`` (call after the bucket's row exists: inserting a row moves the totals)."""
+        if self.slid_us is None:
             return []
-        return [
-            self.totals[hi]
-            for hi in cfg.horizons_at(li)
-            if self.spans[hi][0] <= start < self.spans[hi][1]
-        ]
+        first = len(self.keys) - len(cfg.horizons)
+        out = []
+        for hi in cfg.horizons_at(li):
+            s, e = cfg.horizons[hi].bounds(self.slid_us)
+            if s <= start < e:
+                out.append(first + hi)
+        return out
 
     def slide(self, cfg: WindowConfig, now_us: int) -> bool:
         """Move every horizon's window to ``now_us``; True when a window lost a bucket that
         held data (its figures changed although no event arrived)."""
-        if self.totals is None or self.spans is None:
-            self.totals = [Agg() for _ in cfg.horizons]
-            self.spans = [(0, 0)] * len(cfg.horizons)
+        if self.slid_us is None:
+            for hi in range(len(cfg.horizons)):
+                self.row(_TOTALS | hi)
+        first = len(self.keys) - len(cfg.horizons)
         lost = False
         for hi, h in enumerate(cfg.horizons):
-            s1, e1 = self.spans[hi]
+            s1, e1 = h.bounds(self.slid_us) if self.slid_us is not None else (0, 0)
             s2, e2 = h.bounds(now_us)
             if (s1, e1) == (s2, e2):
                 continue
-            w, level, total = h.bucket_s * US, self.levels[cfg.level_of(h)], self.totals[hi]
+            li, total = cfg.level_of(h), first + hi
             for lo, hi_ in ((s1, min(e1, s2)), (max(s1, e2), e1)):  # buckets leaving
-                for b in range(lo, hi_, w):
-                    agg = level.get(b)
-                    if agg is not None:
-                        total.subtract(agg)
-                        lost = lost or not agg.is_empty()
+                if lo < hi_:
+                    for r in self.span(bucket_key(li, lo), bucket_key(li, hi_)):
+                        self.add_row(total, r, -1)
+                        lost = lost or not self.row_is_empty(r)
             for lo, hi_ in ((s2, min(e2, s1)), (max(s2, e1), e2)):  # buckets entering
-                for b in range(lo, hi_, w):
-                    agg = level.get(b)
-                    if agg is not None:
-                        total.merge(agg)
-            self.spans[hi] = (s2, e2)
+                if lo < hi_:
+                    for r in self.span(bucket_key(li, lo), bucket_key(li, hi_)):
+                        self.add_row(total, r)
+        self.slid_us = now_us
         return lost
 
+    @property
+    def totals(self) -> list[Agg] | None:
+        """The running totals, one per horizon, as of ``slid_us`` (None before a slide)."""
+        if self.slid_us is None:
+            return None
+        return [self.agg(r) for r in self.span(_TOTALS, _TOTALS + (1 << LEVEL_SHIFT))]
+
+    def total(self, cfg: WindowConfig, hi: int) -> tuple[int, int, Agg]:
+        """(start, end, total) of horizon ``hi`` as of the last slide."""
+        assert self.slid_us is not None, "slide() first"
+        start, end = cfg.horizons[hi].bounds(self.slid_us)
+        return start, end, self.agg(len(self.keys) - len(cfg.horizons) + hi)
+
+    def bucket(self, li: int, start: int) -> Agg | None:
+        """A copy of one bucket, None when it holds nothing."""
+        r = self.find(bucket_key(li, start))
+        return self.agg(r) if r >= 0 else None
+
     def window(self, cfg: WindowConfig, horizon: Horizon, now_us: int) -> tuple[int, int, Agg]:
-        """(start, end, total) of ``horizon`` at ``now_us``."""
+        """(start, end, total) of ``horizon`` at ``now_us``, summed afresh from the buckets."""
         start, end = horizon.bounds(now_us)
+        li = cfg.level_of(horizon)
         total = Agg()
-        for bstart, agg in self.levels[cfg.level_of(horizon)].items():
-            if start <= bstart < end:
-                total.merge(agg)
+        for r in self.span(bucket_key(li, start), bucket_key(li, end)):
+            total.merge(self.agg(r))
         return start, end, total
 
     def evict(self, bounds: LevelBounds) -> None:
         """Drop buckets older than every window of their level (``bounds`` from
         ``level_bounds(cfg, now)``)."""
         for i, _, oldest_kept in bounds:
-            level = self.levels[i]
-            for b in [b for b in level if b < oldest_kept]:
-                del level[b]
+            self.delete(self.span(bucket_key(i, 0), bucket_key(i, oldest_kept)))
 
     def is_empty(self) -> bool:
-        return not any(self.levels)
+        return self.bucket_count() == 0
 
     def bucket_count(self) -> int:
-        return sum(len(level) for level in self.levels)
+        return bisect_left(self.keys, _TOTALS)
