@@ -71,14 +71,26 @@ def sim_policy(scenario: ScenarioArg) -> None:
 
 
 @sim.command("run")
-def sim_run(scenario: ScenarioArg) -> None:
+def sim_run(
+    scenario: ScenarioArg,
+    scale: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=10_000,
+            help="multiply every agent group's count: the named agents keep their names and "
+            "run through the SDK, the added ones are planned in bulk on one producer",
+        ),
+    ] = 1,
+) -> None:
     """Run a scenario's fleet through the SDK against the configured Kafka (the running
     devstack, or FLEETPULSE_BOOTSTRAP_SERVERS). The processors should run with the scenario's
-    policy: `fleetpulse sim policy FILE > policy.yaml; FLEETPULSE_POLICY=policy.yaml ...`."""
+    policy: `fleetpulse sim policy FILE > policy.yaml; FLEETPULSE_POLICY=policy.yaml ...`.
+    `--scale 72` runs the incident on 1,008 agents, `--scale 715` on 10,010."""
     from fleetpulse.sim.runner import Simulator
     from fleetpulse.sim.scenario import load_scenario
 
-    sc = load_scenario(scenario)
+    sc = load_scenario(scenario).scaled(scale)
     settings = load_settings(SdkSettings)
     if settings.policy is None:
         path = Path(settings.home) / "sim" / f"{sc.name}.policy.yaml"
@@ -105,3 +117,10 @@ def sim_run(scenario: ScenarioArg) -> None:
     for e in result.emitted:
         outcomes[e.event["outcome"]] = outcomes.get(e.event["outcome"], 0) + 1
     console.print(f"{len(result.emitted):,} task events produced: {outcomes}")
+    if result.bulk is not None:
+        b = result.bulk
+        rate = b.events / max(result.ended - result.started, 1e-9)
+        behind = f", fell behind {b.behind} times" if b.behind else ""
+        console.print(
+            f"{b.events:,} more from the added agents ({rate:,.0f}/s{behind}): {b.outcomes}"
+        )

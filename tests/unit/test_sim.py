@@ -169,3 +169,50 @@ def test_sim_show_and_policy_print_the_scenario() -> None:
     assert yaml.safe_load(policy.output) == load_scenario("incident").policy
     missing = CliRunner().invoke(app, ["sim", "show", "no-such-scenario"])
     assert missing.exit_code != 0
+
+
+def test_scaling_multiplies_every_group_and_keeps_the_named_agents() -> None:
+    sc = load_scenario("incident")
+    big = sc.scaled(10)
+    assert len(big.agent_ids()) == 10 * len(sc.agent_ids())
+    assert len(set(big.agent_ids())) == len(big.agent_ids())
+    assert big.named_ids() == sc.agent_ids()  # the timeline's agents keep their names
+    assert {s.agent for s in big.timeline if s.agent} <= set(big.named_ids())
+    assert big.timeline == sc.timeline and big.policy == sc.policy
+    support = next(g for g in big.agents if g.id == "support")
+    first = ["support-00", "support-01", "support-02", "support-03", "support-00004"]
+    assert support.ids()[:5] == first
+    assert len(support.ids()) == 40 and big.group_of("support-00039").id == "support"
+    assert big.group_of("enrich-00009").id == "enrich"  # a lone agent keeps its bare name
+    assert "enrich" in big.group_of("enrich").ids()
+    assert sc.scaled(1) is sc
+    assert sc.scaled(10).scaled(3).agents[0].scale == 30
+    with pytest.raises(ConfigError, match="scale"):
+        sc.scaled(0)
+
+
+def test_bulk_agents_plan_play_and_produce_in_one_tick() -> None:
+    from fleetpulse.sim.bulk import BulkFleet
+    from fleetpulse.testing import memory_fleet
+
+    sc = Scenario.model_validate(BASE).scaled(50)  # a: 1 named + 49 added; b likewise
+    base, sink = memory_fleet("fleetpulse-sim")
+    w = World(dict(sc.integrations))
+    bulk = BulkFleet(sc, w, base)
+    assert bulk.agents == 98
+    assert bulk.tick(1.0) == 98  # 1 task/s per agent
+    events = sink.events
+    assert len(events) == 98 and bulk.stats.outcomes == {"success": 98}
+    added = set(sc.agent_ids()) - set(sc.named_ids())
+    assert {e["agent_id"] for e in events} <= added
+    assert {key.decode() for _, key, _ in sink.records} == {e["agent_id"] for e in events}
+    b = [e for e in events if e["task_type"] == "y"]
+    assert b and all(e["upstream_agent_id"] == "a" for e in b)
+    # an outage reaches the added agents too: every call to crm times out, the task with it
+    w.outages["crm"] = Step.model_validate(
+        {"at": 0, "fault": "outage", "integration": "crm", "for": 9, "mode": "timeout"}
+    )
+    bulk.tick(0.5)
+    a = [e for e in sink.events[98:] if e["task_type"] == "x"]
+    assert a and all(e["outcome"] == "timeout" for e in a)
+    assert all(c["status"] == "timeout" for e in a for c in e["tool_calls"])

@@ -113,6 +113,48 @@ class Emitted:
 Observer = Callable[[Emitted], None]
 
 
+def plan_task(
+    g: AgentGroup, w: World, rng: random.Random, agent_id: str, version: int | None, done: int
+) -> Plan:
+    """One task of ``agent_id`` (``done`` tasks so far, running bundle ``version``) under the
+    faults in force: pure given the seed and the world."""
+    factor = w.slow_agents.get(agent_id, 1.0)
+    burn = w.runaway.get(agent_id, 1.0)
+    i_tok = max(1, int(rng.lognormvariate(math.log(g.tokens[0]), 0.4) * burn))
+    o_tok = max(1, int(rng.lognormvariate(math.log(g.tokens[1]), 0.5) * burn))
+    # a runaway loop's calls take longer, but not in proportion to the tokens they burn
+    speed = g.tokens_per_s * burn / min(burn, 3.0)
+    model_ms = (rng.lognormvariate(math.log(350), 0.3) + 1000 * o_tok / speed) * factor
+    calls = []
+    for tool in g.tools:
+        if tool.share < 1 and rng.random() >= tool.share:
+            continue
+        spec = w.integrations[tool.integration]
+        slow = factor * w.slow_integrations.get(tool.integration, 1.0)
+        latency = rng.lognormvariate(math.log(spec.latency_ms), spec.spread) * slow
+        fails: str | None = "error" if rng.random() < spec.error_rate else None
+        outage = w.outages.get(tool.integration)
+        if outage is not None:
+            fails = outage.mode
+            latency = outage.latency_ms if outage.mode == "error" else 5000.0
+        calls.append(Call(tool, latency, fails))
+    failure: type[Exception] | None = None
+    rate = g.failure_rate
+    if version is not None:
+        rate = max(rate, w.regressed.get((agent_id, version), 0.0))
+    if agent_id in w.bad_output:
+        rate = max(rate, 0.8)
+    if rng.random() < rate:
+        failure = OutputValidationError
+    if g.upstream is not None and g.upstream in w.bad_output and rng.random() < 0.7:
+        failure = UpstreamDataError
+    approval = None
+    if g.approvals is not None and (done + 1) % g.approvals.every == 0:
+        approval = rng.randint(*g.approvals.amounts)
+    record = f"customer/{rng.randint(1, g.records)}"
+    return Plan(record, i_tok, o_tok, model_ms, tuple(calls), failure, approval)
+
+
 class SimAgent:
     """One simulated agent: plans and runs tasks at its rate until stopped."""
 
@@ -140,43 +182,9 @@ class SimAgent:
     # -- planning (pure given the seed and the world) -------------------------------------
 
     def plan(self) -> Plan:
-        g, w, rng = self.group, self.world, self.rng
-        factor = w.slow_agents.get(self.agent_id, 1.0)
-        burn = w.runaway.get(self.agent_id, 1.0)
-        i_tok = max(1, int(rng.lognormvariate(math.log(g.tokens[0]), 0.4) * burn))
-        o_tok = max(1, int(rng.lognormvariate(math.log(g.tokens[1]), 0.5) * burn))
-        # a runaway loop's calls take longer, but not in proportion to the tokens they burn
-        speed = g.tokens_per_s * burn / min(burn, 3.0)
-        model_ms = (rng.lognormvariate(math.log(350), 0.3) + 1000 * o_tok / speed) * factor
-        calls = []
-        for tool in g.tools:
-            if tool.share < 1 and rng.random() >= tool.share:
-                continue
-            spec = w.integrations[tool.integration]
-            slow = factor * w.slow_integrations.get(tool.integration, 1.0)
-            latency = rng.lognormvariate(math.log(spec.latency_ms), spec.spread) * slow
-            fails: str | None = "error" if rng.random() < spec.error_rate else None
-            outage = w.outages.get(tool.integration)
-            if outage is not None:
-                fails = outage.mode
-                latency = outage.latency_ms if outage.mode == "error" else 5000.0
-            calls.append(Call(tool, latency, fails))
-        failure: type[Exception] | None = None
-        version = self.fleet.config_version
-        rate = g.failure_rate
-        if version is not None:
-            rate = max(rate, w.regressed.get((self.agent_id, version), 0.0))
-        if self.agent_id in w.bad_output:
-            rate = max(rate, 0.8)
-        if rng.random() < rate:
-            failure = OutputValidationError
-        if g.upstream is not None and g.upstream in w.bad_output and rng.random() < 0.7:
-            failure = UpstreamDataError
-        approval = None
-        if g.approvals is not None and (self.tasks + 1) % g.approvals.every == 0:
-            approval = rng.randint(*g.approvals.amounts)
-        record = f"customer/{rng.randint(1, g.records)}"
-        return Plan(record, i_tok, o_tok, model_ms, tuple(calls), failure, approval)
+        return plan_task(
+            self.group, self.world, self.rng, self.agent_id, self.fleet.config_version, self.tasks
+        )
 
     # -- running through the SDK ----------------------------------------------------------
 

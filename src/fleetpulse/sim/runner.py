@@ -3,6 +3,7 @@ operator actions, and a simulated approver.
 
 Agents share one producer, one control-topic guard and one governance follower (one process
 holding a whole fleet), but each is its own `Fleet` with its own id, clock and active bundle.
+A scaled scenario's added agents are not: they are planned in bulk on one thread (`bulk.py`).
 Operators act through the control plane's gateway as principals of their role: in-process, or
 over the control API when ``api_url`` is given (the demo does that).
 
@@ -24,6 +25,7 @@ from fleetpulse.config import ControlSettings, SdkSettings, load_settings
 from fleetpulse.errors import ConflictError, FleetpulseError
 from fleetpulse.sdk.fleet import Fleet
 from fleetpulse.sim.agents import Emitted, SimAgent, SimClock, World
+from fleetpulse.sim.bulk import BulkFleet, BulkStats
 from fleetpulse.sim.scenario import AgentGroup, Scenario, Step
 
 logger = logging.getLogger(__name__)
@@ -44,6 +46,7 @@ class SimResult:
     steps: list[tuple[float, str]] = field(default_factory=list)
     decisions: list[dict[str, Any]] = field(default_factory=list)
     paused_skips: int = 0
+    bulk: BulkStats | None = None  # the extra agents of a scaled scenario (not in `emitted`)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def event_ids(self) -> set[str]:
@@ -118,10 +121,11 @@ class Simulator:
         """Version 1 of every agent's bundle, promoted to production (skipped when the
         production version already has this content)."""
         gw = self.gateway("release")
-        for g in self.scenario.agents:
-            for agent_id in g.ids():
-                self._publish(gw, _bundle(agent_id, g, ""), "simulated fleet: initial version")
-        say(0.0, f"published and promoted {len(self.scenario.agent_ids())} agent bundles")
+        named = self.scenario.named_ids()
+        for agent_id in named:
+            g = self.scenario.group_of(agent_id)
+            self._publish(gw, _bundle(agent_id, g, ""), "simulated fleet: initial version")
+        say(0.0, f"published and promoted {len(named)} agent bundles")
 
     def _publish(self, gw: Any, bundle: dict[str, Any], message: str) -> int:
         agent_id = bundle["agent_id"]
@@ -171,7 +175,7 @@ class Simulator:
                 on_event(e)
 
         agents = []
-        for i, agent_id in enumerate(self.scenario.agent_ids()):
+        for i, agent_id in enumerate(self.scenario.named_ids()):
             clock = SimClock()
             fleet = Fleet(
                 agent_id,
@@ -195,6 +199,16 @@ class Simulator:
             for a in agents
         ]
         threads.append(threading.Thread(target=self._approver, name="approver", daemon=True))
+        bulk = None
+        if any(g.scale > 1 for g in self.scenario.agents):
+            bulk = BulkFleet(self.scenario, self.world, base)
+            res.bulk = bulk.stats
+            say(0.0, f"{bulk.agents:,} more agents planned in bulk, one producer")
+            threads.append(
+                threading.Thread(
+                    target=bulk.run, args=(self.stop, res.started), name="bulk", daemon=True
+                )
+            )
         for t in threads:
             t.start()
         try:

@@ -37,6 +37,13 @@ Faults (``fault:``), each on for ``for`` seconds unless said otherwise:
 * ``write_without_permission`` (instant): ``agent`` tries ``count`` writes to ``integration`` on
   ``target``, which its role does not grant.
 
+Scaling (``fleetpulse sim run --scale N``, or ``scale:`` on a group): a group of ``count``
+agents runs ``count x scale``. The ``count`` agents the file names keep their names and run
+through the SDK, so the timeline acts on them as in the unscaled run; the added agents
+(``support-00004``, ...) share the group's behaviour and the world's faults (outages, slow
+integrations, a bad upstream, open breakers) but are planned in bulk and produced by one
+producer (``bulk.py``): no bundles, approvals or one-shot writes of their own.
+
 Operator actions (``action:``, instant): ``pause``, ``resume`` and ``rollback`` of ``agent``;
 ``force_open`` and ``reset`` of ``breaker``. They go through the control plane as a principal of
 the right role (operations, engineering), like a person at the CLI.
@@ -44,6 +51,7 @@ the right role (operations, engineering), like a person at the CLI.
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -106,9 +114,21 @@ class AgentGroup(_Strict):
     budget: Budget | None = None
     approvals: ApprovalSpec | None = None
     records: int = Field(default=200, ge=1, description="customer records it works on")
+    scale: int = Field(
+        default=1, ge=1, le=10_000, description="count multiplied by this (``--scale``)"
+    )
+
+    def named_ids(self) -> list[str]:
+        """The group's agents as written: ``id`` alone, or ``id-00``, ``id-01``, ... The
+        timeline names these, and they run through the SDK."""
+        return [self.id] if self.count == 1 else [f"{self.id}-{i:02d}" for i in range(self.count)]
+
+    def extra_ids(self) -> list[str]:
+        """The agents scaling adds: ``id-00004``, ... (five digits, so never a named id)."""
+        return [f"{self.id}-{i:05d}" for i in range(self.count, self.count * self.scale)]
 
     def ids(self) -> list[str]:
-        return [self.id] if self.count == 1 else [f"{self.id}-{i:02d}" for i in range(self.count)]
+        return self.named_ids() + self.extra_ids()
 
 
 class Step(_Strict):
@@ -219,10 +239,35 @@ class Scenario(_Strict):
         return self
 
     def group_of(self, agent_id: str) -> AgentGroup:
-        return next(g for g in self.agents if agent_id in g.ids())
+        return self._groups[agent_id]
+
+    @cached_property
+    def _groups(self) -> dict[str, AgentGroup]:
+        return {a: g for g in self.agents for a in g.ids()}
 
     def agent_ids(self) -> list[str]:
         return [a for g in self.agents for a in g.ids()]
+
+    def named_ids(self) -> list[str]:
+        """The agents as written in the file (all of them when unscaled)."""
+        return [a for g in self.agents for a in g.named_ids()]
+
+    def scaled(self, factor: int) -> Scenario:
+        """The same scenario with every agent group ``factor`` times as large. The agents the
+        file names keep their names (the timeline, ``upstream`` and the audit question still
+        point at them); the added ones are ``<group id>-<n:05d>``.
+
+        Raises:
+            ConfigError: ``factor`` is not between 1 and 10,000.
+        """
+        if not 1 <= factor <= 10_000:
+            raise ConfigError(f"scale {factor}: give 1 to 10000", field="scale")
+        if factor == 1:
+            return self
+        groups = [g.model_copy(update={"scale": g.scale * factor}) for g in self.agents]
+        return Scenario.model_validate(
+            {**self.model_dump(by_alias=True), "agents": [g.model_dump() for g in groups]}
+        )
 
 
 def builtin(name: str) -> Path:
