@@ -14,6 +14,7 @@ from fleetpulse.processors.windows.buckets import (
     Horizon,
     ScopeWindows,
     WindowConfig,
+    bucket_key,
     level_bounds,
 )
 from fleetpulse.processors.windows.engine import Engine, EngineConfig, scope_id
@@ -328,3 +329,26 @@ def test_running_totals_equal_the_window_summed_afresh(seed):
             for hi, h in enumerate(cfg.horizons):
                 _, _, fresh = w.window(cfg, h, now)
                 assert w.totals[hi] == fresh, (step, h)
+
+
+def test_rows_widen_to_64_bits_when_a_figure_outgrows_32():
+    """A busy scope's cost or a bin's count passes 2**31: the scope's columns widen, the sums
+    stay exact, and subtracting gives back the small figures."""
+    cfg = WindowConfig()
+    w = ScopeWindows(len(cfg.levels))
+    small = ((1,) + (0,) * 5 + (7,) + (0,) * 7, 0, [10], [1])
+    big = ((1,) + (0,) * 5 + (3_000_000_000,) + (0,) * 7, 0, [10, 20], [2**31, 5])
+    w.add_cell(cfg, 0, T0, small)
+    w.slide(cfg, T0)
+    assert w.cells.typecode == "i" and w.bin_counts.typecode == "i"
+    w.add_cell(cfg, 0, T0, big)
+    assert w.cells.typecode == "q" and w.bin_counts.typecode == "q"
+    [total] = [t for hi, t in enumerate(w.totals or []) if cfg.horizons[hi].seconds == 60]
+    assert total.task_count == 2 and total.cost_micros == 3_000_000_007
+    assert total.latency.bins == {10: 2**31 + 1, 20: 5}
+    agg = w.bucket(0, T0)
+    assert agg is not None
+    from fleetpulse.processors.windows.table import parts_of
+
+    w.add(w.find(bucket_key(0, T0)), parts_of(agg), -1)  # empty the bucket again
+    assert w.bucket(0, T0) == Agg()

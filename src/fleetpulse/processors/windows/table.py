@@ -4,18 +4,23 @@ A row is what one bucket (or one running total) holds: the integer counters of `
 latency sketch. Rows are sorted by an integer *row key* and stored column-wise::
 
     keys        array('q')  row key, ascending                        one per row
-    cells       array('q')  COUNTERS in wire order, then the sketch's  ROW (15) per row
+    cells       array('i')  COUNTERS in wire order, then the sketch's  ROW (15) per row
                             zero-bin count
-    bin_end     array('q')  where the row's sketch bins end in the     one per row
+    bin_end     array('i')  where the row's sketch bins end in the     one per row
                             two arrays below (they start where the
                             previous row's end: compressed sparse rows)
-    bin_keys    array('q')  sketch bin keys, ascending within a row   one per bin
-    bin_counts  array('q')  their counts (never zero: an emptied bin  one per bin
+    bin_keys    array('i')  sketch bin keys, ascending within a row   one per bin
+    bin_counts  array('i')  their counts (never zero: an emptied bin  one per bin
                             is removed)
+
+``cells`` and ``bin_counts`` start 32-bit and widen to 64-bit (``'q'``), for that scope only,
+the first time a value does not fit (``array`` raises OverflowError, the value unchanged): an
+agent's day of tokens fits in 32 bits, a busy model scope's does not. Bin keys fit in 32 bits
+whatever the value (about +-35,000 at 1% accuracy).
 
 Why: a scope holds up to 216 buckets and a worker 90,000 scopes; as an ``Agg`` object with a
 ``LatencySketch`` and a dict per bucket, one bucket cost about 1.2 kB of Python objects. Here
-it costs 8 + 120 + 8 bytes plus 16 bytes per sketch bin, and a scope's fixed cost is five array
+it costs 8 + 60 + 4 bytes plus 8 bytes per sketch bin, and a scope's fixed cost is five array
 headers. Every number is an integer, so adding and subtracting rows stays exact.
 
 Rows are added to, subtracted from, inserted and deleted in place; ``buckets.ScopeWindows``
@@ -33,7 +38,7 @@ from fleetpulse.processors.windows.sketch import LatencySketch
 
 N_COUNTERS = len(COUNTERS)
 ROW = N_COUNTERS + 1  # a row's cells: the counters, then the zero-bin count
-_EMPTY_ROW = array("q", [0] * ROW)
+_EMPTY_ROW = {code: array(code, [0] * ROW) for code in "iq"}  # by the cells' typecode
 
 # one row's content as plain values: counters (COUNTERS order), zero-bin count, bin keys
 # (ascending) and their counts -- the shape of an ingest cell
@@ -54,10 +59,10 @@ class RowTable:
 
     def __init__(self) -> None:
         self.keys = array("q")
-        self.cells = array("q")
-        self.bin_end = array("q")
-        self.bin_keys = array("q")
-        self.bin_counts = array("q")
+        self.cells = array("i")  # widened to "q" on the first overflow
+        self.bin_end = array("i")
+        self.bin_keys = array("i")
+        self.bin_counts = array("i")  # widened to "q" on the first overflow
 
     # -- finding and making rows ----------------------------------------------------------
 
@@ -73,7 +78,7 @@ class RowTable:
         if i < len(keys) and keys[i] == key:
             return i
         keys.insert(i, key)
-        self.cells[i * ROW : i * ROW] = _EMPTY_ROW
+        self.cells[i * ROW : i * ROW] = _EMPTY_ROW[self.cells.typecode]
         self.bin_end.insert(i, self.bin_end[i - 1] if i else 0)
         return i
 
@@ -100,12 +105,12 @@ class RowTable:
     def add(self, i: int, parts: Parts, sign: int = 1) -> None:
         """Add (``sign`` 1) or subtract (-1) row content to row ``i``."""
         counters, zero, keys, counts = parts
-        cells, base = self.cells, i * ROW
+        base = i * ROW
         for j, v in enumerate(counters):
             if v:
-                cells[base + j] += sign * v
+                self._add_cell(base + j, sign * v)
         if zero:
-            cells[base + N_COUNTERS] += sign * zero
+            self._add_cell(base + N_COUNTERS, sign * zero)
         for k, n in zip(keys, counts, strict=True):
             self._add_bin(i, k, sign * n)
 
@@ -141,6 +146,25 @@ class RowTable:
         c, base = self.cells, i * ROW
         return not (c[base] or c[base + _TOOL_CALLS] or c[base + _LATE])
 
+    # -- writing a value that may not fit 32 bits ------------------------------------------
+
+    def _add_cell(self, at: int, v: int) -> None:
+        try:
+            self.cells[at] += v
+        except OverflowError:  # nothing was written
+            self.cells = array("q", self.cells)
+            self.cells[at] += v
+
+    def _set_count(self, p: int, n: int, insert: bool) -> None:
+        try:
+            if insert:
+                self.bin_counts.insert(p, n)
+            else:
+                self.bin_counts[p] = n
+        except OverflowError:  # nothing was written
+            self.bin_counts = array("q", self.bin_counts)
+            self._set_count(p, n, insert)
+
     # -- the sketch columns ---------------------------------------------------------------
 
     def _add_bin(self, i: int, key: int, n: int) -> None:
@@ -151,14 +175,14 @@ class RowTable:
         if p < hi and bin_keys[p] == key:
             left = self.bin_counts[p] + n
             if left:
-                self.bin_counts[p] = left
+                self._set_count(p, left, insert=False)
             else:
                 del bin_keys[p]
                 del self.bin_counts[p]
                 self._shift_bins(i, -1)
         elif n:
+            self._set_count(p, n, insert=True)
             bin_keys.insert(p, key)
-            self.bin_counts.insert(p, n)
             self._shift_bins(i, 1)
 
     def _shift_bins(self, i: int, d: int) -> None:
