@@ -9,7 +9,8 @@ latency sketch. Rows are sorted by an integer *row key* and stored column-wise::
     bin_end     array('i')  where the row's sketch bins end in the     one per row
                             two arrays below (they start where the
                             previous row's end: compressed sparse rows)
-    bin_keys    array('i')  sketch bin keys, ascending within a row   one per bin
+    bin_keys    array('i')  sketch bin keys, in arrival order within  one per bin
+                            a row
     bin_counts  array('i')  their counts (never zero: an emptied bin  one per bin
                             is removed)
 
@@ -40,8 +41,8 @@ N_COUNTERS = len(COUNTERS)
 ROW = N_COUNTERS + 1  # a row's cells: the counters, then the zero-bin count
 _EMPTY_ROW = {code: array(code, [0] * ROW) for code in "iq"}  # by the cells' typecode
 
-# one row's content as plain values: counters (COUNTERS order), zero-bin count, bin keys
-# (ascending) and their counts -- the shape of an ingest cell
+# one row's content as plain values: counters (COUNTERS order), zero-bin count, bin keys (each
+# once, in any order) and their counts -- the shape of an ingest cell
 Parts = tuple[Sequence[int], int, Sequence[int], Sequence[int]]
 
 
@@ -105,14 +106,23 @@ class RowTable:
     def add(self, i: int, parts: Parts, sign: int = 1) -> None:
         """Add (``sign`` 1) or subtract (-1) row content to row ``i``."""
         counters, zero, keys, counts = parts
-        base = i * ROW
-        for j, v in enumerate(counters):
-            if v:
-                self._add_cell(base + j, sign * v)
+        cells, base, j = self.cells, i * ROW, 0
+        try:
+            for j, v in enumerate(counters):  # j is read after an overflow
+                if v:
+                    cells[base + j] += sign * v
+        except OverflowError:  # counter j was not written: widen, then go on from it
+            cells = self.cells = array("q", cells)
+            for jj in range(j, N_COUNTERS):
+                cells[base + jj] += sign * counters[jj]
         if zero:
-            self._add_cell(base + N_COUNTERS, sign * zero)
-        for k, n in zip(keys, counts, strict=True):
-            self._add_bin(i, k, sign * n)
+            try:
+                cells[base + N_COUNTERS] += sign * zero
+            except OverflowError:
+                cells = self.cells = array("q", cells)
+                cells[base + N_COUNTERS] += sign * zero
+        if keys:
+            self._add_bins(i, keys, counts, sign)
 
     def add_row(self, dst: int, src: int, sign: int = 1) -> None:
         """Add (or subtract) row ``src`` to row ``dst``."""
@@ -146,44 +156,57 @@ class RowTable:
         c, base = self.cells, i * ROW
         return not (c[base] or c[base + _TOOL_CALLS] or c[base + _LATE])
 
-    # -- writing a value that may not fit 32 bits ------------------------------------------
-
-    def _add_cell(self, at: int, v: int) -> None:
-        try:
-            self.cells[at] += v
-        except OverflowError:  # nothing was written
-            self.cells = array("q", self.cells)
-            self.cells[at] += v
-
-    def _set_count(self, p: int, n: int, insert: bool) -> None:
-        try:
-            if insert:
-                self.bin_counts.insert(p, n)
-            else:
-                self.bin_counts[p] = n
-        except OverflowError:  # nothing was written
-            self.bin_counts = array("q", self.bin_counts)
-            self._set_count(p, n, insert)
-
     # -- the sketch columns ---------------------------------------------------------------
 
-    def _add_bin(self, i: int, key: int, n: int) -> None:
+    def _add_bins(self, i: int, keys: Sequence[int], counts: Sequence[int], sign: int) -> None:
+        """Bins into row ``i``. A row's bins are kept in arrival order: a bin it has is found
+        through a dict of the row's keys (built in C) and updated in place; new bins are
+        appended to the row in one slice, so the rows after it shift once, not once per bin.
+        Bins that drop to zero are removed."""
         lo = self.bin_end[i - 1] if i else 0
         hi = self.bin_end[i]
-        bin_keys = self.bin_keys
-        p = bisect_left(bin_keys, key, lo, hi)
-        if p < hi and bin_keys[p] == key:
-            left = self.bin_counts[p] + n
-            if left:
-                self._set_count(p, left, insert=False)
-            else:
-                del bin_keys[p]
-                del self.bin_counts[p]
-                self._shift_bins(i, -1)
-        elif n:
-            self._set_count(p, n, insert=True)
-            bin_keys.insert(p, key)
-            self._shift_bins(i, 1)
+        new_keys: list[int] = []
+        new_counts: list[int] = []
+        emptied = False
+        if lo == hi:  # an empty row takes the bins as they are
+            new_keys.extend(keys)
+            new_counts.extend(sign * n for n in counts)
+        else:
+            at = dict(zip(self.bin_keys[lo:hi], range(lo, hi), strict=True)).get  # built in C
+            bin_counts = self.bin_counts
+            for k, n in zip(keys, counts, strict=True):
+                p = at(k)
+                if p is None:
+                    new_keys.append(k)
+                    new_counts.append(sign * n)
+                    continue
+                left = bin_counts[p] + sign * n
+                try:
+                    bin_counts[p] = left
+                except OverflowError:  # nothing was written
+                    bin_counts = self.bin_counts = array("q", bin_counts)
+                    bin_counts[p] = left
+                emptied = emptied or not left
+        if new_keys:
+            self._write_bins(i, hi, hi, new_keys, new_counts)
+            hi += len(new_keys)
+        if emptied:
+            kept = [
+                kv for kv in zip(self.bin_keys[lo:hi], self.bin_counts[lo:hi], strict=True) if kv[1]
+            ]
+            self._write_bins(i, lo, hi, [k for k, _ in kept], [n for _, n in kept])
+
+    def _write_bins(self, i: int, lo: int, hi: int, keys: list[int], counts: list[int]) -> None:
+        """Replace the bins at [lo, hi) (inside row ``i``, or empty at its end) by these."""
+        try:
+            counts_col = array(self.bin_counts.typecode, counts)
+        except OverflowError:
+            self.bin_counts = array("q", self.bin_counts)
+            counts_col = array("q", counts)
+        self.bin_keys[lo:hi] = array("i", keys)
+        self.bin_counts[lo:hi] = counts_col
+        if len(keys) != hi - lo:
+            self._shift_bins(i, len(keys) - (hi - lo))
 
     def _shift_bins(self, i: int, d: int) -> None:
         """Rows from ``i`` on gained (lost) ``d`` bins before their end."""
