@@ -45,16 +45,30 @@ def demo(
         raise typer.Exit(1)
 
 
+ScaleOpt = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        max=10_000,
+        help="multiply every agent group's count: the named agents keep their names and run "
+        "through the SDK, the added ones are planned in bulk on one producer",
+    ),
+]
+
+
 @sim.command("show")
-def sim_show(scenario: ScenarioArg) -> None:
+def sim_show(scenario: ScenarioArg, scale: ScaleOpt = 1) -> None:
     """Validate a scenario and print its fleet and timeline."""
     from fleetpulse.sim.scenario import load_scenario
 
-    sc = load_scenario(scenario)
-    fleet = Table("agents", "role", "task type", "model", "tasks/s", "tools", title=sc.name)
+    sc = load_scenario(scenario).scaled(scale)
+    title = f"{sc.name}: {len(sc.agent_ids()):,} agents"
+    fleet = Table("agents", "role", "task type", "model", "tasks/s", "tools", title=title)
     for g in sc.agents:
         tools = ", ".join(f"{t.integration}.{t.operation}({t.access})" for t in g.tools)
-        fleet.add_row(", ".join(g.ids()), g.role, g.task_type, g.model, f"{g.rate:g}", tools)
+        extra = len(g.extra_ids())
+        names = ", ".join(g.named_ids()) + (f" + {extra:,} more" if extra else "")
+        fleet.add_row(names, g.role, g.task_type, g.model, f"{g.rate:g}", tools)
     console.print(fleet)
     timeline = Table("at", "what", title=f"timeline ({sc.duration_s:.0f}s)")
     for step in sc.timeline:
@@ -71,18 +85,7 @@ def sim_policy(scenario: ScenarioArg) -> None:
 
 
 @sim.command("run")
-def sim_run(
-    scenario: ScenarioArg,
-    scale: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            max=10_000,
-            help="multiply every agent group's count: the named agents keep their names and "
-            "run through the SDK, the added ones are planned in bulk on one producer",
-        ),
-    ] = 1,
-) -> None:
+def sim_run(scenario: ScenarioArg, scale: ScaleOpt = 1) -> None:
     """Run a scenario's fleet through the SDK against the configured Kafka (the running
     devstack, or FLEETPULSE_BOOTSTRAP_SERVERS). The processors should run with the scenario's
     policy: `fleetpulse sim policy FILE > policy.yaml; FLEETPULSE_POLICY=policy.yaml ...`.

@@ -169,6 +169,13 @@ def test_sim_show_and_policy_print_the_scenario() -> None:
     assert yaml.safe_load(policy.output) == load_scenario("incident").policy
     missing = CliRunner().invoke(app, ["sim", "show", "no-such-scenario"])
     assert missing.exit_code != 0
+    scaled = CliRunner().invoke(
+        app, ["sim", "show", "incident", "--scale", "715"], env={"COLUMNS": "200"}
+    )
+    assert scaled.exit_code == 0, scaled.output
+    assert "10,010 agents" in scaled.output and "+ 2,856 more" in scaled.output  # support
+    too_big = CliRunner().invoke(app, ["sim", "show", "incident", "--scale", "20000"])
+    assert too_big.exit_code != 0
 
 
 def test_scaling_multiplies_every_group_and_keeps_the_named_agents() -> None:

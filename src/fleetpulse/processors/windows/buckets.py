@@ -3,7 +3,8 @@
 Each horizon reads the buckets of one *level* (a bucket width). Short horizons share fine
 buckets, long ones use coarse buckets, so memory per scope is bounded by the sum over levels of
 ``longest horizon at that level / width`` buckets: with the defaults 60 + 60 + 96 = 216 buckets,
-whatever the event rate.
+whatever the event rate. A scope stores its buckets and running totals as rows of a few flat
+integer arrays (``table.py``), not as an object per bucket.
 
 The window of horizon ``h`` (bucket width ``w``) at time ``now`` covers the bucket holding
 ``now`` and the buckets before it, ``h / w`` buckets in all:
