@@ -1,6 +1,6 @@
 """Processor throughput against its ceilings, and window memory, measured side by side in one run.
 
-    python bench/processors.py [--events N] [--rss-events M] [--json FILE]
+    python bench/processors.py [--events N] [--rss-events M] [--json FILE] [--rss-only]
 
 Input: N TaskEvents with 2 tool calls each, from 1,000 agents over 20 integrations, pre-encoded
 and produced to a fresh task-events topic (6 partitions). Then, on the same bytes:
@@ -19,8 +19,10 @@ and produced to a fresh task-events topic (6 partitions). Then, on the same byte
    first record to the last through its Prometheus counter.
 
 Each runtime reads all 6 partitions with one worker, so events/s is "per worker". Then peak RSS
-of a process holding the windows of 10,000 agents x 50 integrations (events spread over the
-last 24 hours so every level fills).
+(VmHWM) of a child process holding the windows of 10,000 agents x 50 integrations (events
+spread over the last 5 minutes, or over 24 hours so every level fills) after one round of
+snapshots, taken as one list or streamed. ``--rss-only`` runs only this part (no broker) and
+writes ``bench/results/processors-memory.md``.
 """
 
 from __future__ import annotations
@@ -354,6 +356,7 @@ def main() -> None:
         memory = window_memory(args.rss_events)
         text = "\n".join(memory_lines(args.rss_events, memory))
         print(text)
+        write_result("processors-memory", text)
         write_json(args.json, {"rss_mb": memory_figures(memory)})
         return
     n = args.events
