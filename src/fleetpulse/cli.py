@@ -201,7 +201,7 @@ def processors_run(
         from fleetpulse.processors.metrics.plain import PlainRunner
         from fleetpulse.processors.metrics.worker import ProcessorCore
 
-        runner = PlainRunner(ProcessorCore(settings), settings)
+        runner = PlainRunner(ProcessorCore(settings, policy=policy), settings)
         import signal
 
         for sig in (signal.SIGTERM, signal.SIGINT):

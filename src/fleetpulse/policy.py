@@ -129,6 +129,17 @@ class BreakersSection(BaseModel):
         spec = self.agents.get(agent_id)
         return _merge(self.agent_defaults, spec.breaker if spec else None, f"agents.{agent_id}")
 
+    def call_policies(self) -> list[BreakerPolicy]:
+        """Every policy a call breaker can have: the defaults and each override."""
+        found = [self.defaults, *(self.for_integration(n) for n in self.integrations)]
+        for agent, spec in self.agents.items():
+            found += [self.for_agent_integration(agent, n) for n in spec.integrations]
+        return found
+
+    def agent_policies(self) -> list[BreakerPolicy]:
+        """Every policy an agent breaker can have: the agent defaults and each override."""
+        return [self.agent_defaults, *(self.for_agent(a) for a in self.agents)]
+
 
 def _merge(base: BreakerPolicy, override: dict[str, Any] | None, where: str) -> BreakerPolicy:
     if not override:

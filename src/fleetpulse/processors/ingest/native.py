@@ -50,13 +50,26 @@ from fleetpulse.errors import CodecError
 from fleetpulse.events.codec import HEADER_LEN, MAX_BYTES, SINGLE_OBJECT_MARKER, AvroCodec
 from fleetpulse.events.container import container, zigzag
 from fleetpulse.events.task_event import read_task_event
-from fleetpulse.processors.ingest.cells import Cell, Partials, PartitionProgress
-from fleetpulse.processors.ingest.params import IngestParams, Where
+from fleetpulse.processors.ingest.cells import (
+    AlertGroups,
+    CallGroup,
+    Cell,
+    Partials,
+    PartitionProgress,
+    TaskGroup,
+)
+from fleetpulse.processors.ingest.params import AlertSpec, IngestParams, Where
 from fleetpulse.processors.ingest.reference import reference_partials
 from fleetpulse.processors.ingest.sql import (
+    ALERT_VERSIONS_SQL,
     BOUNDS_SQL,
     META_SQL,
     ON_TIME_SOURCE,
+    alert_calls_sql,
+    alert_runs_sql,
+    alert_tasks_sql,
+    breaker_calls_sql,
+    breaker_tasks_sql,
     call_cells_sql,
     late_bounds_sql,
     late_source,
@@ -205,6 +218,17 @@ class NativeIngest:
                 bounds = s.query(late_bounds_sql(source), "ArrowTable").to_pylist()
             tasks = s.query(task_cells_sql(source, params.bucket_us), "ArrowTable")
             calls = s.query(call_cells_sql(source, params.bucket_us), "ArrowTable")
+            spec = params.breakers
+            if spec is not None and spec.call_slow_ms:
+                out.breaker_calls = _call_groups(
+                    s.query(breaker_calls_sql(spec.call_slow_ms), "ArrowTable")
+                )
+            if spec is not None and spec.task_slow_ms:
+                out.breaker_tasks = _task_groups(
+                    s.query(breaker_tasks_sql(spec.task_slow_ms), "ArrowTable")
+                )
+            if params.alerts is not None:
+                out.alerts = _alert_groups(s, params.alerts)
         except _Misread:
             raise
         except Exception as exc:  # chDB raises a bare error with the engine's message
@@ -319,23 +343,117 @@ def _progress(bounds: list[dict[str, Any]], params: IngestParams) -> dict[int, P
     return out
 
 
-def _cells(t: pa.Table) -> list[Cell]:
-    """The cells of one result table as Python tuples. Numbers go through numpy (Arrow's own
+class _Columns:
+    """A result table's columns as Python lists. Numbers go through numpy (Arrow's own
     ``to_pylist`` costs 10x more here) and each list column is split by its offsets."""
-    if t.num_rows == 0:
-        return []
-    t = t.combine_chunks()
 
-    def ints(name: str) -> list[int]:
-        return list(t.column(name).chunk(0).to_numpy(zero_copy_only=False).tolist())
+    def __init__(self, t: pa.Table) -> None:
+        self.t = t.combine_chunks()
 
-    def lists(name: str) -> list[list[int]]:
-        arr = t.column(name).chunk(0)
+    def ints(self, name: str) -> list[int]:
+        return list(self.t.column(name).chunk(0).to_numpy(zero_copy_only=False).tolist())
+
+    def lists(self, name: str) -> list[list[int]]:
+        arr = self.t.column(name).chunk(0)
         offsets = arr.offsets.to_numpy().tolist()
         values = arr.values.to_numpy(zero_copy_only=False).tolist()
         return [values[a:b] for a, b in itertools.pairwise(offsets)]
 
-    scope, d1, d2 = (t.column(name).to_pylist() for name in ("scope", "d1", "d2"))
+    def strings(self, name: str) -> list[Any]:
+        return list(self.t.column(name).to_pylist())
+
+    def string_lists(self, name: str) -> list[list[str]]:
+        arr = self.t.column(name).chunk(0)
+        offsets = arr.offsets.to_numpy().tolist()
+        values = arr.values.to_pylist()
+        return [values[a:b] for a, b in itertools.pairwise(offsets)]
+
+
+def _alert_groups(s: Any, spec: AlertSpec) -> AlertGroups:
+    """The alert rules' groups of the batch in ``fp_ingest.raw``."""
+    out = AlertGroups()
+    t = s.query(alert_tasks_sql(), "ArrowTable")
+    if t.num_rows:
+        c = _Columns(t)
+        out.tasks = list(
+            zip(
+                c.strings("scope"),
+                c.strings("d1"),
+                c.strings("d2"),
+                *(c.ints(n) for n in ("sec", "tasks", "failures", "cost", "zero")),
+                c.lists("bin_keys"),
+                c.lists("bin_counts"),
+                c.string_lists("via_keys"),
+                c.lists("via_counts"),
+                c.string_lists("after_keys"),
+                c.lists("after_counts"),
+                strict=True,
+            )
+        )
+    t = s.query(alert_calls_sql(), "ArrowTable")
+    if t.num_rows:
+        c = _Columns(t)
+        out.calls = list(
+            zip(
+                *(c.strings(n) for n in ("agent", "integ", "role", "op", "acc")),
+                map(bool, c.ints("appr")),
+                *(c.ints(n) for n in ("sec", "tasks", "attempted", "errors", "denied", "calls")),
+                strict=True,
+            )
+        )
+    if spec.run_gap_us is not None:
+        t = s.query(alert_runs_sql(spec.run_gap_us), "ArrowTable")
+        if t.num_rows:
+            c = _Columns(t)
+            out.runs = list(zip(c.strings("agent"), c.lists("runs"), strict=True))
+    t = s.query(ALERT_VERSIONS_SQL, "ArrowTable")
+    out.versions = list(zip(*(t.column(n).to_pylist() for n in ("agent", "version")), strict=True))
+    return out
+
+
+def _call_groups(t: pa.Table) -> list[CallGroup]:
+    if t.num_rows == 0:
+        return []
+    c = _Columns(t)
+    return list(
+        zip(
+            c.ints("p"),
+            c.strings("agent"),
+            c.strings("integ"),
+            c.strings("st"),
+            c.strings("et"),
+            c.ints("sec"),
+            c.ints("n"),
+            map(tuple, c.lists("slow")),
+            strict=True,
+        )
+    )
+
+
+def _task_groups(t: pa.Table) -> list[TaskGroup]:
+    if t.num_rows == 0:
+        return []
+    c = _Columns(t)
+    return list(
+        zip(
+            c.ints("p"),
+            c.strings("agent"),
+            c.strings("outcome"),
+            c.ints("sec"),
+            c.ints("n"),
+            map(tuple, c.lists("slow")),
+            strict=True,
+        )
+    )
+
+
+def _cells(t: pa.Table) -> list[Cell]:
+    """The cells of one result table as Python tuples."""
+    if t.num_rows == 0:
+        return []
+    c = _Columns(t)
+    ints, lists = c.ints, c.lists
+    scope, d1, d2 = (c.strings(name) for name in ("scope", "d1", "d2"))
     counters = list(zip(*(ints(name) for name in COUNTERS), strict=True))
     return [
         ((s, a, b, p, w), c, z, k, n)
