@@ -14,8 +14,10 @@ def groups(n: int) -> AlertGroups:
             ("agent", f"a{i}", "", 100 + i, 3, 1, 500, 0, [10, 12], [2, 1], ["crm"], [1], [], [])
             for i in range(n)
         ],
-        calls=[("a1", "crm", "support", "refund", "write", i % 2 == 0, 100, 1, 1, 0, 0, 1)
-               for i in range(n)],  # fmt: skip
+        calls=[
+            ("a1", "crm", "support", "refund", "write", i % 2 == 0, 100, 1, 1, 0, 0, 1)
+            for i in range(n)
+        ],
         runs=[("a1", [1_700_000_000_000_000, 1_700_000_100_000_000])],
         versions=[("a1", "3"), ("a1", "4")],
         events=n,

@@ -1,5 +1,7 @@
-"""Alert rule evaluation: decoded task events in, Alert records out. Pure (the clock is
-injected); the alert stage (``alert_stage.py``) feeds it from Kafka.
+"""Alert rule evaluation: what the rules count (the ingest pass's per-second groups, see
+``processors/ingest/cells.AlertGroups``) in, Alert records out. Pure (the clock is injected);
+the alert stage (``stage.py``) feeds it from Kafka. ``ingest(event)`` counts one decoded event
+through the reference aggregation, for the unit tests.
 
 Per evaluation, in two passes:
 
@@ -38,18 +40,8 @@ from fleetpulse.processors.ingest.cells import AlertCallRow, AlertGroups, AlertT
 from fleetpulse.processors.ingest.params import AlertSpec
 from fleetpulse.processors.ingest.reference import alert_groups
 from fleetpulse.schedule import Budget, Schedule, add_run, check
-from fleetpulse.semantics import (
-    ATTEMPTED_STATUSES,
-    FAILED_OUTCOMES,
-    FAILING_CALL_STATUSES,
-    parse_scope_id,
-    scope_id,
-)
+from fleetpulse.semantics import parse_scope_id, scope_id
 
-_FAILED = FAILED_OUTCOMES
-_FAILING_CALL = FAILING_CALL_STATUSES
-_EXECUTED = ATTEMPTED_STATUSES
-_TASK_SCOPES = frozenset({"agent", "agent_task_type", "agent_version", "team"})
 FAILURE_KINDS = frozenset({"failure_rate", "latency_p95", "latency_degradation"})
 
 

@@ -102,6 +102,7 @@ class AlertStage:
         self.caught_up = threading.Event()
         self._ends: dict[int, int] = {}
         self.counters = {"events": 0, "bad": 0, "alerts": 0}
+        self._announced: set[str] = set()  # alerts logged as firing
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -211,7 +212,14 @@ class AlertStage:
     def _publish(self, alert: dict[str, Any]) -> None:
         self.counters["alerts"] += 1
         quiet = alert["labels"].get("suppressed")
-        log = logger.info if quiet or alert["status"] == "resolved" else logger.warning
+        # one WARNING when an alert starts firing; its repeats and its end are INFO
+        key, firing = alert["dedup_key"], alert["status"] == "firing"
+        first = firing and key not in self._announced
+        if firing:
+            self._announced.add(key)
+        else:
+            self._announced.discard(key)
+        log = logger.warning if first and not quiet else logger.info
         log(
             "alert %s %s (%s)%s: %s",
             alert["dedup_key"],

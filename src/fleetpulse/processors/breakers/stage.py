@@ -35,7 +35,7 @@ from fleetpulse.config import ProcessorSettings
 from fleetpulse.control.follower import ControlFollower
 from fleetpulse.control.view import ControlRecord, ControlView
 from fleetpulse.events.codec import AvroCodec
-from fleetpulse.kafka_config import consumer_config, producer_config
+from fleetpulse.kafka_config import consumer_config, producer_config, static_member
 from fleetpulse.policy import FleetPolicy
 from fleetpulse.processors.breakers.counts import BreakerPolicies, owner_partition
 from fleetpulse.processors.breakers.machine import (
@@ -90,6 +90,7 @@ class BreakerStage:
                 # that short (librdkafka's default is 45 s; 6 s is the broker's minimum)
                 "session.timeout.ms": settings.breakers_session_timeout_ms,
                 "heartbeat.interval.ms": max(500, settings.breakers_session_timeout_ms // 6),
+                **static_member(client_id),
             }
         )
         self.view = ControlView()
