@@ -49,7 +49,7 @@ FailureStatus = Literal["error", "timeout", "denied"]
 class BreakerPolicy(BaseModel):
     """The thresholds of one breaker (resilience4j's CircuitBreakerConfig, time-based window)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     enabled: bool = True
     failure_rate_threshold: float = Field(default=0.5, gt=0, le=1)
@@ -84,14 +84,14 @@ class AgentBreakerPolicy(BreakerPolicy):
 
 
 class AgentBreakers(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     integrations: dict[str, dict[str, Any]] = Field(default_factory=dict)
     breaker: dict[str, Any] = Field(default_factory=dict)
 
 
 class BreakersSection(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     defaults: BreakerPolicy = Field(default_factory=BreakerPolicy)
     # agent x integration breakers (one agent's calls to one integration), on by default
@@ -147,7 +147,7 @@ Access = Literal["read", "write"]
 class GovernancePolicy(BaseModel):
     """Rules of the control plane itself."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     production_requires_second_person: bool = False
     approval_alert_after_s: float = Field(default=300, gt=0)
@@ -166,7 +166,7 @@ class Permissions(BaseModel):
         (True, False)
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     roles: dict[str, dict[str, frozenset[Access]]] = Field(default_factory=dict)
 
@@ -190,7 +190,7 @@ class Permissions(BaseModel):
 class FleetPolicy(BaseModel):
     """The whole policy file. Unknown sections fail, so a misspelt one is not silently unused."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     version: int = 1
     breakers: BreakersSection = Field(default_factory=BreakersSection)

@@ -43,7 +43,7 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$")
 
 
 class ModelSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     name: str = Field(min_length=1)
     provider: str = ""
@@ -53,7 +53,7 @@ class ModelSpec(BaseModel):
 class ToolSpec(BaseModel):
     """One integration the agent uses, and how. ``operations`` empty: any operation."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     integration: str = Field(min_length=1)
     access: Literal["read", "write"] = "read"
@@ -63,7 +63,7 @@ class ToolSpec(BaseModel):
 class AgentBundle(BaseModel):
     """The content of one agent version."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     agent_id: str
     description: str = ""
