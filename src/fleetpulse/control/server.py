@@ -176,6 +176,7 @@ def run_api(settings: ControlSettings, policy: FleetPolicy) -> None:
         uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="warning")
     finally:
         watcher.close()
+        plane.close()
         alerts_follower.close()
         control.close()
         log.close()
