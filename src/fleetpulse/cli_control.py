@@ -61,7 +61,7 @@ def gateway(actor: str | None = None) -> ControlClient:
     # imported when a verb runs: the control plane is not loaded for `dev` or `--help`
     from fleetpulse.control.access import Caller
     from fleetpulse.control.gateway import HttpGateway, LocalGateway
-    from fleetpulse.control.log import GovernanceLog
+    from fleetpulse.control.governance_log import GovernanceLog
     from fleetpulse.control.plane import ControlPlane, local_caller
     from fleetpulse.control.server import audit_source
     from fleetpulse.policy import load_policy

@@ -23,9 +23,9 @@ from fleetpulse.clock import Clock, SystemClock
 from fleetpulse.config import CommonSettings
 from fleetpulse.control import access, limits
 from fleetpulse.control.access import Caller, IssuedToken, check_role, issue_token
-from fleetpulse.control.alerts_view import AlertsView, read_alerts
+from fleetpulse.control.alerts_state import AlertsView, read_alerts
 from fleetpulse.control.bundles import AgentBundle, diff
-from fleetpulse.control.follower import read_control
+from fleetpulse.control.control_state import ControlView
 from fleetpulse.control.governance import (
     PRODUCTION,
     Approval,
@@ -36,9 +36,9 @@ from fleetpulse.control.governance import (
     Version,
     new_event,
 )
-from fleetpulse.control.log import GovernanceLog
+from fleetpulse.control.governance_log import GovernanceLog
 from fleetpulse.control.service import ControlService, ControlWriter
-from fleetpulse.control.view import ControlView
+from fleetpulse.control.topic_follower import read_control
 from fleetpulse.errors import (
     AccessDeniedError,
     AuthenticationError,

@@ -20,8 +20,8 @@ from confluent_kafka import Producer
 
 from fleetpulse.clock import Clock, SystemClock
 from fleetpulse.config import CommonSettings
-from fleetpulse.control.follower import read_control
-from fleetpulse.control.view import ControlRecord, ControlView
+from fleetpulse.control.control_state import ControlRecord, ControlView
+from fleetpulse.control.topic_follower import read_control
 from fleetpulse.errors import ConfigError, DeliveryError
 from fleetpulse.events.codec import AvroCodec
 from fleetpulse.kafka_config import producer_config

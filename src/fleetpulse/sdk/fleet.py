@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from fleetpulse.clock import Clock, SystemClock
 from fleetpulse.control.bundles import AgentBundle
-from fleetpulse.control.follower import ControlFollower
-from fleetpulse.control.log import GovernanceLog
+from fleetpulse.control.governance_log import GovernanceLog
+from fleetpulse.control.topic_follower import ControlFollower
 from fleetpulse.errors import EventValidationError
 from fleetpulse.events.codec import AvroCodec
 from fleetpulse.events.validate import validator

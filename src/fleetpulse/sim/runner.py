@@ -88,7 +88,7 @@ class Simulator:
     def _local(self, name: str, role: str) -> ControlClient:
         from fleetpulse.control.access import Caller
         from fleetpulse.control.gateway import LocalGateway
-        from fleetpulse.control.log import GovernanceLog
+        from fleetpulse.control.governance_log import GovernanceLog
         from fleetpulse.control.plane import ControlPlane
         from fleetpulse.control.server import audit_source
         from fleetpulse.policy import load_policy

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from confluent_kafka import Producer
 
-from fleetpulse.control.follower import TopicFollower, catch_up
 from fleetpulse.control.governance import Event, GovernanceState
+from fleetpulse.control.topic_follower import TopicFollower, catch_up
 from fleetpulse.errors import ConflictError, DeliveryError
 from fleetpulse.events.codec import AvroCodec
 from fleetpulse.kafka_config import producer_config
