@@ -2,8 +2,8 @@
 
 ``pip install fleetpulse`` is the SDK alone; the command line and the servers come with extras
 (pyproject.toml): ``cli`` (typer, rich, httpx: every verb that needs nothing more), and
-``processors``, ``sink``, ``api``, ``registry``, ``all``. A verb whose extra is missing says so
-in one line and exits 1, without a traceback:
+``processors``, ``sink``, ``api`` (``console`` is the same), ``registry``, ``all``. A verb
+whose extra is missing says so in one line and exits 1, without a traceback:
 
     fleetpulse processors needs the processors extra: pip install 'fleetpulse[processors]'
 
@@ -25,16 +25,15 @@ VERB_EXTRA: dict[str, str] = {
     "report": "sink",
     "api": "api",
     "demo": "all",
-    "sim": "all",
 }
 # the modules the `fleetpulse` command itself needs (the `cli` extra)
 CLI_MODULES = ("typer", "rich", "httpx")
 # what each extra brings that a verb imports (checked before the verb starts any work)
 EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "cli": CLI_MODULES,
-    "processors": (*CLI_MODULES, "chdb", "pyarrow", "ddsketch", "prometheus_client", "faust"),
     "sink": (*CLI_MODULES, "chdb", "pyarrow", "clickhouse_connect"),
     "api": (*CLI_MODULES, "fastapi", "uvicorn", "jinja2"),
+    "processors": (*CLI_MODULES, "chdb", "pyarrow", "ddsketch", "prometheus_client", "faust"),
 }
 EXTRA_MODULES["all"] = tuple(dict.fromkeys(m for ms in EXTRA_MODULES.values() for m in ms))
 
@@ -52,6 +51,9 @@ def missing_extra_line(argv: Sequence[str], missing: str | None) -> str | None:
     if not top or top == "fleetpulse":
         return None
     extra = extra_for(argv)
+    if top not in EXTRA_MODULES[extra]:
+        # a verb of the `cli` extra reaching further (`audit` on a ClickHouse server, say)
+        extra = next((e for e, ms in EXTRA_MODULES.items() if top in ms), "all")
     verb = next((a for a in argv if not a.startswith("-")), "")
     who = f"fleetpulse {verb}" if verb else "fleetpulse"
     return f"{who} needs the {extra} extra: pip install 'fleetpulse[{extra}]'"

@@ -83,6 +83,16 @@ def test_a_missing_fleetpulse_module_is_a_bug_not_an_extra() -> None:
     assert missing_extra_line(["processors", "run"], None) is None
 
 
+def test_a_module_of_another_extra_names_that_extra() -> None:
+    # `audit` is a cli verb, but on a ClickHouse server it needs the sink's client
+    assert missing_extra_line(["audit"], "clickhouse_connect") == (
+        "fleetpulse audit needs the sink extra: pip install 'fleetpulse[sink]'"
+    )
+    assert missing_extra_line(["agents", "list"], "somethingelse") == (
+        "fleetpulse agents needs the all extra: pip install 'fleetpulse[all]'"
+    )
+
+
 def test_every_verb_maps_to_a_declared_extra() -> None:
     assert extra_for(["--json", "processors"]) == "processors"
     assert extra_for(["breakers", "list"]) == "cli"
