@@ -63,21 +63,15 @@ def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def sdk_venv(dist: Path, tmp_path_factory: pytest.TempPathFactory) -> SdkVenv:
     home = tmp_path_factory.mktemp("sdk-venv")
-    venv.create(home, with_pip=True)
+    # no pip of its own (ensurepip costs seconds): this environment's pip installs into it
+    venv.create(home, with_pip=False)
     python = home / "bin" / "python"
     (wheel,) = dist.glob("fleetpulse-*.whl")
-    subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", str(wheel)],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
+    pip = [sys.executable, "-m", "pip", "--python", str(python)]
+    install = [*pip, "install", "-q", str(wheel)]
+    subprocess.run(install, check=True, capture_output=True, timeout=300)
     listed = subprocess.run(
-        [str(python), "-m", "pip", "list", "--format", "json"],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
+        [*pip, "list", "--format", "json"], check=True, capture_output=True, text=True, timeout=60
     )
     packages = {p["name"].lower(): p["version"] for p in json.loads(listed.stdout)}
     return SdkVenv(python, home / "bin" / "fleetpulse", packages)
