@@ -305,7 +305,7 @@ def test_least_privilege_in_the_sdk_and_on_the_stream(setup: Setup) -> None:
 def test_cli_through_the_api_and_the_audit_from_clickhouse(setup: Setup) -> None:
     from fleetpulse.config import SinkSettings
     from fleetpulse.control.audit import AuditQuery, from_clickhouse, from_state
-    from fleetpulse.control.log import GovernanceLog
+    from fleetpulse.control.governance_log import GovernanceLog
     from fleetpulse.devstack.kafka import free_port
     from fleetpulse.sink.query import open_analyst
 

@@ -10,7 +10,7 @@ import pytest
 
 from fleetpulse import AgentPausedError, CircuitOpenError
 from fleetpulse.clock import ManualClock
-from fleetpulse.control.view import ControlView
+from fleetpulse.control.control_state import ControlView
 from fleetpulse.sdk.guard import Guard
 from fleetpulse.testing import memory_fleet
 

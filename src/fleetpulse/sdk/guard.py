@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from fleetpulse.control.view import ControlRecord, ControlView
+from fleetpulse.control.control_state import ControlRecord, ControlView
 from fleetpulse.errors import AgentPausedError, CircuitOpenError
 
 # breakers the guard must look at on every call: the ones that can stop it

@@ -30,11 +30,11 @@ from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 
 from fleetpulse.clock import Clock, SystemClock
 from fleetpulse.config import ProcessorSettings
-from fleetpulse.control.alerts_view import read_alerts
-from fleetpulse.control.follower import ControlFollower
+from fleetpulse.control.alerts_state import read_alerts
+from fleetpulse.control.control_state import ControlView
 from fleetpulse.control.governance import PRODUCTION, GovernanceState
-from fleetpulse.control.log import GovernanceLog
-from fleetpulse.control.view import ControlView
+from fleetpulse.control.governance_log import GovernanceLog
+from fleetpulse.control.topic_follower import ControlFollower
 from fleetpulse.events.codec import AvroCodec
 from fleetpulse.kafka_config import consumer_config, producer_config
 from fleetpulse.policy import FleetPolicy

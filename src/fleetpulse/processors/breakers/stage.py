@@ -32,8 +32,8 @@ from confluent_kafka import OFFSET_END, Consumer, Message, Producer, TopicPartit
 
 from fleetpulse.clock import Clock, SystemClock
 from fleetpulse.config import ProcessorSettings
-from fleetpulse.control.follower import ControlFollower
-from fleetpulse.control.view import ControlRecord, ControlView
+from fleetpulse.control.control_state import ControlRecord, ControlView
+from fleetpulse.control.topic_follower import ControlFollower
 from fleetpulse.events.codec import AvroCodec
 from fleetpulse.kafka_config import consumer_config, producer_config, static_member
 from fleetpulse.policy import FleetPolicy
