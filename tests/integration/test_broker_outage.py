@@ -17,16 +17,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from fleetpulse import Fleet
 from fleetpulse.config import SinkSettings
-from fleetpulse.devstack import KafkaNode, KafkaNodeConfig, ensure_topics, free_port
+from fleetpulse.devstack import KafkaNode, ensure_topics
 from fleetpulse.events import AvroCodec
 from fleetpulse.sink.query import QueryError, RemoteStore, endpoint
 from fleetpulse.topics import Topics
@@ -44,24 +42,6 @@ alerts:
 """
 AGENT = "outage-agent"
 OUTAGE_S = 5
-
-
-@pytest.fixture
-def node(kafka_jars: Path, tmp_path: Path) -> Iterator[KafkaNode]:
-    n = KafkaNode(
-        KafkaNodeConfig(
-            home=tmp_path / "kafka",
-            jars=kafka_jars,
-            port=free_port(),
-            controller_port=free_port(),
-            heap="384m",
-        )
-    )
-    n.start()
-    try:
-        yield n
-    finally:
-        n.stop()
 
 
 class Agent(threading.Thread):
@@ -123,8 +103,9 @@ def agent_count_in_24h(bootstrap: str, topics: Topics, since_ms: int) -> int | N
 
 
 def test_a_broker_outage_under_load_loses_nothing_and_every_stage_resumes(
-    node: KafkaNode, tmp_path: Path
+    own_broker: KafkaNode, tmp_path: Path
 ) -> None:
+    node = own_broker
     bootstrap = node.bootstrap_servers
     topics = Topics("outage.")
     ensure_topics(bootstrap, topics)

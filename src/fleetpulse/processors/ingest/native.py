@@ -38,7 +38,7 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -52,11 +52,9 @@ from fleetpulse.events.container import container, zigzag
 from fleetpulse.events.task_event import read_task_event
 from fleetpulse.processors.ingest.cells import (
     AlertGroups,
-    CallGroup,
     Cell,
     Partials,
     PartitionProgress,
-    TaskGroup,
 )
 from fleetpulse.processors.ingest.params import AlertSpec, IngestParams, Where
 from fleetpulse.processors.ingest.reference import reference_partials
@@ -220,12 +218,12 @@ class NativeIngest:
             calls = s.query(call_cells_sql(source, params.bucket_us), "ArrowTable")
             spec = params.breakers
             if spec is not None and spec.call_slow_ms:
-                out.breaker_calls = _call_groups(
-                    s.query(breaker_calls_sql(spec.call_slow_ms), "ArrowTable")
+                out.breaker_calls = _rows(
+                    s.query(breaker_calls_sql(spec.call_slow_ms), "ArrowTable"), _CALL_GROUP
                 )
             if spec is not None and spec.task_slow_ms:
-                out.breaker_tasks = _task_groups(
-                    s.query(breaker_tasks_sql(spec.task_slow_ms), "ArrowTable")
+                out.breaker_tasks = _rows(
+                    s.query(breaker_tasks_sql(spec.task_slow_ms), "ArrowTable"), _TASK_GROUP
                 )
             if params.alerts is not None:
                 out.alerts = _alert_groups(s, params.alerts)
@@ -368,83 +366,58 @@ class _Columns:
         values = arr.values.to_pylist()
         return [values[a:b] for a, b in itertools.pairwise(offsets)]
 
+    def read(self, name: str, kind: str) -> Iterable[Any]:
+        """One column as ``kind``: int, str, bool, ints (lists), strs (lists), tuple (of ints)."""
+        if kind == "int":
+            return self.ints(name)
+        if kind == "str":
+            return self.strings(name)
+        if kind == "bool":
+            return map(bool, self.ints(name))
+        if kind == "strs":
+            return self.string_lists(name)
+        lists = self.lists(name)
+        return map(tuple, lists) if kind == "tuple" else lists
+
+
+def _rows(t: pa.Table, layout: Sequence[tuple[str, str]]) -> list[Any]:
+    """A result table as tuples of its columns ``layout`` (name, kind) in that order."""
+    if t.num_rows == 0:
+        return []
+    c = _Columns(t)
+    return list(zip(*(c.read(name, kind) for name, kind in layout), strict=True))
+
+
+def _layout(spec: str) -> tuple[tuple[str, str], ...]:
+    """``"p:int agent:str"`` -> (("p", "int"), ("agent", "str"))."""
+    return tuple((n, k) for n, _, k in (f.partition(":") for f in spec.split()))
+
+
+# the column layouts of the groups (cells.CallGroup, TaskGroup, AlertTaskRow, AlertCallRow)
+_CALL_GROUP = _layout("p:int agent:str integ:str st:str et:str sec:int n:int slow:tuple")
+_TASK_GROUP = _layout("p:int agent:str outcome:str sec:int n:int slow:tuple")
+_ALERT_TASK = _layout(
+    "scope:str d1:str d2:str sec:int tasks:int failures:int cost:int zero:int bin_keys:ints "
+    "bin_counts:ints via_keys:strs via_counts:ints after_keys:strs after_counts:ints"
+)
+_ALERT_CALL = _layout(
+    "agent:str integ:str role:str op:str acc:str appr:bool sec:int tasks:int attempted:int "
+    "errors:int denied:int calls:int"
+)
+
 
 def _alert_groups(s: Any, spec: AlertSpec) -> AlertGroups:
     """The alert rules' groups of the batch in ``fp_ingest.raw``."""
-    out = AlertGroups()
-    t = s.query(alert_tasks_sql(), "ArrowTable")
-    if t.num_rows:
-        c = _Columns(t)
-        out.tasks = list(
-            zip(
-                c.strings("scope"),
-                c.strings("d1"),
-                c.strings("d2"),
-                *(c.ints(n) for n in ("sec", "tasks", "failures", "cost", "zero")),
-                c.lists("bin_keys"),
-                c.lists("bin_counts"),
-                c.string_lists("via_keys"),
-                c.lists("via_counts"),
-                c.string_lists("after_keys"),
-                c.lists("after_counts"),
-                strict=True,
-            )
-        )
-    t = s.query(alert_calls_sql(), "ArrowTable")
-    if t.num_rows:
-        c = _Columns(t)
-        out.calls = list(
-            zip(
-                *(c.strings(n) for n in ("agent", "integ", "role", "op", "acc")),
-                map(bool, c.ints("appr")),
-                *(c.ints(n) for n in ("sec", "tasks", "attempted", "errors", "denied", "calls")),
-                strict=True,
-            )
-        )
+    out = AlertGroups(
+        tasks=_rows(s.query(alert_tasks_sql(), "ArrowTable"), _ALERT_TASK),
+        calls=_rows(s.query(alert_calls_sql(), "ArrowTable"), _ALERT_CALL),
+        versions=_rows(s.query(ALERT_VERSIONS_SQL, "ArrowTable"), _layout("agent:str version:str")),
+    )
     if spec.run_gap_us is not None:
-        t = s.query(alert_runs_sql(spec.run_gap_us), "ArrowTable")
-        if t.num_rows:
-            c = _Columns(t)
-            out.runs = list(zip(c.strings("agent"), c.lists("runs"), strict=True))
-    t = s.query(ALERT_VERSIONS_SQL, "ArrowTable")
-    out.versions = list(zip(*(t.column(n).to_pylist() for n in ("agent", "version")), strict=True))
+        out.runs = _rows(
+            s.query(alert_runs_sql(spec.run_gap_us), "ArrowTable"), _layout("agent:str runs:ints")
+        )
     return out
-
-
-def _call_groups(t: pa.Table) -> list[CallGroup]:
-    if t.num_rows == 0:
-        return []
-    c = _Columns(t)
-    return list(
-        zip(
-            c.ints("p"),
-            c.strings("agent"),
-            c.strings("integ"),
-            c.strings("st"),
-            c.strings("et"),
-            c.ints("sec"),
-            c.ints("n"),
-            map(tuple, c.lists("slow")),
-            strict=True,
-        )
-    )
-
-
-def _task_groups(t: pa.Table) -> list[TaskGroup]:
-    if t.num_rows == 0:
-        return []
-    c = _Columns(t)
-    return list(
-        zip(
-            c.ints("p"),
-            c.strings("agent"),
-            c.strings("outcome"),
-            c.ints("sec"),
-            c.ints("n"),
-            map(tuple, c.lists("slow")),
-            strict=True,
-        )
-    )
 
 
 def _cells(t: pa.Table) -> list[Cell]:
