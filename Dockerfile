@@ -5,7 +5,7 @@ COPY pyproject.toml README.md ./
 COPY schemas ./schemas
 COPY infra ./infra
 COPY src ./src
-RUN pip install --no-cache-dir . && useradd --create-home fleetpulse
+RUN pip install --no-cache-dir ".[all]" && useradd --create-home fleetpulse
 USER fleetpulse
 WORKDIR /home/fleetpulse
 ENTRYPOINT []

@@ -173,6 +173,10 @@ def main() -> None:
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "fleetpulse.cli", "pager", "run", "--config", str(work / "pager.yaml")],
                 env=env, stdout=(work / "pager.log").open("wb"), stderr=subprocess.STDOUT))  # fmt: skip
+        # the metric worker's ingest pass sends the alert stage what the rules count
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "fleetpulse.cli", "processors", "run", "--stage", "metrics"],
+            env=env, stdout=(work / "metrics.log").open("wb"), stderr=subprocess.STDOUT))  # fmt: skip
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "fleetpulse.cli", "processors", "run", "--stage", "alerts"],
             env=env, stdout=(work / "stage.log").open("wb"), stderr=subprocess.STDOUT))  # fmt: skip

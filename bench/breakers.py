@@ -283,11 +283,16 @@ def main() -> None:
             "FLEETPULSE_HOME": str(work / "home"),
             "FLEETPULSE_POLICY": str(work / "policy.yaml"),
         }
-        cmd = [sys.executable, "-m", "fleetpulse.cli", "processors", "run", "--stage", "breakers"]
+        cmd = [sys.executable, "-m", "fleetpulse.cli", "processors", "run", "--stage"]
+        # the breaker stage decides; the metric worker's ingest pass counts the calls for it
         procs = [
             subprocess.Popen(
-                cmd, env=env, stdout=(work / "stage.log").open("ab"), stderr=subprocess.STDOUT
+                [*cmd, stage],
+                env=env,
+                stdout=(work / f"{stage}.log").open("ab"),
+                stderr=subprocess.STDOUT,
             )
+            for stage in ("breakers", "metrics")
         ]
         files = [work / f"watcher-{i}.jsonl" for i in range(args.watchers)]
         for f in files:
@@ -301,7 +306,7 @@ def main() -> None:
         schedule = load.build(base)
         try:
             result = run_trips(args, bootstrap, topics, files, schedule)
-            result["decided"] = stage_open_times(work / "stage.log")
+            result["decided"] = stage_open_times(work / "breakers.log")
         finally:
             for p in procs:
                 p.send_signal(signal.SIGTERM)

@@ -37,13 +37,13 @@ from fleetpulse.config import ControlSettings
 from fleetpulse.console import mount_console
 from fleetpulse.console.synthetic import Seed, seed
 from fleetpulse.control.access import Caller
-from fleetpulse.control.alerts_view import AlertsView
+from fleetpulse.control.alerts_state import AlertsView
 from fleetpulse.control.api import create_app
 from fleetpulse.control.audit import from_state
-from fleetpulse.control.follower import ControlFollower
 from fleetpulse.control.gateway import LocalGateway
-from fleetpulse.control.log import GovernanceLog
+from fleetpulse.control.governance_log import GovernanceLog
 from fleetpulse.control.plane import ControlPlane
+from fleetpulse.control.topic_follower import ControlFollower
 from fleetpulse.devstack import ensure_topics, free_port
 from fleetpulse.policy import FleetPolicy
 from fleetpulse.sink.backend import ChdbBackend

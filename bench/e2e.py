@@ -393,12 +393,12 @@ def report(args: Any, size: int, pmax: float, cmax: float, steps: list[tuple[int
             "breaker trip: crossing event produced -> OPEN on fleetpulse.control",
             trip,
             10,
-            "p99 <= 1 s",
+            "p99 <= 500 ms",
         ),
         row(
-            "alert: crossing event produced -> Alert on fleetpulse.alerts", alert, 10, "p99 <= 2 s"
+            "alert: crossing event produced -> Alert on fleetpulse.alerts", alert, 10, "p99 <= 1 s"
         ),
-        row("sink freshness: produced -> queryable in ClickHouse", fresh, probes, "p99 <= 5 s"),
+        row("sink freshness: produced -> queryable in ClickHouse", fresh, probes, "p99 <= 3 s"),
         "",
         "## Memory (RSS at the end)",
         "",

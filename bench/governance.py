@@ -26,7 +26,7 @@ from fleetpulse.control.access import Caller
 from fleetpulse.control.api import create_app
 from fleetpulse.control.bundles import parse_bundle
 from fleetpulse.control.governance import GovernanceState, new_event
-from fleetpulse.control.log import GovernanceLog
+from fleetpulse.control.governance_log import GovernanceLog
 from fleetpulse.control.plane import ControlPlane
 from fleetpulse.devstack.topics import ensure_topics
 from fleetpulse.kafka_config import consumer_config, producer_config

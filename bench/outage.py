@@ -44,7 +44,7 @@ from typing import Any
 import httpx
 
 from fleetpulse.config import ControlSettings, DevstackSettings, SinkSettings
-from fleetpulse.control.log import GovernanceLog
+from fleetpulse.control.governance_log import GovernanceLog
 from fleetpulse.control.plane import ControlPlane, local_caller
 from fleetpulse.devstack import KafkaNode, KafkaNodeConfig, ensure_jars, ensure_topics, free_port
 from fleetpulse.policy import FleetPolicy

@@ -2,6 +2,7 @@
 
 * ``kafka``: a session-scoped real Apache Kafka: the devstack's KafkaNode in a temp dir on free
   ports, or an existing cluster named by ``FLEETPULSE_TEST_BOOTSTRAP``.
+* ``own_broker``: a broker of the test's own, to kill and start again.
 * ``fresh_prefix``: every fleetpulse topic created under a prefix unique to the test.
 * ``new_topic`` / ``group_id``: one fresh topic or consumer group per call.
 * ``docker_kafka``: the testcontainers Kafka, only where a Docker engine answers; skipped with
@@ -56,6 +57,25 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaUnderTest]:
     node.start()
     try:
         yield KafkaUnderTest(node.bootstrap_servers, node)
+    finally:
+        node.stop()
+
+
+@pytest.fixture
+def own_broker(kafka_jars: Path, tmp_path: Path) -> Iterator[KafkaNode]:
+    """A broker this test may kill and start again (the session one is shared)."""
+    node = KafkaNode(
+        KafkaNodeConfig(
+            home=tmp_path / "kafka",
+            jars=kafka_jars,
+            port=free_port(),
+            controller_port=free_port(),
+            heap="384m",
+        )
+    )
+    node.start()
+    try:
+        yield node
     finally:
         node.stop()
 

@@ -5,7 +5,12 @@ Start reading here:
   events/codec.py             the Avro wire format every component shares
   topics.py, config.py        the public contract: topic names and FLEETPULSE_* settings
   devstack/kafka.py           the real Apache Kafka the project runs locally, no Docker
+
+``import fleetpulse`` loads only the errors; ``Fleet`` (the SDK) is imported on first use, so a
+process that only catches fleetpulse errors, or runs one CLI verb, pays for nothing else.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from fleetpulse.errors import (
     AgentPausedError,
@@ -17,7 +22,9 @@ from fleetpulse.errors import (
     FleetpulseError,
     PermissionDeniedError,
 )
-from fleetpulse.sdk.fleet import Fleet
+
+if TYPE_CHECKING:
+    from fleetpulse.sdk.fleet import Fleet
 
 __version__ = "0.1.0"
 
@@ -33,3 +40,12 @@ __all__ = [
     "PermissionDeniedError",
     "__version__",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # PEP 562: the SDK is loaded when `Fleet` is first asked for, not by `import fleetpulse`
+    if name == "Fleet":
+        from fleetpulse.sdk.fleet import Fleet
+
+        return Fleet
+    raise AttributeError(f"module 'fleetpulse' has no attribute {name!r}")

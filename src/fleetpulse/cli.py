@@ -25,6 +25,7 @@ from fleetpulse.cli_control import register as register_control_verbs
 from fleetpulse.cli_sim import register as register_sim_verbs
 from fleetpulse.config import DevstackSettings, ProcessorSettings, load_settings
 from fleetpulse.errors import FleetpulseError
+from fleetpulse.extras import check, missing_extra_line
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -201,7 +202,7 @@ def processors_run(
         from fleetpulse.processors.metrics.plain import PlainRunner
         from fleetpulse.processors.metrics.worker import ProcessorCore
 
-        runner = PlainRunner(ProcessorCore(settings), settings)
+        runner = PlainRunner(ProcessorCore(settings, policy=policy), settings)
         import signal
 
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -454,11 +455,22 @@ def main() -> None:
         )
         sys.exit(2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    missing = check(sys.argv[1:])  # the verb's extra, before it does any work
+    if missing is not None:
+        print(missing, file=sys.stderr)  # one line, never wrapped: scripts grep it
+        sys.exit(1)
     try:
         app()
     except (FleetpulseError, ValueError) as exc:
         err_console.print(f"[bold red]error:[/] {exc}")
         sys.exit(2)
+    except ModuleNotFoundError as exc:
+        # a verb imports its extra's packages when it runs: name the extra, not the module
+        line = missing_extra_line(sys.argv[1:], exc.name)
+        if line is None:
+            raise
+        print(line, file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

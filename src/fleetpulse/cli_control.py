@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -19,6 +19,9 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from fleetpulse.config import ControlSettings, load_settings
+
+if TYPE_CHECKING:
+    from fleetpulse.control.client import ControlClient
 
 console = Console()
 err_console = Console(stderr=True)
@@ -53,11 +56,12 @@ def register(app: typer.Typer) -> None:
     app.command("audit")(audit)
 
 
-def gateway(actor: str | None = None) -> Any:
+def gateway(actor: str | None = None) -> ControlClient:
     """The control plane, through the API or in-process (see the module docstring)."""
+    # imported when a verb runs: the control plane is not loaded for `dev` or `--help`
     from fleetpulse.control.access import Caller
     from fleetpulse.control.gateway import HttpGateway, LocalGateway
-    from fleetpulse.control.log import GovernanceLog
+    from fleetpulse.control.governance_log import GovernanceLog
     from fleetpulse.control.plane import ControlPlane, local_caller
     from fleetpulse.control.server import audit_source
     from fleetpulse.policy import load_policy

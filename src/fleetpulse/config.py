@@ -27,7 +27,7 @@ S = TypeVar("S", bound="CommonSettings")
 class CommonSettings(BaseSettings):
     """What every fleetpulse process needs: where Kafka is and how topics are named."""
 
-    model_config = SettingsConfigDict(env_prefix="FLEETPULSE_", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="FLEETPULSE_", extra="forbid", defer_build=True)
 
     home: Path = Field(Path(".fleetpulse"), description="devstack state, logs and data")
     bootstrap_servers: str | None = Field(None, description="Kafka bootstrap servers")

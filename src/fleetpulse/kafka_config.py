@@ -5,13 +5,15 @@ library using fleetpulse never gets stray lines on stderr. The retries of a brok
 still starting (``Coordinator load in progress``, right after ``dev up``) resolve themselves:
 they are logged at DEBUG, not as warnings (which Python's last-resort handler would print).
 A broker that cannot be reached is logged by state change (`KafkaLink`): one line when it
-goes, a summary every 30 s, one line when it is back; not a line per retry. Reconnect backoff
+goes, a summary every 60 s, one line when it is back; not a line per retry. Reconnect backoff
 is capped at 2 s, so every client is back within about 2 s of the broker answering.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -63,7 +65,7 @@ class KafkaLink:
         self,
         client: str,
         *,
-        summary_every_s: float = 30.0,
+        summary_every_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
@@ -140,6 +142,13 @@ class KafkaLink:
 def _link(client: str, link: KafkaLink | None) -> dict[str, Any]:
     link = link or KafkaLink(client)
     return {"logger": link, "error_cb": link.error_cb}
+
+
+def static_member(name: str) -> dict[str, Any]:
+    """Static group membership for one process: after a broker outage longer than the
+    session, the process rejoins as itself and gets its partitions back at once, instead of
+    waiting for its old membership to time out. Unique per host and process."""
+    return {"group.instance.id": f"{name}-{socket.gethostname()}-{os.getpid()}"}
 
 
 def admin_config(bootstrap: str, *, link: KafkaLink | None = None) -> dict[str, Any]:

@@ -54,6 +54,9 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
         6,
         {"retention.ms": str(3600 * 1000), "segment.ms": str(600 * 1000)},
     ),
+    # internal: what the alert rules count, per scope and second, from each ingest pass (the
+    # alert stage reads these instead of the task events); kept as long as the task events
+    TopicSpec("processors.alert-cells", 6, {"retention.ms": str(7 * _DAY_MS)}),
 )
 
 
@@ -101,6 +104,11 @@ class Topics:
     def breaker_counts(self) -> str:
         """Internal: per-second breaker call counts, routed to each breaker's owner."""
         return f"{self.prefix}processors.breaker-counts"
+
+    @property
+    def alert_cells(self) -> str:
+        """Internal: the alert rules' per-second groups from every ingest pass."""
+        return f"{self.prefix}processors.alert-cells"
 
     def name(self, spec: TopicSpec) -> str:
         return f"{self.prefix}{spec.suffix}"

@@ -21,13 +21,13 @@ from fleetpulse.config import ControlSettings
 from fleetpulse.console import Console, mount_console
 from fleetpulse.console.synthetic import Seed, seed
 from fleetpulse.control.access import ROLES, Caller
-from fleetpulse.control.alerts_view import AlertsView
+from fleetpulse.control.alerts_state import AlertsView
 from fleetpulse.control.api import create_app
 from fleetpulse.control.audit import from_state
 from fleetpulse.control.bundles import parse_bundle
-from fleetpulse.control.follower import ControlFollower
-from fleetpulse.control.log import GovernanceLog
+from fleetpulse.control.governance_log import GovernanceLog
 from fleetpulse.control.plane import ControlPlane
+from fleetpulse.control.topic_follower import ControlFollower
 from fleetpulse.devstack import ensure_topics
 from fleetpulse.policy import FleetPolicy
 from fleetpulse.sink.backend import ChdbBackend

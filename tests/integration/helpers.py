@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -78,6 +80,24 @@ def process_env(bootstrap: str, topics: Any, workdir: Any, policy: str) -> dict[
         "FLEETPULSE_HOME": str(workdir / "home"),
         "FLEETPULSE_POLICY": str(workdir / "policy.yaml"),
     }
+
+
+@contextlib.contextmanager
+def metric_worker(bootstrap: str, topics: Any, workdir: Any, policy: str) -> Iterator[Any]:
+    """A ``processors run --stage metrics`` process for the test's lifetime: its ingest pass
+    is what feeds the breaker and alert stages. Its output goes to ``workdir/metrics.log``."""
+    env = {**process_env(bootstrap, topics, workdir, policy), "FLEETPULSE_PROCESSORS_WEB_PORT": "0"}
+    cmd = [sys.executable, "-m", "fleetpulse.cli", "processors", "run", "--stage", "metrics"]
+    with (workdir / "metrics.log").open("ab") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def wait_for(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from fleetpulse.policy import load_policy
 from fleetpulse.processors.alerts.stage import AlertStage
 from fleetpulse.topics import Topics
 
-from .helpers import consumer_from_start, running
+from .helpers import consumer_from_start, metric_worker, running
 
 POLICY = """
 alerts:
@@ -70,8 +70,9 @@ def wait_caught_up(stage: AlertStage) -> None:
 @pytest.fixture
 def setup(
     kafka: Any, fresh_prefix: Topics, tmp_path: Path
-) -> tuple[ProcessorSettings, Callable[[str], Fleet]]:
-    (tmp_path / "policy.yaml").write_text(POLICY)
+) -> Iterator[tuple[ProcessorSettings, Callable[[str], Fleet]]]:
+    """Settings for an alert stage run in the test, and a metric worker process (its ingest
+    pass sends the alert stage what the rules count) for the whole test."""
     settings = ProcessorSettings(
         bootstrap_servers=kafka.bootstrap_servers,
         topic_prefix=fresh_prefix.prefix,
@@ -89,7 +90,8 @@ def setup(
             governance=False,
         )
 
-    return settings, fleet
+    with metric_worker(kafka.bootstrap_servers, fresh_prefix, tmp_path, POLICY):
+        yield settings, fleet
 
 
 def run_tasks(

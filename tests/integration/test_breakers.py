@@ -64,8 +64,12 @@ class Setup:
         self.procs.append(p)
         return p
 
-    def stage(self) -> subprocess.Popen[bytes]:
+    def stage(self, *, metrics: bool = True) -> subprocess.Popen[bytes]:
+        """The breaker stage (returned) and the metric worker whose ingest pass counts the
+        calls."""
         cmd = ["-m", "fleetpulse.cli", "processors", "run", "--stage", "breakers"]
+        if metrics:
+            self.spawn([*cmd[:-1], "metrics"], "metrics.log")
         return self.spawn(cmd, "stage.log")
 
     def agent(self, agent_id: str) -> None:
@@ -196,7 +200,7 @@ def test_fleet_breaker_opens_probes_closes_and_obeys_operators(setup: Setup) -> 
     stage.wait(10)
     held = [r for r in s.control_log() if r["target_id"] == FLAKY][-1]
     assert held["state"] in ("OPEN", "HALF_OPEN")
-    s.stage()
+    s.stage(metrics=False)
     (s.workdir / "healthy").touch()
     wait_for(all_agents(s, 5, lambda r: r["r"] == "ok" and r["s"] == "CLOSED"), "closes again")
     log = s.control_log()

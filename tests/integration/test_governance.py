@@ -225,13 +225,14 @@ def test_least_privilege_in_the_sdk_and_on_the_stream(setup: Setup) -> None:
     agent = "perm-agent"
     s.cli("agents", "publish", str(s.bundle(agent, 0.2)), "-m", "v1", "--as", "alice")
     s.cli("agents", "activate", agent, "--version", "1", "--as", "bob")
-    processors = subprocess.Popen(
-        [sys.executable, "-m", "fleetpulse.cli", "processors", "run", "--stage", "alerts"],
-        env=s.env,
-        stdout=(s.workdir / "processors.log").open("ab"),
-        stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    s.procs.append(processors)
+    for stage in ("alerts", "metrics"):  # the metric worker's ingest pass feeds the alerts
+        processors = subprocess.Popen(
+            [sys.executable, "-m", "fleetpulse.cli", "processors", "run", "--stage", stage],
+            env={**s.env, "FLEETPULSE_PROCESSORS_WEB_PORT": "0"},
+            stdout=(s.workdir / f"{stage}.log").open("ab"),
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        s.procs.append(processors)
     made: list[str] = []
     with Fleet.connect(
         agent,
@@ -304,7 +305,7 @@ def test_least_privilege_in_the_sdk_and_on_the_stream(setup: Setup) -> None:
 def test_cli_through_the_api_and_the_audit_from_clickhouse(setup: Setup) -> None:
     from fleetpulse.config import SinkSettings
     from fleetpulse.control.audit import AuditQuery, from_clickhouse, from_state
-    from fleetpulse.control.log import GovernanceLog
+    from fleetpulse.control.governance_log import GovernanceLog
     from fleetpulse.devstack.kafka import free_port
     from fleetpulse.sink.query import open_analyst
 

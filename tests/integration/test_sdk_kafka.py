@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from fleetpulse import Fleet
-from fleetpulse.devstack import KafkaNode, KafkaNodeConfig, ensure_topics, free_port
+from fleetpulse.devstack import KafkaNode, ensure_topics
 from fleetpulse.testing import to_micros
 from fleetpulse.topics import Topics
 
@@ -74,23 +74,6 @@ def test_ten_thousand_events_from_several_sdk_instances_arrive_field_by_field(
     for i in range(agents):
         mine = [e["task_id"] for e in received if e["agent_id"] == f"agent-{i}"]
         assert mine == [e["task_id"] for e in sent[i]]
-
-
-@pytest.fixture
-def own_broker(kafka_jars: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
-    """A broker this test may stop and restart (the session one is shared)."""
-    node = KafkaNode(
-        KafkaNodeConfig(
-            home=tmp_path / "kafka",
-            jars=kafka_jars,
-            port=free_port(),
-            controller_port=free_port(),
-            heap="384m",
-        )
-    )
-    node.start()
-    yield node
-    node.stop()
 
 
 def test_broker_outage_spools_to_disk_and_replays_every_event_once(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetpulse.control.view import ControlView
+from fleetpulse.control.control_state import ControlView
 from fleetpulse.errors import ConfigError
 from fleetpulse.events.codec import AvroCodec
 from fleetpulse.policy import BreakerPolicy, FleetPolicy, load_policy

@@ -10,7 +10,7 @@ import pytest
 
 from fleetpulse import AgentPausedError, CircuitOpenError
 from fleetpulse.clock import ManualClock
-from fleetpulse.control.view import ControlView
+from fleetpulse.control.control_state import ControlView
 from fleetpulse.sdk.guard import Guard
 from fleetpulse.testing import memory_fleet
 
@@ -103,6 +103,27 @@ def test_half_open_lets_the_probe_share_through(
         except CircuitOpenError:
             passed = False
     assert passed is through
+
+
+def test_two_half_open_breakers_on_one_call_let_the_smaller_share_through() -> None:
+    """The integration's breaker and the agent's own, HALF_OPEN together after one outage:
+    one draw per call decides for both, so 1% and 1% let 1% of calls through, not 0.01%."""
+    draws = iter([0.005, 0.02] * 500)
+    view = ControlView()
+    fleet, sink = memory_fleet(
+        "triage", clock=ManualClock(), guard=Guard(view, rng=lambda: next(draws))
+    )
+    for target in ("integration:crm", "agent:triage|integration:crm"):
+        view.apply(breaker(target, "HALF_OPEN", probe_allowance=0.01))
+    for _ in range(1000):
+        with fleet.task("t") as task:
+            try:
+                with task.tool("crm", "get"):
+                    pass
+            except CircuitOpenError:
+                pass
+    statuses = [e["tool_calls"][0]["status"] for e in sink.events]
+    assert statuses.count("ok") == 500
 
 
 def test_disabled_and_reset_breakers_let_calls_through_again(fleet_view: Any) -> None:

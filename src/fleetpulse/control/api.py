@@ -6,7 +6,8 @@ read, so the answer to a request is, in this order: 401 (no or bad token), 403 (
 (a body that is not UTF-8 JSON) or 422 (a value out of its documented bounds), 404 / 409,
 then success. Every error is JSON ``{"error": ..., "message": ...}`` (api_errors.py); an
 unexpected one is logged once with its traceback and reaches the client as a 500 with an id
-to find it in the log, never the traceback. Request shapes and bounds: api_models.py.
+to find it in the log, never the traceback. Request bodies: models.py (shared with the HTTP
+client); path and query bounds: api_models.py.
 """
 
 from __future__ import annotations
@@ -22,26 +23,16 @@ from starlette.concurrency import run_in_threadpool
 from fleetpulse.control import api_errors
 from fleetpulse.control.access import ACTIONS, Caller
 from fleetpulse.control.api_models import (
-    ActivateBody,
     AgentId,
-    AlertStatus,
-    ApprovalBody,
-    ApprovalStatus,
     BreakerId,
     DedupKey,
     HexId,
     Label,
     Limit,
     OptIdent,
-    OptionalReason,
     OptReason,
     OptVersion,
-    PrincipalBody,
     PrincipalName,
-    PublishBody,
-    ReasonBody,
-    RoleBody,
-    SilenceBody,
     Since,
     Until,
     VersionNo,
@@ -49,6 +40,18 @@ from fleetpulse.control.api_models import (
 from fleetpulse.control.audit import AuditQuery
 from fleetpulse.control.gateway import AuditFn, LocalGateway
 from fleetpulse.control.governance import PRODUCTION
+from fleetpulse.control.models import (
+    ActivateBody,
+    AlertStatus,
+    ApprovalBody,
+    ApprovalStatus,
+    OptionalReason,
+    PrincipalBody,
+    PublishBody,
+    ReasonBody,
+    RoleBody,
+    SilenceBody,
+)
 from fleetpulse.control.plane import ControlPlane
 from fleetpulse.errors import AccessDeniedError
 
@@ -261,8 +264,10 @@ def create_app(plane: ControlPlane, audit: AuditFn) -> FastAPI:
         return gw(who).set_role(name, body.role, body.reason)
 
     @app.delete("/v1/principals/{name}", tags=["principals"])
-    def revoke(name: PrincipalName, who: Caller = need("principals.change")) -> Any:
-        return gw(who).revoke(name)
+    def revoke(
+        name: PrincipalName, reason: OptReason = "", who: Caller = need("principals.change")
+    ) -> Any:
+        return gw(who).revoke(name, reason)
 
     # -- audit ----------------------------------------------------------------------------
 

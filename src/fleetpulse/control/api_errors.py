@@ -33,7 +33,7 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fleetpulse.control.api_models import ErrorBody
+from fleetpulse.control.models import ErrorBody
 from fleetpulse.errors import (
     AccessDeniedError,
     AuthenticationError,

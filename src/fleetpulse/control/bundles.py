@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from fleetpulse.control.limits import check_json_value
@@ -43,7 +42,7 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$")
 
 
 class ModelSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     name: str = Field(min_length=1)
     provider: str = ""
@@ -53,7 +52,7 @@ class ModelSpec(BaseModel):
 class ToolSpec(BaseModel):
     """One integration the agent uses, and how. ``operations`` empty: any operation."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     integration: str = Field(min_length=1)
     access: Literal["read", "write"] = "read"
@@ -63,7 +62,7 @@ class ToolSpec(BaseModel):
 class AgentBundle(BaseModel):
     """The content of one agent version."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     agent_id: str
     description: str = ""
@@ -169,6 +168,8 @@ def parse_bundle(data: Any, *, source: str = "bundle") -> AgentBundle:
 
 def load_bundle(path: Path) -> AgentBundle:
     """Read and validate a bundle YAML file."""
+    import yaml  # with the first bundle file: ~15 ms `from fleetpulse import Fleet` never pays
+
     try:
         raw = yaml.safe_load(Path(path).read_text())
     except OSError as exc:
@@ -183,6 +184,8 @@ def load_bundle(path: Path) -> AgentBundle:
 
 
 def to_yaml(data: dict[str, Any]) -> str:
+    import yaml  # see load_bundle
+
     return yaml.safe_dump(data, sort_keys=True, allow_unicode=True, width=100)
 
 

@@ -23,8 +23,9 @@ from fleetpulse.clock import Clock, SystemClock
 from fleetpulse.config import CommonSettings
 from fleetpulse.control import access, limits
 from fleetpulse.control.access import Caller, IssuedToken, check_role, issue_token
-from fleetpulse.control.alerts_view import AlertsView, read_alerts
+from fleetpulse.control.alerts_state import AlertsView, read_alerts
 from fleetpulse.control.bundles import AgentBundle, diff
+from fleetpulse.control.control_state import ControlView
 from fleetpulse.control.governance import (
     PRODUCTION,
     Approval,
@@ -35,9 +36,9 @@ from fleetpulse.control.governance import (
     Version,
     new_event,
 )
-from fleetpulse.control.log import GovernanceLog
-from fleetpulse.control.service import ControlService
-from fleetpulse.control.view import ControlView
+from fleetpulse.control.governance_log import GovernanceLog
+from fleetpulse.control.service import ControlService, ControlWriter
+from fleetpulse.control.topic_follower import read_control
 from fleetpulse.errors import (
     AccessDeniedError,
     AuthenticationError,
@@ -84,6 +85,7 @@ class ControlPlane:
         self.clock = clock or SystemClock()
         self.control_view = control_view
         self.alerts_view = alerts_view
+        self._control_writer: ControlWriter | None = None
 
     # -- who ------------------------------------------------------------------------------
 
@@ -306,16 +308,31 @@ class ControlPlane:
 
     # -- pauses and breakers (control topic + audit) --------------------------------------
 
+    @property
+    def control_writer(self) -> ControlWriter:
+        """The one producer this plane (so its process) writes ``fleetpulse.control`` with."""
+        if self._control_writer is None:
+            self._control_writer = ControlWriter(
+                self.settings.resolved_bootstrap(), client_id="fleetpulse-control-plane"
+            )
+        return self._control_writer
+
+    def close(self) -> None:
+        if self._control_writer is not None:
+            self._control_writer.close()
+
     def _control(self, caller: Caller) -> ControlService:
         return ControlService(
-            self.settings, actor=caller.name, clock=self.clock, view_source=self._control_view
+            self.settings,
+            actor=caller.name,
+            clock=self.clock,
+            view_source=self._control_view,
+            writer=self.control_writer,
         )
 
     def _control_view(self) -> ControlView:
         if self.control_view is not None:
             return self.control_view
-        from fleetpulse.control.follower import read_control
-
         return read_control(self.settings.resolved_bootstrap(), self.settings.topics.control)
 
     def set_paused(self, caller: Caller, agent_id: str, paused: bool, *, reason: str) -> Any:

@@ -16,12 +16,12 @@ from confluent_kafka import Producer
 
 from fleetpulse.clock import Clock, SystemClock
 from fleetpulse.config import ControlSettings
-from fleetpulse.control.alerts_view import AlertsView, follow_alerts
+from fleetpulse.control.alerts_state import AlertsView, follow_alerts
 from fleetpulse.control.audit import AuditQuery, from_clickhouse, from_state
-from fleetpulse.control.follower import ControlFollower
 from fleetpulse.control.governance import Approval, GovernanceState
-from fleetpulse.control.log import GovernanceLog
+from fleetpulse.control.governance_log import GovernanceLog
 from fleetpulse.control.plane import ControlPlane
+from fleetpulse.control.topic_follower import ControlFollower
 from fleetpulse.events.codec import AvroCodec
 from fleetpulse.kafka_config import producer_config
 from fleetpulse.policy import FleetPolicy
@@ -176,6 +176,7 @@ def run_api(settings: ControlSettings, policy: FleetPolicy) -> None:
         uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="warning")
     finally:
         watcher.close()
+        plane.close()
         alerts_follower.close()
         control.close()
         log.close()

@@ -2,13 +2,15 @@
 
 Every action writes one ControlMessage to ``fleetpulse.control`` that carries who (``actor``)
 and why (``reason``); the message is the audit record. ``authorize(action, target)`` is called
-before anything is written. Role checks and the governance audit record live one layer up, in
-`control.plane.ControlPlane`, which the CLI and the API share.
+before anything is written. A process writes through one `ControlWriter`, one long-lived
+producer, whichever caller acts (the API serves many). Role checks and the governance audit
+record live one layer up, in `control.plane.ControlPlane`, which the CLI and the API share.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -18,8 +20,8 @@ from confluent_kafka import Producer
 
 from fleetpulse.clock import Clock, SystemClock
 from fleetpulse.config import CommonSettings
-from fleetpulse.control.follower import read_control
-from fleetpulse.control.view import ControlRecord, ControlView
+from fleetpulse.control.control_state import ControlRecord, ControlView
+from fleetpulse.control.topic_follower import read_control
 from fleetpulse.errors import ConfigError, DeliveryError
 from fleetpulse.events.codec import AvroCodec
 from fleetpulse.kafka_config import producer_config
@@ -39,6 +41,49 @@ Authorize = Callable[[str, str], None]
 
 def allow_all(action: str, target: str) -> None:
     """The authorization hook until roles exist (governance issue)."""
+
+
+class ControlWriter:
+    """The process's one producer to ``fleetpulse.control``: made on the first write and kept.
+    Each write waits for Kafka's acknowledgement (an operator action returns once it is
+    durable); writes from several threads take turns.
+
+    Example:
+        >>> writer = ControlWriter("127.0.0.1:9092")                    # doctest: +SKIP
+        >>> writer.write("fleetpulse.control", b"integration:crm", encoded)
+    """
+
+    def __init__(self, bootstrap: str, *, client_id: str = "fleetpulse-control") -> None:
+        self.bootstrap = bootstrap
+        self.client_id = client_id
+        self.producers_made = 0  # 1 for the life of the process, however many actions
+        self._producer: Producer | None = None
+        self._lock = threading.Lock()
+
+    def write(self, topic: str, key: bytes, value: bytes, *, timeout: float = 15.0) -> None:
+        """Produce one record and wait for its acknowledgement.
+
+        Raises:
+            DeliveryError: Kafka did not acknowledge it within ``timeout``.
+        """
+        with self._lock:
+            if self._producer is None:
+                self._producer = Producer(
+                    producer_config(self.bootstrap, client_id=self.client_id, linger_ms=0)
+                )
+                self.producers_made += 1
+            self._producer.produce(topic, value, key)
+            if self._producer.flush(timeout):
+                raise DeliveryError(
+                    f"control message for {key.decode(errors='replace')} not acknowledged",
+                    topic=topic,
+                )
+
+    def close(self) -> None:
+        with self._lock:
+            if self._producer is not None:
+                self._producer.flush(5)
+                self._producer = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +112,7 @@ class ControlService:
         clock: Clock | None = None,
         authorize: Authorize = allow_all,
         view_source: Callable[[], ControlView] | None = None,
+        writer: ControlWriter | None = None,
     ) -> None:
         if not actor:
             raise ConfigError("an operator action needs an actor (who is doing it)", field="actor")
@@ -79,6 +125,7 @@ class ControlService:
         self.topic = settings.topics.control
         self._codec = AvroCodec(registry_url=settings.schema_registry_url)
         self._encode = self._codec.encoder("ControlMessage", self.topic)
+        self.writer = writer or ControlWriter(self.bootstrap, client_id="fleetpulse-cli")
 
     # -- reading --------------------------------------------------------------------------
 
@@ -171,17 +218,10 @@ class ControlService:
     ) -> ControlRecord:
         """Write with a sequence newer than the one held, then read back: if a processor's
         transition raced ours and won, write again (at most three times)."""
-        producer = Producer(
-            producer_config(self.bootstrap, client_id="fleetpulse-cli", linger_ms=0)
-        )
         for _attempt in range(3):
             held = self.view().sequence(kind, target)
             rec = build(next_sequence(held, self.clock.time_us()))
-            producer.produce(self.topic, self._encode(rec), target.encode())
-            if producer.flush(15):
-                raise DeliveryError(
-                    f"control message for {target} not acknowledged", topic=self.topic
-                )
+            self.writer.write(self.topic, target.encode(), self._encode(rec))
             logger.info(
                 "%s %s set %s by %s: %s", kind, target, rec["state"], self.actor, rec["reason"]
             )

@@ -24,7 +24,7 @@ from typing import Any, cast
 
 from fastavro import schemaless_reader, schemaless_writer
 
-from fleetpulse.errors import CodecError, UnknownSchemaError
+from fleetpulse.errors import CodecError, ConfigError, UnknownSchemaError
 from fleetpulse.events.schemas import SchemaStore, SchemaVersion
 
 logger = logging.getLogger(__name__)
@@ -151,20 +151,31 @@ class AvroCodec:
 
     def _registry_client(self) -> Any:
         if self._registry is None:
-            from confluent_kafka.schema_registry import SchemaRegistryClient
+            # the Confluent wire format is optional (the `registry` extra): its serializers and
+            # their HTTP client are imported only when FLEETPULSE_SCHEMA_REGISTRY_URL is set
+            try:
+                from confluent_kafka.schema_registry import SchemaRegistryClient
+                from confluent_kafka.schema_registry.avro import AvroSerializer  # noqa: F401
+            except ModuleNotFoundError as exc:
+                raise ConfigError(
+                    f"FLEETPULSE_SCHEMA_REGISTRY_URL is set but {exc.name} is not installed: "
+                    "pip install 'fleetpulse[registry]', or unset it for single-object encoding",
+                    field="schema_registry_url",
+                ) from None
 
             # new_client() also understands mock:// URLs (an in-process registry for tests)
             self._registry = SchemaRegistryClient.new_client({"url": self.registry_url})
         return self._registry
 
     def _confluent_encoder(self, name: str, topic: str) -> Encoder:
+        client = self._registry_client()  # first: it says which extra is missing
         from confluent_kafka.schema_registry.avro import AvroSerializer
         from confluent_kafka.serialization import MessageField, SerializationContext
 
         key = (name, topic)
         if key not in self._confluent_serializers:
             self._confluent_serializers[key] = AvroSerializer(
-                self._registry_client(),
+                client,
                 self.store.latest(name).json,
                 conf={"auto.register.schemas": True},
             )
@@ -185,12 +196,13 @@ class AvroCodec:
                 "set FLEETPULSE_SCHEMA_REGISTRY_URL",
                 **where,
             )
+        client = self._registry_client()
         from confluent_kafka.schema_registry.avro import AvroDeserializer
         from confluent_kafka.serialization import MessageField, SerializationContext
 
         if name not in self._confluent_deserializers:
             self._confluent_deserializers[name] = AvroDeserializer(
-                self._registry_client(), self.store.latest(name).json
+                client, self.store.latest(name).json
             )
         ctx = SerializationContext(where.get("topic") or "", MessageField.VALUE)
         try:

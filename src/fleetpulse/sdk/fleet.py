@@ -16,13 +16,12 @@ import os
 import socket
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fleetpulse.clock import Clock, SystemClock
-from fleetpulse.config import SdkSettings, load_settings
 from fleetpulse.control.bundles import AgentBundle
-from fleetpulse.control.follower import ControlFollower
-from fleetpulse.control.log import GovernanceLog
+from fleetpulse.control.governance_log import GovernanceLog
+from fleetpulse.control.topic_follower import ControlFollower
 from fleetpulse.errors import EventValidationError
 from fleetpulse.events.codec import AvroCodec
 from fleetpulse.events.validate import validator
@@ -34,6 +33,9 @@ from fleetpulse.sdk.pricing import PriceTable
 from fleetpulse.sdk.spool import Spool
 from fleetpulse.sdk.task import Task, _name
 from fleetpulse.sdk.transport import KafkaTransport, Transport
+
+if TYPE_CHECKING:
+    from fleetpulse.config import SdkSettings
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +142,10 @@ class Fleet:
         Raises:
             ConfigError: a setting is invalid, or no Kafka is configured or running.
         """
+        # loaded on connect, not with `from fleetpulse import Fleet`: pydantic-settings imports
+        # asyncio, argparse and email, ~70 ms on our 2-core VM (README "Install")
+        from fleetpulse.config import SdkSettings, load_settings
+
         settings = load_settings(
             SdkSettings, agent_version=agent_version, agent_role=agent_role, **overrides
         )

@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from fleetpulse.control.view import ControlRecord, ControlView
+from fleetpulse.control.control_state import ControlRecord, ControlView
 from fleetpulse.errors import AgentPausedError, CircuitOpenError
 
 # breakers the guard must look at on every call: the ones that can stop it
@@ -82,12 +82,16 @@ class Guard:
         own) does not let this call through."""
         if not self._active:
             return
+        # one draw per call: a probe let through by both breakers (the integration's and this
+        # agent's, HALF_OPEN together after one outage) counts for both, so the call goes
+        # through with the smaller share, not with the product of the two
+        draw = self._rng()
         for breaker_id in (
             f"integration:{integration}",
             f"agent:{agent_id}|integration:{integration}",
         ):
             rec = self._active.get(breaker_id)
-            if rec is not None and not self._lets_through(rec):
+            if rec is not None and not self._lets_through(rec, draw):
                 raise CircuitOpenError(
                     integration,
                     breaker_id=breaker_id,
@@ -122,10 +126,11 @@ class Guard:
             return reason, rec.get("actor") or "processors"
         return None
 
-    def _lets_through(self, rec: ControlRecord) -> bool:
+    def _lets_through(self, rec: ControlRecord, draw: float | None = None) -> bool:
         if rec["state"] != "HALF_OPEN":
             return False
-        return self._rng() < float(rec.get("probe_allowance") or 0.0)
+        u = self._rng() if draw is None else draw
+        return u < float(rec.get("probe_allowance") or 0.0)
 
     def state_of(self, target_id: str) -> str | None:
         """The state this process holds for a breaker or paused agent (None: never seen)."""

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleetpulse.config import ControlSettings, SdkSettings, load_settings
+from fleetpulse.control.client import ControlClient
 from fleetpulse.errors import ConflictError, FleetpulseError
 from fleetpulse.sdk.fleet import Fleet
 from fleetpulse.sim.agents import Emitted, SimAgent, SimClock, World
@@ -69,28 +70,28 @@ class Simulator:
         self.world = World(dict(scenario.integrations))
         self.result = SimResult(scenario.name)
         self.stop = threading.Event()
-        self._gateways: dict[str, Any] = {}
+        self._gateways: dict[str, ControlClient] = {}
         self._plane: tuple[Any, Any, Any] | None = None  # (ControlPlane, settings, log), lazily
 
     # -- set-up ---------------------------------------------------------------------------
 
-    def gateway(self, who: str) -> Any:
+    def gateway(self, who: str) -> ControlClient:
         """The control plane as the scenario's ``who`` (release, oncall, approver)."""
         if who in self._gateways:
             return self._gateways[who]
         from fleetpulse.control.gateway import HttpGateway
 
         if self.api_url and who in self.tokens:
-            gw: Any = HttpGateway(self.api_url, self.tokens[who])
+            gw: ControlClient = HttpGateway(self.api_url, self.tokens[who])
         else:
             gw = self._local(f"sim:{who}", OPERATORS[who])
         self._gateways[who] = gw
         return gw
 
-    def _local(self, name: str, role: str) -> Any:
+    def _local(self, name: str, role: str) -> ControlClient:
         from fleetpulse.control.access import Caller
         from fleetpulse.control.gateway import LocalGateway
-        from fleetpulse.control.log import GovernanceLog
+        from fleetpulse.control.governance_log import GovernanceLog
         from fleetpulse.control.plane import ControlPlane
         from fleetpulse.control.server import audit_source
         from fleetpulse.policy import load_policy
@@ -280,13 +281,13 @@ class Simulator:
                 w.one_shots.setdefault(step.agent or "", []).append(step)
         elif what in ("pause", "resume"):
             self.gateway("oncall").set_paused(
-                step.agent, what == "pause", step.note or f"simulated operator: {what}"
+                step.agent or "", what == "pause", step.note or f"simulated operator: {what}"
             )
         elif what == "rollback":
-            v = self.gateway("release").rollback(step.agent, step.note or "regression")
+            v = self.gateway("release").rollback(step.agent or "", step.note or "regression")
             return f"rollback {step.agent}: production is version {v.get('version')} again"
         elif what in ("force_open", "reset"):
-            self.gateway("oncall").set_breaker(step.breaker, what, step.note or what)
+            self.gateway("oncall").set_breaker(step.breaker or "", what, step.note or what)
         return step.describe()
 
     def _release(self, step: Step) -> str:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import socket
 import threading
 import time
 import uuid
@@ -39,7 +38,7 @@ from fleetpulse.config import SinkSettings
 from fleetpulse.errors import CodecError
 from fleetpulse.events.codec import AvroCodec
 from fleetpulse.events.task_event import read_task_event
-from fleetpulse.kafka_config import KafkaLink, consumer_config, producer_config
+from fleetpulse.kafka_config import KafkaLink, consumer_config, producer_config, static_member
 from fleetpulse.sink.avro_batch import INVALID, AvroBatch, guard
 from fleetpulse.sink.avro_batch import selects as avro_selects
 from fleetpulse.sink.backend import Backend, BackendError, Columns
@@ -69,10 +68,7 @@ class SinkRunner:
                 # a crashed sink's partitions move on within seconds, not librdkafka's 45 s
                 "session.timeout.ms": 10_000,
                 "heartbeat.interval.ms": 2_000,
-                # static membership: after a broker outage longer than the session, this
-                # process rejoins as itself and gets its partitions back at once, instead of
-                # waiting for its old membership to time out (about 10 s more)
-                "group.instance.id": f"fleetpulse-sink-{socket.gethostname()}-{os.getpid()}",
+                **static_member("fleetpulse-sink"),
             }
         )
         self.producer = Producer(

@@ -11,6 +11,7 @@ import pytest
 
 from fleetpulse.events import AvroCodec
 from fleetpulse.processors.ingest import IngestParams, NativeIngest, reference_partials
+from fleetpulse.processors.ingest.params import AlertSpec, BreakerSpec
 
 US = 1_000_000
 NOW = 1_800_000_000 * US
@@ -43,11 +44,11 @@ def fleet_batch(n: int, seed: int) -> tuple[list[int], list[dict[str, Any]]]:
                 {
                     "call_id": f"c{i}-{j}",
                     "integration": integration if j < 2 or i % 3 else calls[0]["integration"],
-                    "operation": "call",
+                    "operation": rng.choice(("get", "refund")),
                     "access": rng.choice(("read", "write")),
                     "target": None,
                     "status": rng.choice(STATUSES),
-                    "error_type": None,
+                    "error_type": rng.choice((None, None, "HTTP500", "HTTP429")),
                     "started_at": ended - 50_000,
                     "latency_ms": 0.0 if i % 29 == 0 else rng.lognormvariate(4, 1.5),
                     "cost_micros": rng.randrange(0, 500),
@@ -58,12 +59,12 @@ def fleet_batch(n: int, seed: int) -> tuple[list[int], list[dict[str, Any]]]:
                 "event_id": f"e{i}",
                 "agent_id": f"agent-{a:02d}",
                 "agent_version": f"v{a % 3}",
-                "agent_role": "worker",
+                "agent_role": rng.choice(("worker", "support")),
                 "task_id": f"t{i}",
                 "task_type": ("triage", "refund", "summarize")[(a + i) % 3],
                 "trace_id": f"tr{i}",
                 "parent_task_id": None,
-                "upstream_agent_id": None,
+                "upstream_agent_id": rng.choice((None, None, "agent-01", "agent-07")),
                 "input_hash": "0" * 64,
                 "outcome": rng.choice(OUTCOMES),
                 "error_type": None,
@@ -78,7 +79,7 @@ def fleet_batch(n: int, seed: int) -> tuple[list[int], list[dict[str, Any]]]:
                 "cost_micros": rng.randrange(5000),
                 "price_table_version": "test",
                 "tool_calls": calls,
-                "attributes": {},
+                "attributes": {"approval:int-1.refund": "u:approved"} if i % 4 else {},
             }
         )
         parts.append(a % 6)
@@ -149,3 +150,59 @@ def test_junk_after_a_valid_body_is_rejected_not_misread(native):
     assert "trailing bytes after the TaskEvent body" in got.rejected[0][1]
     assert got.rejected == want.rejected
     assert got.canonical() == want.canonical()
+
+
+def test_breaker_counts_per_second_equal_the_reference(native):
+    """Calls per (partition, agent, integration, status, error type, second) and tasks per
+    (partition, agent, outcome, second), with slow counts at several thresholds, late events
+    included and short-circuited calls left out."""
+    parts, events = fleet_batch(3000, 5)
+    enc = AvroCodec().encoder("TaskEvent")
+    values = [enc(e) for e in events]
+    values[7] = b"\x00garbage"  # a rejected record counts nowhere
+    spec = BreakerSpec(call_slow_ms=(50.0, 1000.0), task_slow_ms=(400.0,))
+    p = IngestParams(now_us=NOW, lateness_us=60 * US, breakers=spec)
+
+    got = native.run(parts, values, p)
+    want = reference_partials(parts, values, p)
+
+    assert sorted(got.breaker_calls, key=repr) == sorted(want.breaker_calls, key=repr)
+    assert sorted(got.breaker_tasks) == sorted(want.breaker_tasks)
+    calls = sum(g[6] for g in got.breaker_calls)
+    assert calls == sum(
+        1
+        for i, e in enumerate(events)
+        if i != 7
+        for c in e["tool_calls"]
+        if c["status"] != "short_circuited"
+    )
+    assert {g[4] for g in got.breaker_calls} == {None, "HTTP500", "HTTP429"}
+    assert 0 < sum(g[7][1] for g in got.breaker_calls) < sum(g[7][0] for g in got.breaker_calls)
+    assert sum(g[4] for g in got.breaker_tasks) == 2999
+    assert got.canonical() == want.canonical()  # the cells are unchanged by the breakers
+
+
+def test_alert_groups_equal_the_reference(native):
+    """The alert rules' groups: task scopes per second with failing integrations and upstream
+    agents, calls per (agent, integration, role, operation, access, approval, second), runs
+    and first-seen versions."""
+    parts, events = fleet_batch(3000, 6)
+    for i, e in enumerate(events):  # some agents run in bursts: runs are more than 1 task
+        if i % 5 == 0:
+            e["started_at"] -= 400 * US
+    enc = AvroCodec().encoder("TaskEvent")
+    values = [enc(e) for e in events]
+    values[3] = enc({**events[3], "duration_ms": -1.0})  # rejected: counts nowhere
+    p = IngestParams(now_us=NOW, lateness_us=60 * US, alerts=AlertSpec(run_gap_us=30 * US))
+
+    got = native.run(parts, values, p)
+    want = reference_partials(parts, values, p)
+
+    assert got.alerts is not None and want.alerts is not None
+    assert got.alerts.canonical() == want.alerts.canonical()
+    a = got.alerts
+    assert sum(r[4] for r in a.tasks if r[0] == "agent") == 2999
+    assert any(r[10] for r in a.tasks) and any(r[12] for r in a.tasks)
+    assert {r[5] for r in a.calls} == {True, False}
+    assert all(len(runs) >= 1 for _, runs in a.runs)
+    assert {agent for agent, _ in a.versions} == {f"agent-{i:02d}" for i in range(40)}

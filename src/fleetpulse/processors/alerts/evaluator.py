@@ -1,5 +1,7 @@
-"""Alert rule evaluation: decoded task events in, Alert records out. Pure (the clock is
-injected); the alert stage (``alert_stage.py``) feeds it from Kafka.
+"""Alert rule evaluation: what the rules count (the ingest pass's per-second groups, see
+``processors/ingest/cells.AlertGroups``) in, Alert records out. Pure (the clock is injected);
+the alert stage (``stage.py``) feeds it from Kafka. ``ingest(event)`` counts one decoded event
+through the reference aggregation, for the unit tests.
 
 Per evaluation, in two passes:
 
@@ -32,22 +34,14 @@ from fleetpulse.clock import Clock
 from fleetpulse.control.governance import Silence
 from fleetpulse.policy import FleetPolicy, Permissions
 from fleetpulse.processors.alerts.lifecycle import AlertState, Condition, restore, step
-from fleetpulse.processors.alerts.rules import Rule
+from fleetpulse.processors.alerts.rules import AlertsSection, Rule
 from fleetpulse.processors.alerts.windows import US, Cell, Ledger, Rolling, period_bounds
-from fleetpulse.processors.windows.sketch import bin_key
+from fleetpulse.processors.ingest.cells import AlertCallRow, AlertGroups, AlertTaskRow
+from fleetpulse.processors.ingest.params import AlertSpec
+from fleetpulse.processors.ingest.reference import alert_groups
 from fleetpulse.schedule import Budget, Schedule, add_run, check
-from fleetpulse.semantics import (
-    ATTEMPTED_STATUSES,
-    FAILED_OUTCOMES,
-    FAILING_CALL_STATUSES,
-    parse_scope_id,
-    scope_id,
-)
+from fleetpulse.semantics import parse_scope_id, scope_id
 
-_FAILED = FAILED_OUTCOMES
-_FAILING_CALL = FAILING_CALL_STATUSES
-_EXECUTED = ATTEMPTED_STATUSES
-_TASK_SCOPES = frozenset({"agent", "agent_task_type", "agent_version", "team"})
 FAILURE_KINDS = frozenset({"failure_rate", "latency_p95", "latency_degradation"})
 
 
@@ -66,6 +60,15 @@ class Context:
     # integration -> breaker id, for breakers open, probing, or closed within the rules' windows
     open_breakers: dict[str, str] = field(default_factory=dict)
     silences: list[Silence] = field(default_factory=list)
+
+
+def alert_spec(section: AlertsSection) -> AlertSpec:
+    """What the rules of ``section`` need the ingest pass to count: runs are computed only when
+    a schedule rule exists."""
+    schedules = [r for r in section.rules if r.kind == "schedule"]
+    if not schedules or not max(r.window_s for r in schedules):
+        return AlertSpec()
+    return AlertSpec(run_gap_us=round(min(r.run_gap_s for r in schedules) * US))
 
 
 class _Fmt(dict[str, str]):
@@ -121,88 +124,93 @@ class AlertEvaluator:
             self._teams[agent] = self.section.team_of(agent)
         return self._teams[agent]
 
+    @property
+    def spec(self) -> AlertSpec:
+        """What the evaluator needs from phase 1 (the ingest pass)."""
+        return alert_spec(self.section)
+
     def ingest(self, ev: dict[str, Any]) -> None:
-        """Count one decoded TaskEvent (times in epoch microseconds)."""
-        self.events += 1
+        """Count one decoded TaskEvent (times in epoch microseconds): the reference path of
+        the unit tests; the alert stage takes whole batches' groups (``ingest_groups``)."""
+        self.ingest_groups(alert_groups([ev], self.spec), events=1)
+
+    def ingest_groups(self, groups: AlertGroups, *, events: int = 0) -> None:
+        """Add one batch's groups (``processors/ingest``: per scope and second) to the windows,
+        the cost ledger, the runs and the versions seen."""
+        self.events += events
         now_s = self.clock.time_us() // US
-        agent, ts = ev["agent_id"], ev["ended_at"]
-        ts_s = ts // US
-        failed = ev["outcome"] in _FAILED
-        upstream = ev.get("upstream_agent_id")
-        lat = bin_key(ev["duration_ms"])
-        calls: dict[str, list[int]] = {}  # integration -> attempted, errors, denied, unperm, unappr
-        failing: set[str] = set()
-        role = ev.get("agent_role") or ""
-        gated = self.context.approvals.get(agent, ()) + self._gated
-        for call in ev["tool_calls"]:
-            name, st = call["integration"], call["status"]
-            c = calls.get(name)
-            if c is None:
-                c = calls[name] = [0, 0, 0, 0, 0]
-            if st in _EXECUTED:
-                c[0] += 1
-                if st != "ok":
-                    c[1] += 1
-                if gated and _unapproved(call, ev["attributes"], gated):
-                    c[4] += 1
-            if st == "denied":
-                c[2] += 1
-            elif not self.permissions.allows(role, name, call["access"]):
-                c[3] += 1
-            if st in _FAILING_CALL:
-                failing.add(name)
-        team = self.team(agent)
-        task_type, version = ev["task_type"], ev["agent_version"]
-        cost = ev["cost_micros"]
-        for stype, per_window in self._by_type.items():
-            if stype in _TASK_SCOPES:
-                if stype == "agent":
-                    dims = {"agent_id": agent}
-                elif stype == "agent_task_type":
-                    dims = {"agent_id": agent, "task_type": task_type}
-                elif stype == "agent_version":
-                    dims = {"agent_id": agent, "agent_version": version}
-                elif team:
-                    dims = {"team": team}
-                else:
-                    continue
-                sid = scope_id(dims)
-                for w, scopes in per_window:
-                    cells = self._cells(scopes, w, sid, dims, ts_s, now_s)
-                    if cells is None:
-                        continue
-                    for cell in cells:
-                        cell.tasks += 1
-                        cell.cost_micros += cost
-                        cell.latency.add_key(lat)
-                        if failed:
-                            cell.failures += 1
-                            for name in failing:
-                                cell.failed_via[name] = cell.failed_via.get(name, 0) + 1
-                            if upstream:
-                                cell.failed_after[upstream] = cell.failed_after.get(upstream, 0) + 1
-            elif calls:
-                for name, c in calls.items():
-                    if stype == "agent_integration":
-                        dims = {"agent_id": agent, "integration": name}
-                    else:
-                        dims = {"integration": name}
-                    sid = scope_id(dims)
-                    for w, scopes in per_window:
-                        for cell in self._cells(scopes, w, sid, dims, ts_s, now_s) or ():
-                            cell.tasks += 1
-                            cell.attempted += c[0]
-                            cell.errors += c[1]
-                            cell.denied += c[2]
-                            cell.unpermitted += c[3]
-                            cell.unapproved += c[4]
-        self.ledger.add(scope_id({"agent_id": agent}), ts, ev["cost_micros"])
-        if team:
-            self.ledger.add(scope_id({"team": team}), ts, ev["cost_micros"])
+        by_type = self._by_type
+        for row in groups.tasks:
+            scope, agent, d2, sec = row[0], row[1], row[2], row[3]
+            if scope == "agent":
+                self.ledger.add(scope_id({"agent_id": agent}), sec * US, row[6])
+                team = self.team(agent)
+                if team:
+                    self.ledger.add(scope_id({"team": team}), sec * US, row[6])
+                    self._add_task_row("team", {"team": team}, row, now_s)
+                dims = {"agent_id": agent}
+            elif scope == "agent_version":
+                dims = {"agent_id": agent, "agent_version": d2}
+            else:
+                dims = {"agent_id": agent, "task_type": d2}
+            if scope in by_type:
+                self._add_task_row(scope, dims, row, now_s)
+        for call in groups.calls:
+            self._add_call_row(call, now_s)
         if self._run_keep:
-            runs = self.runs.setdefault(agent, [])
-            add_run(runs, ev["started_at"] / US, gap_s=self._run_gap, keep_s=self._run_keep)
-        self._see_version(agent, ev["agent_version"])
+            for agent, starts in groups.runs:
+                runs = self.runs.setdefault(agent, [])
+                for start in starts:
+                    add_run(runs, start / US, gap_s=self._run_gap, keep_s=self._run_keep)
+        for agent, version in groups.versions:
+            self._see_version(agent, version)
+
+    def _add_task_row(
+        self, stype: str, dims: dict[str, str], row: AlertTaskRow, now_s: int
+    ) -> None:
+        per_window = self._by_type.get(stype)
+        if not per_window:
+            return
+        sid = scope_id(dims)
+        (_, _, _, sec, tasks, failures, cost, zero, keys, counts,
+         via, via_n, after, after_n) = row  # fmt: skip
+        for w, scopes in per_window:
+            for cell in self._cells(scopes, w, sid, dims, sec, now_s) or ():
+                cell.tasks += tasks
+                cell.cost_micros += cost
+                cell.latency.add_bins(zero, keys, counts)
+                if failures:
+                    cell.failures += failures
+                    for name, n in zip(via, via_n, strict=True):
+                        cell.failed_via[name] = cell.failed_via.get(name, 0) + n
+                    for name, n in zip(after, after_n, strict=True):
+                        cell.failed_after[name] = cell.failed_after.get(name, 0) + n
+
+    def _add_call_row(self, row: AlertCallRow, now_s: int) -> None:
+        agent, name, role, op, access, approved, sec, tasks, attempted, errors, denied, n = row
+        unpermitted = 0 if self.permissions.allows(role, name, access) else n - denied
+        unapproved = 0
+        if attempted and not approved:
+            gated = self.context.approvals.get(agent, ()) + self._gated
+            if gated and _is_gated(f"{name}.{op}", gated):
+                unapproved = attempted
+        for stype in ("agent_integration", "integration"):
+            per_window = self._by_type.get(stype)
+            if not per_window:
+                continue
+            if stype == "agent_integration":
+                dims = {"agent_id": agent, "integration": name}
+            else:
+                dims = {"integration": name}
+            sid = scope_id(dims)
+            for w, scopes in per_window:
+                for cell in self._cells(scopes, w, sid, dims, sec, now_s) or ():
+                    cell.tasks += tasks
+                    cell.attempted += attempted
+                    cell.errors += errors
+                    cell.denied += denied
+                    cell.unpermitted += unpermitted
+                    cell.unapproved += unapproved
 
     def _cells(
         self,
@@ -581,11 +589,9 @@ def _dims_of(sid: str) -> dict[str, str]:
     return parse_scope_id(sid)
 
 
-def _unapproved(call: dict[str, Any], attributes: dict[str, str], gated: tuple[str, ...]) -> bool:
-    action = f"{call['integration']}.{call['operation']}"
-    if not any(fnmatch.fnmatchcase(action, g) for g in gated):
-        return False
-    return not attributes.get(f"approval:{action}", "").endswith(":approved")
+def _is_gated(action: str, gated: tuple[str, ...]) -> bool:
+    """Whether ``integration.operation`` needs an approval under the ``gated`` patterns."""
+    return any(fnmatch.fnmatchcase(action, g) for g in gated)
 
 
 def _z(f1: int, n1: int, f0: int, n0: int) -> float:

@@ -94,7 +94,7 @@ def labels_match(matchers: Mapping[str, str], labels: Mapping[str, str]) -> bool
 class Rule(BaseModel):
     """One alert rule; the kind-specific fields are ignored by other kinds."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     name: str
     kind: Kind
@@ -167,7 +167,7 @@ class Rule(BaseModel):
 
 
 class Team(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     agents: tuple[str, ...] = Field(min_length=1, description="agent id globs")
     daily_usd: float | None = Field(default=None, gt=0)
@@ -210,7 +210,7 @@ DEFAULT_RULES: tuple[dict[str, Any], ...] = (
 class AlertsSection(BaseModel):
     """The ``alerts:`` section of the fleet policy."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     rules: tuple[Rule, ...] = Field(default_factory=lambda: tuple(Rule(**r) for r in DEFAULT_RULES))
     teams: dict[str, Team] = Field(default_factory=dict)

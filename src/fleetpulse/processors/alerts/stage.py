@@ -1,21 +1,23 @@
-"""The alert stage of the processors: task events in, Alert lifecycle events on
+"""The alert stage of the processors: the alert rules' groups in, Alert lifecycle events on
 ``fleetpulse.alerts`` out (``fleetpulse processors run`` starts it beside the metric windows and
 the breaker stage, in its own process, so its latency never waits behind their backlog).
 
 Inputs:
 
-* ``fleetpulse.task-events``, every partition, assigned directly (no consumer group): the rules
-  see the whole fleet (integration scopes, teams, cascades across agents). One alert stage
-  evaluates; a second one would send the same events under the same dedup keys, which every
-  receiver deduplicates, so it is a hot standby rather than a split of the work.
+* ``processors.alert-cells``, every partition, assigned directly (no consumer group): what the
+  rules count, per scope and second, from every ingest pass of the metric workers (they decode
+  each task event once; this stage never reads one). The rules see the whole fleet
+  (integration scopes, teams, cascades across agents). One alert stage evaluates; a second one
+  would send the same events under the same dedup keys, which every receiver deduplicates, so
+  it is a hot standby rather than a split of the work.
 * ``fleetpulse.control``: which integration breakers are OPEN (inhibition).
 * ``fleetpulse.governance``: the production bundles' budgets, schedules and approval gates,
   and silences.
 
 State across restarts: the alerts topic is read back at start and each alert's newest event is
-adopted, so a firing alert is not sent again; the windows are rebuilt by replaying the task
-events of the longest window (and of the current UTC day or month for budgets, as far as the
-topic retains them) before the first evaluation.
+adopted, so a firing alert is not sent again; the windows are rebuilt by replaying the groups
+of the longest window (and of the current UTC day or month for budgets, as far as the topic
+retains them) before the first evaluation.
 """
 
 from __future__ import annotations
@@ -28,17 +30,17 @@ from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 
 from fleetpulse.clock import Clock, SystemClock
 from fleetpulse.config import ProcessorSettings
-from fleetpulse.control.alerts_view import read_alerts
-from fleetpulse.control.follower import ControlFollower
+from fleetpulse.control.alerts_state import read_alerts
+from fleetpulse.control.control_state import ControlView
 from fleetpulse.control.governance import PRODUCTION, GovernanceState
-from fleetpulse.control.log import GovernanceLog
-from fleetpulse.control.view import ControlView
-from fleetpulse.errors import CodecError
+from fleetpulse.control.governance_log import GovernanceLog
+from fleetpulse.control.topic_follower import ControlFollower
 from fleetpulse.events.codec import AvroCodec
 from fleetpulse.kafka_config import consumer_config, producer_config
 from fleetpulse.policy import FleetPolicy
 from fleetpulse.processors.alerts.evaluator import FAILURE_KINDS, AlertEvaluator, Context
 from fleetpulse.processors.alerts.windows import US, period_bounds
+from fleetpulse.processors.ingest.cells import AlertGroups
 from fleetpulse.processors.loop import StageLoop
 from fleetpulse.processors.metrics.worker import partition_count
 from fleetpulse.processors.produce import produce
@@ -74,7 +76,6 @@ class AlertStage:
             (r.window_s for r in policy.alerts.rules if r.kind in FAILURE_KINDS), default=0
         )
         self._last_open: dict[str, tuple[str, int]] = {}
-        self.codec = AvroCodec(registry_url=settings.schema_registry_url, logical_types=False)
         self._encode = AvroCodec(registry_url=settings.schema_registry_url).encoder(
             "Alert", self.topics.alerts
         )
@@ -101,12 +102,13 @@ class AlertStage:
         self.caught_up = threading.Event()
         self._ends: dict[int, int] = {}
         self.counters = {"events": 0, "bad": 0, "alerts": 0}
+        self._announced: set[str] = set()  # alerts logged as firing
 
     # -- the loop -------------------------------------------------------------------------
 
     def start(self, *, timeout: float = 60.0) -> None:
         """Adopt the published alert states, follow control and governance, and assign every
-        task-events partition from the start of the replay."""
+        alert-cells partition from the start of the replay."""
         restored = self.evaluator.restore(
             read_alerts(self.bootstrap, self.topics.alerts, timeout=timeout).alerts()
         )
@@ -117,9 +119,9 @@ class AlertStage:
         # would page alerts that an open breaker inhibits
         if not self.control_follower.wait_caught_up(timeout):
             raise TimeoutError(f"could not read {self.topics.control} within {timeout:g}s")
-        n = partition_count(self.bootstrap, self.topics.task_events)
+        n = partition_count(self.bootstrap, self.topics.alert_cells)
         since_ms = self.replay_from_us // 1000
-        wanted = [TopicPartition(self.topics.task_events, p, since_ms) for p in range(n)]
+        wanted = [TopicPartition(self.topics.alert_cells, p, since_ms) for p in range(n)]
         found = self.consumer.offsets_for_times(wanted, timeout=timeout)
         start = []
         for tp in found:
@@ -163,20 +165,20 @@ class AlertStage:
             self.evaluate()
 
     def step(self, msgs: list[Any]) -> None:
-        ingest = self.evaluator.ingest
+        ingest = self.evaluator.ingest_groups
         for m in msgs:
             p, offset = m.partition() or 0, m.offset() or 0
             try:
-                ev = self.codec.decode(
-                    m.value() or b"", "TaskEvent", topic=m.topic(), partition=p, offset=offset
-                )
-            except CodecError:
-                self.counters["bad"] += 1  # the metric stage dead-letters it
+                groups = AlertGroups.from_record(m.value() or b"")
+            except ValueError as exc:
+                self.counters["bad"] += 1
+                logger.warning("ignoring %s[%d]@%d: %s", m.topic(), p, offset, exc)
             else:
-                self.counters["events"] += 1
-                ingest(ev)
-                if self._ends and (self._first_us is None or ev["started_at"] < self._first_us):
-                    self._first_us = ev["started_at"]
+                self.counters["events"] += groups.events
+                ingest(groups, events=groups.events)
+                first = min((runs[0] for _, runs in groups.runs if runs), default=None)
+                if self._ends and first is not None:
+                    self._first_us = first if self._first_us is None else min(self._first_us, first)
             end = self._ends.get(p)
             if end is not None and offset + 1 >= end:
                 del self._ends[p]
@@ -210,7 +212,14 @@ class AlertStage:
     def _publish(self, alert: dict[str, Any]) -> None:
         self.counters["alerts"] += 1
         quiet = alert["labels"].get("suppressed")
-        log = logger.info if quiet or alert["status"] == "resolved" else logger.warning
+        # one WARNING when an alert starts firing; its repeats and its end are INFO
+        key, firing = alert["dedup_key"], alert["status"] == "firing"
+        first = firing and key not in self._announced
+        if firing:
+            self._announced.add(key)
+        else:
+            self._announced.discard(key)
+        log = logger.warning if first and not quiet else logger.info
         log(
             "alert %s %s (%s)%s: %s",
             alert["dedup_key"],

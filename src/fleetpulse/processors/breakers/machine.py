@@ -105,18 +105,26 @@ def classify_call(
     Short-circuited calls never reached the integration, so they never count; statuses not in
     ``failure_statuses`` (denied by default) and ``ignore_error_types`` count neither way.
     """
+    counted, failed = call_verdict(policy, status, error_type)
+    if not counted:
+        return 0, 0, 0
+    return 1, int(failed), int(latency_ms >= policy.slow_call_duration_ms)
+
+
+def call_verdict(policy: BreakerPolicy, status: str, error_type: str | None) -> tuple[bool, bool]:
+    """(counted, failed) for a call of ``status`` and ``error_type`` under ``policy``: what
+    ``classify_call`` decides before looking at the latency."""
     if status == "short_circuited":
-        return 0, 0, 0
+        return False, False
     if error_type is not None and error_type in policy.ignore_error_types:
-        return 0, 0, 0
-    slow = 1 if latency_ms >= policy.slow_call_duration_ms else 0
+        return False, False
     if status == "ok":
-        return 1, 0, slow
+        return True, False
     if status not in policy.failure_statuses:
-        return (0, 0, 0) if status == "denied" else (1, 0, slow)
+        return status != "denied", False
     if policy.record_error_types and error_type not in policy.record_error_types:
-        return 1, 0, slow
-    return 1, 1, slow
+        return True, False
+    return True, True
 
 
 def classify_task(policy: BreakerPolicy, outcome: str, duration_ms: float) -> tuple[int, int, int]:

@@ -1,24 +1,22 @@
-"""The breaker stage of the processors: task events in, breaker decisions on fleetpulse.control.
+"""The breaker stage of the processors: breaker-count cells in, breaker decisions on
+fleetpulse.control out.
 
 It runs beside the metric windows (``fleetpulse processors run`` starts both), in its own
 consumer group and its own process, because its job is latency, not volume: a breaker must
-open within a second of the event that crossed its threshold, whatever backlog the heavier
-metric windows carry. It is a plain confluent-kafka loop with a short fetch wait.
+open within a second of the event that crossed its threshold, whatever else the processors
+are doing. It never reads a task event: the ingest pass of the metric workers decodes each
+event once and sends the calls, failures and slow calls per (breaker, source partition,
+second) as *cells* to ``processors.breaker-counts``, on the partition that owns the breaker
+(``breakers/counts.py``).
 
-Data path, per worker of the ``<prefix>breakers`` group:
-
-1. For each task-events partition it owns, count every tool call per breaker (integration,
-   agent x integration, and agent if opted in) and per second of the call's end time. The
-   counts are absolute per (breaker, source partition, second).
-2. Send changed counts as *cells* to ``processors.breaker-counts``, on the partition that owns
-   the breaker (crc32 of its id). Cells replace, never add, so replays change nothing.
-3. For each breaker-counts partition it owns, sum the cells into each breaker's window, run the
-   state machine (``breakers.py``) after every batch and on a short timer, and publish every
-   transition to the compacted control topic, keyed by breaker id.
+Per worker of the ``<prefix>breakers`` group, for each breaker-counts partition it owns: set
+the cells into each breaker's window (cells replace, never add, so replays change nothing),
+run the state machine (``machine.py``) after every batch and on a short timer, and publish
+every transition to the compacted control topic, keyed by breaker id.
 
 State across restarts: decisions live in the control topic (read back in full at start, with
-operators' FORCED_OPEN / DISABLED / resets); windows are rebuilt by reading both input topics
-from now minus the longest breaker window (nothing is committed: only recent calls matter).
+operators' FORCED_OPEN / DISABLED / resets); windows are rebuilt by reading breaker-counts from
+now minus the longest breaker window (nothing is committed: only recent calls matter).
 """
 
 from __future__ import annotations
@@ -26,33 +24,26 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 
 import orjson
 from confluent_kafka import OFFSET_END, Consumer, Message, Producer, TopicPartition
 
 from fleetpulse.clock import Clock, SystemClock
 from fleetpulse.config import ProcessorSettings
-from fleetpulse.control.follower import ControlFollower
-from fleetpulse.control.view import ControlRecord, ControlView
-from fleetpulse.errors import CodecError
+from fleetpulse.control.control_state import ControlRecord, ControlView
+from fleetpulse.control.topic_follower import ControlFollower
 from fleetpulse.events.codec import AvroCodec
-from fleetpulse.kafka_config import consumer_config, producer_config
-from fleetpulse.policy import BreakerPolicy, FleetPolicy
+from fleetpulse.kafka_config import consumer_config, producer_config, static_member
+from fleetpulse.policy import FleetPolicy
+from fleetpulse.processors.breakers.counts import BreakerPolicies, owner_partition
 from fleetpulse.processors.breakers.machine import (
     US,
     Breaker,
     BreakerState,
     State,
-    agent_breaker_id,
-    agent_integration_id,
-    classify_call,
-    classify_task,
     from_control,
-    integration_id,
     next_sequence,
     parse_breaker_id,
     to_control,
@@ -67,11 +58,6 @@ _TIMER_S = 0.05  # OPEN -> HALF_OPEN and half-open timeouts are checked this oft
 _EVICT_S = 10.0
 
 
-def owner_partition(breaker_id: str, partitions: int) -> int:
-    """The breaker-counts partition (hence the worker) that decides for ``breaker_id``."""
-    return zlib.crc32(breaker_id.encode()) % partitions
-
-
 class BreakerStage:
     """One worker of the breaker stage. ``run()`` until ``stop_event`` is set."""
 
@@ -84,13 +70,12 @@ class BreakerStage:
         client_id: str = "fleetpulse-breakers",
     ) -> None:
         self.settings = settings
-        self.policy = policy.breakers
+        self.policies = BreakerPolicies(policy.breakers)
         self.topics = settings.topics
         self.bootstrap = settings.resolved_bootstrap()
         self.clock = clock or SystemClock()
         self.lookback_s = policy.longest_breaker_window_s + 60
         self.partitions = partition_count(self.bootstrap, self.topics.breaker_counts)
-        self.codec = AvroCodec(registry_url=settings.schema_registry_url, logical_types=False)
         self._encode_control = AvroCodec(registry_url=settings.schema_registry_url).encoder(
             "ControlMessage", self.topics.control
         )
@@ -105,6 +90,7 @@ class BreakerStage:
                 # that short (librdkafka's default is 45 s; 6 s is the broker's minimum)
                 "session.timeout.ms": settings.breakers_session_timeout_ms,
                 "heartbeat.interval.ms": max(500, settings.breakers_session_timeout_ms // 6),
+                **static_member(client_id),
             }
         )
         self.view = ControlView()
@@ -118,36 +104,10 @@ class BreakerStage:
         self.view.on_change(self._on_control)
         self.view.on_stale(self._on_stale_control)
         self.stop_event = threading.Event()
-        # source side: task-events partition -> (breaker id, second) -> [calls, failures, slow]
-        self._sources: dict[int, dict[tuple[str, int], list[int]]] = {}
-        self._dirty: set[tuple[int, str, int]] = set()
-        # owner side
-        self._owned: set[int] = set()
+        self._owned: set[int] = set()  # the breaker-counts partitions this worker decides for
         self.breakers: dict[str, Breaker] = {}
-        self._policies: dict[tuple[str, str | None, str | None], BreakerPolicy] = {}
-        self._call_cache: dict[tuple[str, str], list[tuple[str, BreakerPolicy]]] = {}
-        self._agent_cache: dict[str, tuple[str, BreakerPolicy] | None] = {}
-        self.counters = {"events": 0, "cells_out": 0, "cells_in": 0, "transitions": 0, "bad": 0}
+        self.counters = {"cells_in": 0, "transitions": 0, "bad": 0}
         self.on_transition: Callable[[BreakerState], None] | None = None
-
-    # -- policies -------------------------------------------------------------------------
-
-    def _policy(self, scope: str, agent: str | None, integration: str | None) -> BreakerPolicy:
-        key = (scope, agent, integration)
-        found = self._policies.get(key)
-        if found is None:
-            if scope == "integration":
-                found = self.policy.for_integration(integration or "")
-            elif scope == "agent_integration":
-                found = self.policy.for_agent_integration(agent or "", integration or "")
-            else:
-                found = self.policy.for_agent(agent or "")
-            self._policies[key] = found
-        return found
-
-    def _policy_of(self, breaker_id: str) -> BreakerPolicy:
-        k = parse_breaker_id(breaker_id)
-        return self._policy(k.scope, k.agent_id, k.integration)
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -160,7 +120,7 @@ class BreakerStage:
                 raise TimeoutError(f"could not read {self.topics.control} within {timeout:g}s")
             self.follower.poll(0.1)
         self.consumer.subscribe(
-            [self.topics.task_events, self.topics.breaker_counts],
+            [self.topics.breaker_counts],
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
             on_lost=self._on_revoke,
@@ -189,104 +149,12 @@ class BreakerStage:
         self.evaluate(None)
 
     def step(self, msgs: list[Message]) -> None:
-        """Count a batch, ship the changed cells, fold in received cells, decide."""
+        """Fold in received cells, decide for the breakers they touched."""
         touched: set[str] = set()
         for m in msgs:
-            if m.topic() == self.topics.task_events:
-                self._count(m)
-            else:
-                touched |= self._take_cells(m)
-        self._ship_cells()
+            touched |= self._take_cells(m)
         if touched:
             self.evaluate(touched)
-
-    # -- source side ----------------------------------------------------------------------
-
-    def _count(self, m: Message) -> None:
-        p = m.partition() or 0
-        table = self._sources.get(p)
-        if table is None:
-            return  # revoked meanwhile
-        try:
-            ev = self.codec.decode(
-                m.value() or b"", "TaskEvent", topic=m.topic(), partition=p, offset=m.offset()
-            )
-        except CodecError:
-            self.counters["bad"] += (
-                1  # the metric stage dead-letters it; here it just is not counted
-            )
-            return
-        self.counters["events"] += 1
-        agent = ev["agent_id"]
-        for call in ev["tool_calls"]:
-            lat = call["latency_ms"]
-            sec = (call["started_at"] + int(lat * 1000)) // US
-            status, error_type = call["status"], call["error_type"]
-            for breaker_id, pol in self._call_breakers(agent, call["integration"]):
-                self._add(table, p, breaker_id, sec, classify_call(pol, status, error_type, lat))
-        found = self._agent_breaker(agent)
-        if found is not None:
-            breaker_id, pol = found
-            counted = classify_task(pol, ev["outcome"], ev["duration_ms"])
-            self._add(table, p, breaker_id, ev["ended_at"] // US, counted)
-
-    def _call_breakers(self, agent: str, integ: str) -> list[tuple[str, BreakerPolicy]]:
-        """The enabled breakers a call of ``agent`` to ``integ`` counts for (cached)."""
-        key = (agent, integ)
-        found = self._call_cache.get(key)
-        if found is None:
-            found = []
-            pol = self._policy("integration", None, integ)
-            if pol.enabled:
-                found.append((integration_id(integ), pol))
-            pol = self._policy("agent_integration", agent, integ)
-            if pol.enabled:
-                found.append((agent_integration_id(agent, integ), pol))
-            self._call_cache[key] = found
-        return found
-
-    def _agent_breaker(self, agent: str) -> tuple[str, BreakerPolicy] | None:
-        if agent not in self._agent_cache:
-            pol = self._policy("agent", agent, None)
-            self._agent_cache[agent] = (agent_breaker_id(agent), pol) if pol.enabled else None
-        return self._agent_cache[agent]
-
-    def _add(
-        self,
-        table: dict[tuple[str, int], list[int]],
-        p: int,
-        breaker_id: str,
-        sec: int,
-        counted: tuple[int, int, int],
-    ) -> None:
-        calls, failures, slow = counted
-        if not calls:
-            return
-        key = (breaker_id, sec)
-        cell = table.get(key)
-        if cell is None:
-            table[key] = [calls, failures, slow]
-        else:
-            cell[0] += calls
-            cell[1] += failures
-            cell[2] += slow
-        self._dirty.add((p, breaker_id, sec))
-
-    def _ship_cells(self) -> None:
-        if not self._dirty:
-            return
-        by_dest: dict[tuple[int, int], list[list[Any]]] = {}
-        for p, breaker_id, sec in self._dirty:
-            cell = self._sources.get(p, {}).get((breaker_id, sec))
-            if cell is None:
-                continue
-            dest = owner_partition(breaker_id, self.partitions)
-            by_dest.setdefault((dest, p), []).append([breaker_id, sec, *cell])
-        self._dirty.clear()
-        for (dest, src), cells in by_dest.items():
-            value = orjson.dumps({"src": src, "cells": cells})
-            self._produce(self.topics.breaker_counts, value, str(src).encode(), partition=dest)
-            self.counters["cells_out"] += len(cells)
 
     # -- owner side -----------------------------------------------------------------------
 
@@ -320,7 +188,7 @@ class BreakerStage:
                 return None
             held = self.view.get("breaker", breaker_id)
             b = Breaker(
-                key, self._policy_of(breaker_id), state or (from_control(held) if held else None)
+                key, self.policies.of(breaker_id), state or (from_control(held) if held else None)
             )
             self.breakers[breaker_id] = b
         return b
@@ -390,11 +258,7 @@ class BreakerStage:
             TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_END)
             for tp in found
         ]
-        for tp in partitions:
-            if tp.topic == self.topics.task_events:
-                self._sources[tp.partition] = {}
-            else:
-                self._owned.add(tp.partition)
+        self._owned |= {tp.partition for tp in partitions}
         # breakers whose decisions we now own: start from their last published state
         for rec in self.view.records("breaker"):
             if self._owns(rec["target_id"]):
@@ -403,21 +267,13 @@ class BreakerStage:
         logger.info("breaker stage assigned %s", sorted((t.topic, t.partition) for t in partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            if tp.topic == self.topics.task_events:
-                self._sources.pop(tp.partition, None)
-            else:
-                self._owned.discard(tp.partition)
+        self._owned -= {tp.partition for tp in partitions}
         for breaker_id in [i for i in self.breakers if not self._owns(i)]:
             del self.breakers[breaker_id]
-        self._dirty = {d for d in self._dirty if d[0] in self._sources}
         consumer.unassign()
 
     def _evict(self) -> None:
         oldest = self.clock.time_us() // US - self.lookback_s
-        for table in self._sources.values():
-            for key in [k for k in table if k[1] < oldest]:
-                del table[key]
         for b in self.breakers.values():
             b.window.evict(oldest)
 

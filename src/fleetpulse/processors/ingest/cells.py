@@ -21,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from fleetpulse.processors.windows.aggregate import COUNTERS
 
 # scope type -> its dimensions, in the order of the cell's (d1, d2)
@@ -39,6 +41,94 @@ CellKey = tuple[str, str, str, int, int]
 
 # one cell: key, counters (in COUNTERS order), zero-bin count, sketch bin keys, their counts
 Cell = tuple[CellKey, tuple[int, ...], int, list[int], list[int]]
+
+# what the breakers count, per second of the call's (or task's) end, for every accepted event
+# whether late or not: (source partition, agent, integration, status, error type, second,
+# calls, calls at least as slow as each of BreakerSpec.call_slow_ms); short-circuited calls
+# never reached the integration and are left out
+CallGroup = tuple[int, str, str, str, str | None, int, int, tuple[int, ...]]
+# (source partition, agent, outcome, second, tasks, tasks as slow as each task_slow_ms)
+TaskGroup = tuple[int, str, str, int, int, tuple[int, ...]]
+
+# what the alert rules count, per second of the task's end, for every accepted event (the alert
+# windows decide what is too old): a task scope's figures
+#   (scope, agent, version or task type or "", second, tasks, failed tasks, cost micros,
+#    zero-latency tasks, latency bin keys, their counts,
+#    integrations with a failing call in failed tasks, how many such tasks,
+#    upstream agents named by failed tasks, how many such tasks)
+AlertTaskRow = tuple[
+    str, str, str, int, int, int, int, int, list[int], list[int], list[str], list[int],
+    list[str], list[int],
+]  # fmt: skip
+# and the calls, finely enough for permissions and approval gates to be decided per group:
+#   (agent, integration, agent role, operation, access, approved, second,
+#    tasks calling the integration (once per task), attempted calls, attempted calls not ok,
+#    denied calls, calls)
+AlertCallRow = tuple[str, str, str, str, str, bool, int, int, int, int, int, int]
+
+
+@dataclass
+class AlertGroups:
+    """The alert stage's input from one batch (``processors.alert-cells``). ``runs``: per
+    agent, the starts of its runs in the batch (a start further than the run gap from the
+    previous run's start, in time order); ``versions``: (agent, version) in the order the
+    batch first shows them."""
+
+    tasks: list[AlertTaskRow] = field(default_factory=list)
+    calls: list[AlertCallRow] = field(default_factory=list)
+    runs: list[tuple[str, list[int]]] = field(default_factory=list)
+    versions: list[tuple[str, str]] = field(default_factory=list)
+
+    events: int = 0  # how many events the groups count
+
+    def records(self, max_rows: int = 2000) -> list[bytes]:
+        """The groups as JSON records of at most ``max_rows`` rows each (the last one carries
+        the runs, the versions and the event count)."""
+        rows: list[tuple[str, Any]] = [("t", r) for r in self.tasks]
+        rows += [("c", r) for r in self.calls]
+        out: list[dict[str, Any]] = []
+        for i in range(0, len(rows), max_rows):
+            chunk = rows[i : i + max_rows]
+            doc = {
+                "tasks": [r for k, r in chunk if k == "t"],
+                "calls": [r for k, r in chunk if k == "c"],
+            }
+            out.append(doc)
+        if not out:
+            out.append({"tasks": [], "calls": []})
+        out[-1].update(runs=self.runs, versions=self.versions, events=self.events)
+        return [orjson.dumps(doc) for doc in out]
+
+    @classmethod
+    def from_record(cls, value: bytes) -> AlertGroups:
+        """One record of ``records()``.
+
+        Raises:
+            ValueError: the record is not one.
+        """
+        try:
+            doc = orjson.loads(value)
+            return cls(
+                tasks=[tuple(r) for r in doc["tasks"]],
+                calls=[tuple(r) for r in doc["calls"]],
+                runs=[(str(a), [int(x) for x in r]) for a, r in doc.get("runs", ())],
+                versions=[(str(a), str(v)) for a, v in doc.get("versions", ())],
+                events=int(doc.get("events", 0)),
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not an alert-cells record: {exc}") from None
+
+    def canonical(self) -> dict[str, Any]:
+        """Order-free form for comparing two passes (versions keep their order per agent)."""
+        per_agent: dict[str, list[str]] = {}
+        for agent, version in self.versions:
+            per_agent.setdefault(agent, []).append(version)
+        return {
+            "tasks": sorted(map(repr, self.tasks)),
+            "calls": sorted(map(repr, self.calls)),
+            "runs": sorted(self.runs),
+            "versions": per_agent,
+        }
 
 
 @dataclass
@@ -59,6 +149,11 @@ class Partials:
     progress: dict[int, PartitionProgress] = field(default_factory=dict)
     # (index of the record in the batch, why it cannot be counted): for the DLQ
     rejected: list[tuple[int, str]] = field(default_factory=list)
+    # for the breakers, when IngestParams.breakers asks for them
+    breaker_calls: list[CallGroup] = field(default_factory=list)
+    breaker_tasks: list[TaskGroup] = field(default_factory=list)
+    # for the alert rules, when IngestParams.alerts asks for them
+    alerts: AlertGroups | None = None
 
     def canonical(self) -> dict[CellKey, dict[str, Any]]:
         """Cells as plain dicts keyed by cell, for comparing two passes exactly."""

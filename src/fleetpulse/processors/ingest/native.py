@@ -38,7 +38,7 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -50,13 +50,24 @@ from fleetpulse.errors import CodecError
 from fleetpulse.events.codec import HEADER_LEN, MAX_BYTES, SINGLE_OBJECT_MARKER, AvroCodec
 from fleetpulse.events.container import container, zigzag
 from fleetpulse.events.task_event import read_task_event
-from fleetpulse.processors.ingest.cells import Cell, Partials, PartitionProgress
-from fleetpulse.processors.ingest.params import IngestParams, Where
+from fleetpulse.processors.ingest.cells import (
+    AlertGroups,
+    Cell,
+    Partials,
+    PartitionProgress,
+)
+from fleetpulse.processors.ingest.params import AlertSpec, IngestParams, Where
 from fleetpulse.processors.ingest.reference import reference_partials
 from fleetpulse.processors.ingest.sql import (
+    ALERT_VERSIONS_SQL,
     BOUNDS_SQL,
     META_SQL,
     ON_TIME_SOURCE,
+    alert_calls_sql,
+    alert_runs_sql,
+    alert_tasks_sql,
+    breaker_calls_sql,
+    breaker_tasks_sql,
     call_cells_sql,
     late_bounds_sql,
     late_source,
@@ -205,6 +216,17 @@ class NativeIngest:
                 bounds = s.query(late_bounds_sql(source), "ArrowTable").to_pylist()
             tasks = s.query(task_cells_sql(source, params.bucket_us), "ArrowTable")
             calls = s.query(call_cells_sql(source, params.bucket_us), "ArrowTable")
+            spec = params.breakers
+            if spec is not None and spec.call_slow_ms:
+                out.breaker_calls = _rows(
+                    s.query(breaker_calls_sql(spec.call_slow_ms), "ArrowTable"), _CALL_GROUP
+                )
+            if spec is not None and spec.task_slow_ms:
+                out.breaker_tasks = _rows(
+                    s.query(breaker_tasks_sql(spec.task_slow_ms), "ArrowTable"), _TASK_GROUP
+                )
+            if params.alerts is not None:
+                out.alerts = _alert_groups(s, params.alerts)
         except _Misread:
             raise
         except Exception as exc:  # chDB raises a bare error with the engine's message
@@ -319,23 +341,92 @@ def _progress(bounds: list[dict[str, Any]], params: IngestParams) -> dict[int, P
     return out
 
 
-def _cells(t: pa.Table) -> list[Cell]:
-    """The cells of one result table as Python tuples. Numbers go through numpy (Arrow's own
+class _Columns:
+    """A result table's columns as Python lists. Numbers go through numpy (Arrow's own
     ``to_pylist`` costs 10x more here) and each list column is split by its offsets."""
-    if t.num_rows == 0:
-        return []
-    t = t.combine_chunks()
 
-    def ints(name: str) -> list[int]:
-        return list(t.column(name).chunk(0).to_numpy(zero_copy_only=False).tolist())
+    def __init__(self, t: pa.Table) -> None:
+        self.t = t.combine_chunks()
 
-    def lists(name: str) -> list[list[int]]:
-        arr = t.column(name).chunk(0)
+    def ints(self, name: str) -> list[int]:
+        return list(self.t.column(name).chunk(0).to_numpy(zero_copy_only=False).tolist())
+
+    def lists(self, name: str) -> list[list[int]]:
+        arr = self.t.column(name).chunk(0)
         offsets = arr.offsets.to_numpy().tolist()
         values = arr.values.to_numpy(zero_copy_only=False).tolist()
         return [values[a:b] for a, b in itertools.pairwise(offsets)]
 
-    scope, d1, d2 = (t.column(name).to_pylist() for name in ("scope", "d1", "d2"))
+    def strings(self, name: str) -> list[Any]:
+        return list(self.t.column(name).to_pylist())
+
+    def string_lists(self, name: str) -> list[list[str]]:
+        arr = self.t.column(name).chunk(0)
+        offsets = arr.offsets.to_numpy().tolist()
+        values = arr.values.to_pylist()
+        return [values[a:b] for a, b in itertools.pairwise(offsets)]
+
+    def read(self, name: str, kind: str) -> Iterable[Any]:
+        """One column as ``kind``: int, str, bool, ints (lists), strs (lists), tuple (of ints)."""
+        if kind == "int":
+            return self.ints(name)
+        if kind == "str":
+            return self.strings(name)
+        if kind == "bool":
+            return map(bool, self.ints(name))
+        if kind == "strs":
+            return self.string_lists(name)
+        lists = self.lists(name)
+        return map(tuple, lists) if kind == "tuple" else lists
+
+
+def _rows(t: pa.Table, layout: Sequence[tuple[str, str]]) -> list[Any]:
+    """A result table as tuples of its columns ``layout`` (name, kind) in that order."""
+    if t.num_rows == 0:
+        return []
+    c = _Columns(t)
+    return list(zip(*(c.read(name, kind) for name, kind in layout), strict=True))
+
+
+def _layout(spec: str) -> tuple[tuple[str, str], ...]:
+    """``"p:int agent:str"`` -> (("p", "int"), ("agent", "str"))."""
+    return tuple((n, k) for n, _, k in (f.partition(":") for f in spec.split()))
+
+
+# the column layouts of the groups (cells.CallGroup, TaskGroup, AlertTaskRow, AlertCallRow)
+_CALL_GROUP = _layout("p:int agent:str integ:str st:str et:str sec:int n:int slow:tuple")
+_TASK_GROUP = _layout("p:int agent:str outcome:str sec:int n:int slow:tuple")
+_ALERT_TASK = _layout(
+    "scope:str d1:str d2:str sec:int tasks:int failures:int cost:int zero:int bin_keys:ints "
+    "bin_counts:ints via_keys:strs via_counts:ints after_keys:strs after_counts:ints"
+)
+_ALERT_CALL = _layout(
+    "agent:str integ:str role:str op:str acc:str appr:bool sec:int tasks:int attempted:int "
+    "errors:int denied:int calls:int"
+)
+
+
+def _alert_groups(s: Any, spec: AlertSpec) -> AlertGroups:
+    """The alert rules' groups of the batch in ``fp_ingest.raw``."""
+    out = AlertGroups(
+        tasks=_rows(s.query(alert_tasks_sql(), "ArrowTable"), _ALERT_TASK),
+        calls=_rows(s.query(alert_calls_sql(), "ArrowTable"), _ALERT_CALL),
+        versions=_rows(s.query(ALERT_VERSIONS_SQL, "ArrowTable"), _layout("agent:str version:str")),
+    )
+    if spec.run_gap_us is not None:
+        out.runs = _rows(
+            s.query(alert_runs_sql(spec.run_gap_us), "ArrowTable"), _layout("agent:str runs:ints")
+        )
+    return out
+
+
+def _cells(t: pa.Table) -> list[Cell]:
+    """The cells of one result table as Python tuples."""
+    if t.num_rows == 0:
+        return []
+    c = _Columns(t)
+    ints, lists = c.ints, c.lists
+    scope, d1, d2 = (c.strings(name) for name in ("scope", "d1", "d2"))
     counters = list(zip(*(ints(name) for name in COUNTERS), strict=True))
     return [
         ((s, a, b, p, w), c, z, k, n)

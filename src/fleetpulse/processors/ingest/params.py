@@ -18,6 +18,8 @@ class IngestParams:
     lateness_us: int = 120_000_000
     max_future_us: int = 300_000_000
     watermarks: Mapping[int, int] = field(default_factory=dict)
+    breakers: BreakerSpec | None = None
+    alerts: AlertSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -27,3 +29,21 @@ class Where:
 
     topic: str
     offsets: Sequence[int]
+
+
+@dataclass(frozen=True)
+class BreakerSpec:
+    """What the breakers need counted, per second: ``call_slow_ms``, the distinct slow-call
+    thresholds of the enabled call breakers (integration, agent x integration), and
+    ``task_slow_ms``, those of the enabled agent breakers. Empty: that kind is not counted."""
+
+    call_slow_ms: tuple[float, ...] = ()
+    task_slow_ms: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class AlertSpec:
+    """The alert rules' groups are wanted. ``run_gap_us``: task starts no further than this
+    from a run's start belong to that run (schedules); None: no schedule rule, no runs."""
+
+    run_gap_us: int | None = None

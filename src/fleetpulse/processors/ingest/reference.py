@@ -10,11 +10,26 @@ from typing import Any
 
 from fleetpulse.events.codec import AvroCodec
 from fleetpulse.events.task_event import read_task_event
-from fleetpulse.processors.ingest.cells import CellKey, Partials, PartitionProgress
-from fleetpulse.processors.ingest.params import IngestParams, Where
+from fleetpulse.processors.ingest.cells import (
+    AlertGroups,
+    AlertTaskRow,
+    CallGroup,
+    CellKey,
+    Partials,
+    PartitionProgress,
+    TaskGroup,
+)
+from fleetpulse.processors.ingest.params import AlertSpec, BreakerSpec, IngestParams, Where
 from fleetpulse.processors.windows.aggregate import COUNTERS
 from fleetpulse.processors.windows.sketch import bin_key
-from fleetpulse.semantics import ATTEMPTED_STATUSES, CALL_ERROR_STATUSES
+from fleetpulse.semantics import (
+    ATTEMPTED_STATUSES,
+    CALL_ERROR_STATUSES,
+    FAILED_OUTCOMES,
+    FAILING_CALL_STATUSES,
+)
+
+US = 1_000_000
 
 _N = len(COUNTERS)
 _AT = {name: i for i, name in enumerate(COUNTERS)}
@@ -88,7 +103,128 @@ def aggregate_events(rows: Sequence[tuple[int, dict[str, Any]]], params: IngestP
     for key, a in acc.items():
         keys = sorted(a.bins)
         out.cells.append((key, tuple(a.counters), a.zero, keys, [a.bins[k] for k in keys]))
+    if params.breakers is not None:
+        out.breaker_calls, out.breaker_tasks = _breaker_groups(rows, params.breakers)
+    if params.alerts is not None:
+        out.alerts = alert_groups([ev for _, ev in rows], params.alerts)
     return out
+
+
+class _Task:
+    """One task scope's alert figures over one second."""
+
+    __slots__ = ("after", "bins", "cost", "failures", "tasks", "via", "zero")
+
+    def __init__(self) -> None:
+        self.tasks = self.failures = self.cost = self.zero = 0
+        self.bins: dict[int, int] = {}
+        self.via: dict[str, int] = {}
+        self.after: dict[str, int] = {}
+
+    def row(self, scope: str, d1: str, d2: str, sec: int) -> AlertTaskRow:
+        keys, via, after = sorted(self.bins), sorted(self.via), sorted(self.after)
+        return (
+            scope, d1, d2, sec, self.tasks, self.failures, self.cost, self.zero,
+            keys, [self.bins[k] for k in keys], via, [self.via[k] for k in via],
+            after, [self.after[k] for k in after],
+        )  # fmt: skip
+
+
+def alert_groups(events: Sequence[dict[str, Any]], spec: AlertSpec) -> AlertGroups:
+    """What the alert rules count of decoded, countable events (see ``cells.AlertGroups``)."""
+    tasks: dict[tuple[str, str, str, int], _Task] = {}
+    calls: dict[tuple[str, str, str, str, str, bool, int], list[int]] = {}
+    starts: dict[str, list[int]] = {}
+    versions: dict[tuple[str, str], None] = {}
+    for ev in events:
+        agent, sec = ev["agent_id"], ev["ended_at"] // US
+        failed = ev["outcome"] in FAILED_OUTCOMES
+        key = bin_key(ev["duration_ms"])
+        upstream = ev["upstream_agent_id"] or ""
+        failing = {
+            c["integration"] for c in ev["tool_calls"] if c["status"] in FAILING_CALL_STATUSES
+        }
+        for d2, scope in (("", "agent"), (ev["agent_version"], "agent_version"),
+                          (ev["task_type"], "agent_task_type")):  # fmt: skip
+            t = tasks.get((scope, agent, d2, sec))
+            if t is None:
+                t = tasks[(scope, agent, d2, sec)] = _Task()
+            t.tasks += 1
+            t.cost += ev["cost_micros"]
+            if key is None:
+                t.zero += 1
+            else:
+                t.bins[key] = t.bins.get(key, 0) + 1
+            if failed:
+                t.failures += 1
+                for name in failing:
+                    t.via[name] = t.via.get(name, 0) + 1
+                if upstream:
+                    t.after[upstream] = t.after.get(upstream, 0) + 1
+        seen: set[str] = set()
+        attributes = ev["attributes"]
+        for c in ev["tool_calls"]:
+            name, op, status = c["integration"], c["operation"], c["status"]
+            approved = attributes.get(f"approval:{name}.{op}", "").endswith(":approved")
+            k = (agent, name, ev["agent_role"], op, c["access"], approved, sec)
+            n = calls.get(k)
+            if n is None:
+                n = calls[k] = [0, 0, 0, 0, 0]
+            n[0] += name not in seen
+            seen.add(name)
+            attempted = status in ATTEMPTED_STATUSES
+            n[1] += attempted
+            n[2] += attempted and status != "ok"
+            n[3] += status == "denied"
+            n[4] += 1
+        starts.setdefault(agent, []).append(ev["started_at"])
+        versions[(agent, ev["agent_version"])] = None
+    out = AlertGroups(
+        tasks=[t.row(*k) for k, t in tasks.items()],
+        calls=[(*k, n[0], n[1], n[2], n[3], n[4]) for k, n in calls.items()],
+        versions=list(versions),
+    )
+    if spec.run_gap_us is not None:
+        for agent, times in starts.items():
+            runs: list[int] = []
+            for x in sorted(times):
+                if not runs or x - runs[-1] > spec.run_gap_us:
+                    runs.append(x)
+            out.runs.append((agent, runs))
+    return out
+
+
+def _breaker_groups(
+    rows: Sequence[tuple[int, dict[str, Any]]], spec: BreakerSpec
+) -> tuple[list[CallGroup], list[TaskGroup]]:
+    calls: dict[tuple[int, str, str, str, str | None, int], list[int]] = {}
+    tasks: dict[tuple[int, str, str, int], list[int]] = {}
+    for p, ev in rows:
+        agent = ev["agent_id"]
+        if spec.call_slow_ms:
+            for call in ev["tool_calls"]:
+                status, lat = call["status"], call["latency_ms"]
+                if status == "short_circuited":
+                    continue
+                sec = (call["started_at"] + int(lat * 1000)) // US
+                key = (p, agent, call["integration"], status, call["error_type"], sec)
+                _count(calls, key, lat, spec.call_slow_ms)
+        if spec.task_slow_ms:
+            key2 = (p, agent, ev["outcome"], ev["ended_at"] // US)
+            _count(tasks, key2, ev["duration_ms"], spec.task_slow_ms)
+    return (
+        [(*k, n[0], tuple(n[1:])) for k, n in calls.items()],
+        [(*k, n[0], tuple(n[1:])) for k, n in tasks.items()],
+    )
+
+
+def _count(groups: dict[Any, list[int]], key: Any, value: float, slow: tuple[float, ...]) -> None:
+    n = groups.get(key)
+    if n is None:
+        n = groups[key] = [0] * (len(slow) + 1)
+    n[0] += 1
+    for i, t in enumerate(slow, 1):
+        n[i] += value >= t
 
 
 def _add_event(

@@ -19,7 +19,13 @@ from fleetpulse.events.task_event import sql_accepts
 from fleetpulse.processors.ingest.params import IngestParams
 from fleetpulse.processors.windows.aggregate import COUNTERS
 from fleetpulse.processors.windows.sketch import _MIN_INDEXABLE, _MULTIPLIER, _OFFSET
-from fleetpulse.semantics import ATTEMPTED_STATUSES, CALL_ERROR_STATUSES, sql_set
+from fleetpulse.semantics import (
+    ATTEMPTED_STATUSES,
+    CALL_ERROR_STATUSES,
+    FAILED_OUTCOMES,
+    FAILING_CALL_STATUSES,
+    sql_set,
+)
 
 _ERR = sql_set(CALL_ERROR_STATUSES)
 
@@ -46,7 +52,15 @@ SELECT _row AS row, _p AS p, bad, agent_id AS agent, agent_version AS version, t
        arrayMap(c -> c.integration, tool_calls) AS ci,
        arrayMap(c -> toString(c.status), tool_calls) AS cs,
        arrayMap(c -> c.latency_ms, tool_calls) AS cl,
-       arrayMap(c -> c.cost_micros, tool_calls) AS cc
+       arrayMap(c -> c.cost_micros, tool_calls) AS cc,
+       arrayMap(c -> c.error_type, tool_calls) AS ce,
+       arrayMap(c -> toUnixTimestamp64Micro(c.started_at), tool_calls) AS cst,
+       agent_role AS role, ifNull(upstream_agent_id, '') AS up,
+       toUnixTimestamp64Micro(started_at) AS started,
+       arrayMap(c -> c.operation, tool_calls) AS co,
+       arrayMap(c -> toString(c.access), tool_calls) AS ca,
+       arrayMap(c -> endsWith(attributes[concat('approval:', c.integration, '.', c.operation)],
+                              ':approved'), tool_calls) AS capp
 FROM (SELECT *, toUnixTimestamp64Micro(ended_at) AS ts, {bad} AS bad FROM file('{path}', 'Avro'))
 """
 
@@ -84,13 +98,13 @@ SELECT p, toInt64(count()) AS events, toInt64(countIf(late)) AS late_events,
 FROM {source} GROUP BY p ORDER BY p"""
 
 
-def _rle(sorted_keys: str) -> str:
-    """keys, counts of a sorted array of bins, run-length encoded."""
+def _rle(sorted_keys: str, name: str = "bin") -> str:
+    """``<name>_keys``, ``<name>_counts`` of a sorted array, run-length encoded."""
     s = sorted_keys
     return (
-        f"arrayCompact({s}) AS bin_keys, arrayMap(a -> toInt64(length(a)), arraySplit("
+        f"arrayCompact({s}) AS {name}_keys, arrayMap(a -> toInt64(length(a)), arraySplit("
         f"(x, f) -> f, {s}, arrayMap(i -> i = 1 OR {s}[i] != {s}[i - 1], arrayEnumerate({s}))))"
-        " AS bin_counts"
+        f" AS {name}_counts"
     )
 
 
@@ -161,3 +175,82 @@ FROM (SELECT p, agent, outcome, late, integ, st, lat, ccost, indexOf(ci, integ) 
                                arrayEnumerate(ci) AS k)
 GROUP BY GROUPING SETS ((integ, p, bucket), (agent, integ, p, bucket))
 )"""
+
+
+def _slow(v: str, thresholds: tuple[float, ...]) -> str:
+    """How many rows are at least as slow as each threshold, as an array."""
+    if not thresholds:
+        return "CAST([], 'Array(Int64)')"
+    return "[" + ", ".join(f"toInt64(countIf({v} >= {t!r}))" for t in thresholds) + "]"
+
+
+def breaker_calls_sql(thresholds: tuple[float, ...]) -> str:
+    """Calls per (partition, agent, integration, status, error type, second of the call's end)
+    for the breakers, late or not; ``int(latency_ms * 1000)`` truncates as ``toInt64`` does."""
+    return f"""
+SELECT p, agent, integ, st, et, intDiv(start + toInt64(lat * 1000), 1000000) AS sec,
+       toInt64(count()) AS n, {_slow("lat", thresholds)} AS slow
+FROM fp_ingest.raw ARRAY JOIN ci AS integ, cs AS st, cl AS lat, ce AS et, cst AS start
+WHERE NOT bad AND st != 'short_circuited'
+GROUP BY p, agent, integ, st, et, sec"""
+
+
+def breaker_tasks_sql(thresholds: tuple[float, ...]) -> str:
+    """Tasks per (partition, agent, outcome, second of the task's end) for agent breakers."""
+    return f"""
+SELECT p, agent, outcome, intDiv(ts, 1000000) AS sec, toInt64(count()) AS n,
+       {_slow("dur", thresholds)} AS slow
+FROM fp_ingest.raw WHERE NOT bad GROUP BY p, agent, outcome, sec"""
+
+
+# -- the alert rules' groups (cells.AlertGroups) ----------------------------------------------
+
+_ACCEPTED = "(SELECT *, intDiv(ts, 1000000) AS sec FROM fp_ingest.raw WHERE NOT bad)"
+
+
+def alert_tasks_sql() -> str:
+    """Per (agent | agent x version | agent x task type, second): tasks, failures, cost,
+    latency bins, and what explains the failures (failing integrations, upstream agents)."""
+    failed = f"outcome IN {sql_set(FAILED_OUTCOMES)}"
+    failing = f"arrayDistinct(arrayFilter((i, s) -> s IN {sql_set(FAILING_CALL_STATUSES)}, ci, cs))"
+    return f"""
+SELECT scope, d1, d2, sec, tasks, failures, cost, zero, {_rle("s")}, {_rle("v", "via")},
+       {_rle("u", "after")} FROM (
+SELECT multiIf(g = 3, 'agent', g = 1, 'agent_version', 'agent_task_type') AS scope, agent AS d1,
+  multiIf(g = 1, version, g = 2, task_type, '') AS d2, sec,
+  toInt64(count()) AS tasks, toInt64(countIf(failed)) AS failures, toInt64(sum(cost)) AS cost,
+  toInt64(countIf(NOT ({_indexable("dur")}))) AS zero,
+  arraySort(groupArrayIf({_bin("dur")}, {_indexable("dur")})) AS s,
+  arraySort(arrayFlatten(groupArrayIf(failing, failed))) AS v,
+  arraySort(groupArrayIf(up, failed AND up != '')) AS u,
+  grouping(version, task_type) AS g
+FROM (SELECT *, {failed} AS failed, {failing} AS failing FROM {_ACCEPTED})
+GROUP BY GROUPING SETS ((agent, sec), (agent, version, sec), (agent, task_type, sec)))"""
+
+
+def alert_calls_sql() -> str:
+    """Calls per (agent, integration, role, operation, access, approved, second)."""
+    attempted = f"st IN {sql_set(ATTEMPTED_STATUSES)}"
+    return f"""
+SELECT agent, integ, role, op, acc, appr, sec,
+  toInt64(countIf(first)) AS tasks, toInt64(countIf({attempted})) AS attempted,
+  toInt64(countIf({attempted} AND st != 'ok')) AS errors,
+  toInt64(countIf(st = 'denied')) AS denied, toInt64(count()) AS calls
+FROM (SELECT agent, role, sec, integ, st, op, acc, appr, indexOf(ci, integ) = k AS first
+      FROM {_ACCEPTED} ARRAY JOIN ci AS integ, cs AS st, co AS op, ca AS acc, capp AS appr,
+                                  arrayEnumerate(ci) AS k)
+GROUP BY agent, integ, role, op, acc, appr, sec"""
+
+
+def alert_runs_sql(gap_us: int) -> str:
+    """Per agent, the starts of its runs: in time order, a start more than ``gap_us`` after the
+    previous run's start begins a new run."""
+    return f"""
+SELECT agent, arrayPopFront(arrayFold((acc, x) -> if(x - acc[-1] > {gap_us},
+         arrayPushBack(acc, x), acc), arraySort(groupArray(started)), [toInt64(-4e18)])) AS runs
+FROM fp_ingest.raw WHERE NOT bad GROUP BY agent"""
+
+
+ALERT_VERSIONS_SQL = """
+SELECT agent, version FROM fp_ingest.raw WHERE NOT bad GROUP BY agent, version ORDER BY min(row)
+"""

@@ -21,6 +21,9 @@ from fleetpulse.clock import Clock, SystemClock
 from fleetpulse.config import ProcessorSettings
 from fleetpulse.events.codec import AvroCodec
 from fleetpulse.kafka_config import admin_config, producer_config
+from fleetpulse.policy import FleetPolicy, load_policy
+from fleetpulse.processors.alerts.evaluator import alert_spec
+from fleetpulse.processors.breakers.counts import BreakerCounts
 from fleetpulse.processors.ingest import NativeIngest
 from fleetpulse.processors.ingest.params import Where
 from fleetpulse.processors.metrics.prom import ProcessorCollector, new_registry
@@ -64,6 +67,7 @@ class ProcessorCore:
         self,
         settings: ProcessorSettings,
         *,
+        policy: FleetPolicy | None = None,
         clock: Clock | None = None,
         client_id: str = "fleetpulse-processors",
     ) -> None:
@@ -104,6 +108,16 @@ class ProcessorCore:
         self._pending_since = 0.0
         self.ingest = NativeIngest(self.codec, native_min=settings.processors_ingest_native_min)
         self.dlq_count = 0
+        # the breakers' counts come out of the same pass (breakers/counts.py)
+        policy = policy or load_policy(settings.policy)
+        self.breaker_counts = BreakerCounts(
+            policy.breakers, partition_count(self.bootstrap, self.topics.breaker_counts)
+        )
+        self._breaker_lookback_s = policy.longest_breaker_window_s + 60
+        self._next_evict = 0
+        # and the alert rules' groups, when there are rules
+        self._alert_spec = alert_spec(policy.alerts) if policy.alerts.rules else None
+        self._alert_partitions = partition_count(self.bootstrap, self.topics.alert_cells)
 
     # -- assignment -----------------------------------------------------------------------
 
@@ -128,6 +142,7 @@ class ProcessorCore:
             for topic, p in self._known - wanted:
                 if topic == self.topics.task_events:
                     self.engine.revoke_source(p)
+                    self.breaker_counts.revoke(p)
                 else:
                     self.engine.revoke_partials(p)
                 self._rebuilding.discard((topic, p))
@@ -137,6 +152,7 @@ class ProcessorCore:
             for topic, p in new:
                 if topic == self.topics.task_events:
                     self.engine.assign_source(p, ready=False)
+                    self.breaker_counts.assign(p)
                 else:
                     self.engine.assign_partials(p, ready=False)
         return new
@@ -227,16 +243,34 @@ class ProcessorCore:
         )
         if not fresh:
             return
+        params = replace(
+            self.engine.params(),
+            max_future_us=self._max_future_us,
+            breakers=self.breaker_counts.spec,
+            # a replayed event's groups went to the alert stage when it was first read
+            alerts=None if replay else self._alert_spec,
+        )
         partials = self.ingest.run(
             [r.partition for r in fresh],
             [r.value or b"" for r in fresh],
-            replace(self.engine.params(), max_future_us=self._max_future_us),
+            params,
             where=Where(self.topics.task_events, [r.offset for r in fresh]),
         )
         for i, reason in partials.rejected:
             self._dead_letter(fresh[i], reason, replay)
         last = {r.partition: r.offset for r in fresh}
         self.engine.apply_partials(partials, last)
+        # the breakers wait for nothing: their cells go out with every pass
+        oldest_s = params.now_us // US - self._breaker_lookback_s
+        self.breaker_counts.add(partials.breaker_calls, partials.breaker_tasks, oldest_s=oldest_s)
+        for dest, key, value in self.breaker_counts.take():
+            self._produce(self.topics.breaker_counts, value, key, partition=dest)
+        if partials.alerts is not None:
+            partials.alerts.events = sum(p.events for p in partials.progress.values())
+            dest = fresh[0].partition % self._alert_partitions
+            for value in partials.alerts.records():
+                self._produce(self.topics.alert_cells, value, b"", partition=dest)
+        self.producer.poll(0)
 
     def _apply_cell(self, r: Record, *, replay: bool) -> None:
         if r.partition not in self.engine.globals:
@@ -278,6 +312,9 @@ class ProcessorCore:
                     )
                 sent = len(snaps)
                 self.collector.observe(snaps)
+            if now >= self._next_evict:
+                self._next_evict = now + 10 * US
+                self.breaker_counts.evict(now // US - self._breaker_lookback_s)
             c = self.engine.counters
             self.collector.records.update(
                 ok=c.events - c.late, late=c.late, duplicate=c.duplicates, dlq=self.dlq_count

@@ -15,16 +15,18 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from confluent_kafka import Producer
 
-from fleetpulse.config import CommonSettings
-from fleetpulse.control.follower import TopicFollower, catch_up
 from fleetpulse.control.governance import Event, GovernanceState
+from fleetpulse.control.topic_follower import TopicFollower, catch_up
 from fleetpulse.errors import ConflictError, DeliveryError
 from fleetpulse.events.codec import AvroCodec
 from fleetpulse.kafka_config import producer_config
+
+if TYPE_CHECKING:  # the settings are built by a service's main(); the SDK never loads them here
+    from fleetpulse.config import CommonSettings
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

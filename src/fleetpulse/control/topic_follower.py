@@ -1,5 +1,5 @@
 """Follow a state topic from its start: ``fleetpulse.control`` into a `ControlView`, and
-``fleetpulse.governance`` into a `GovernanceState` (see `control.log`).
+``fleetpulse.governance`` into a `GovernanceState` (see `control.governance_log`).
 
 Used by the SDK guard (a daemon thread per agent process), by the breaker stage (to pick up
 operator actions and its own states after a restart), by the control API and by the CLI (one
@@ -18,7 +18,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
-from fleetpulse.control.view import ControlView
+from fleetpulse.control.control_state import ControlView
 from fleetpulse.errors import CodecError
 from fleetpulse.events.codec import AvroCodec
 from fleetpulse.kafka_config import KafkaLink, consumer_config
