@@ -352,3 +352,22 @@ def test_rows_widen_to_64_bits_when_a_figure_outgrows_32():
 
     w.add(w.find(bucket_key(0, T0)), parts_of(agg), -1)  # empty the bucket again
     assert w.bucket(0, T0) == Agg()
+
+
+def test_streamed_snapshots_are_the_list_one_at_a_time():
+    """``iter_snapshots`` yields exactly what ``snapshots`` returns, and evicts alike."""
+    clock = ManualClock(T0 + 30 * US)
+    engines = [Engine(clock), Engine(clock)]
+    r = random.Random(4)
+    events = [
+        event(T0 + r.randrange(30) * US, agent=f"a{i % 5}", calls=[("crm", "ok", 9.0)])
+        for i in range(200)
+    ]
+    for eng in engines:
+        eng.ingest_batch(0, list(enumerate(events)))
+    listed, streamed = engines[0].snapshots(), list(engines[1].iter_snapshots())
+    assert listed and listed == streamed
+    assert engines[0].counters.snapshots == engines[1].counters.snapshots == len(listed)
+    clock.advance(s=3 * 86400)
+    assert engines[0].snapshots() == list(engines[1].iter_snapshots())
+    assert engines[0].scope_count() == engines[1].scope_count() == 0

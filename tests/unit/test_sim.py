@@ -223,3 +223,35 @@ def test_bulk_agents_plan_play_and_produce_in_one_tick() -> None:
     a = [e for e in sink.events[98:] if e["task_type"] == "x"]
     assert a and all(e["outcome"] == "timeout" for e in a)
     assert all(c["status"] == "timeout" for e in a for c in e["tool_calls"])
+
+
+def test_bulk_agents_obey_open_breakers_and_pauses_like_the_sdk() -> None:
+    from fleetpulse.control.control_state import ControlView
+    from fleetpulse.sdk.guard import Guard
+    from fleetpulse.sim.bulk import BulkFleet
+    from fleetpulse.testing import memory_fleet
+
+    sc = Scenario.model_validate(BASE).scaled(10)
+    view = ControlView()
+    base, sink = memory_fleet("fleetpulse-sim", guard=Guard(view, rng=lambda: 0.5))
+    bulk = BulkFleet(sc, World(dict(sc.integrations)), base)
+    view.apply(
+        {"kind": "breaker", "target_id": "integration:crm", "state": "OPEN", "sequence": 1,
+         "retry_at": None, "probe_allowance": 0.0, "reason": "test", "actor": "processors"}
+    )  # fmt: skip
+    view.apply(
+        {"kind": "agent_pause", "target_id": "b-00001", "state": "PAUSED", "sequence": 2,
+         "reason": "test", "actor": "user:ana"}
+    )  # fmt: skip
+    bulk.tick(2.0)
+    events = sink.events
+    a = [e for e in events if e["task_type"] == "x"]
+    assert len(a) == 18 and all(e["outcome"] == "failure" for e in a)  # 9 agents, 2 s
+    assert all(
+        e["error_type"] == "CircuitOpenError"
+        and [c["status"] for c in e["tool_calls"]] == ["short_circuited"]
+        for e in a
+    )
+    assert "b-00001" not in {e["agent_id"] for e in events}  # paused: its tasks are skipped
+    assert bulk.stats.paused_skips > 0
+    assert bulk.stats.events + bulk.stats.paused_skips == 36
