@@ -32,7 +32,8 @@ from __future__ import annotations
 
 from array import array
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 
 from fleetpulse.processors.windows.aggregate import COUNTERS, Agg
 from fleetpulse.processors.windows.sketch import LatencySketch
@@ -160,7 +161,7 @@ class RowTable:
 
     def _add_bins(self, i: int, keys: Sequence[int], counts: Sequence[int], sign: int) -> None:
         """Bins into row ``i``. A row's bins are kept in arrival order: a bin it has is found
-        through a dict of the row's keys (built in C) and updated in place; new bins are
+        (a scan in C, or a dict of the row's keys) and updated in place; new bins are
         appended to the row in one slice, so the rows after it shift once, not once per bin.
         Bins that drop to zero are removed."""
         lo = self.bin_end[i - 1] if i else 0
@@ -172,7 +173,10 @@ class RowTable:
             new_keys.extend(keys)
             new_counts.extend(sign * n for n in counts)
         else:
-            at = dict(zip(self.bin_keys[lo:hi], range(lo, hi), strict=True)).get  # built in C
+            if len(keys) * 16 < hi - lo:  # a few bins into a long row: scan for each (in C)
+                at: Callable[[int], int | None] = partial(_find, self.bin_keys, lo, hi)
+            else:  # else one dict of the row's keys, built in C
+                at = dict(zip(self.bin_keys[lo:hi], range(lo, hi), strict=True)).get
             bin_counts = self.bin_counts
             for k, n in zip(keys, counts, strict=True):
                 p = at(k)
@@ -213,6 +217,14 @@ class RowTable:
         be = self.bin_end
         for j in range(i, len(be)):
             be[j] += d
+
+
+def _find(keys: array[int], lo: int, hi: int, key: int) -> int | None:
+    """Where ``key`` is in ``keys[lo:hi]``, or None."""
+    try:
+        return keys.index(key, lo, hi)
+    except ValueError:
+        return None
 
 
 _TOOL_CALLS = COUNTERS.index("tool_calls")
