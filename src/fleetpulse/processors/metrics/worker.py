@@ -303,15 +303,15 @@ class ProcessorCore:
                     self._produce(self.topics.partials, value, key, partition=part)
             if force or now >= self._next_snapshots:
                 self._next_snapshots = now + int(self.settings.processors_cadence_s * US)
-                snaps = self.engine.snapshots()
-                for s in snaps:
+                # streamed: the records of every scope at once would outweigh the windows
+                for s in self.engine.iter_snapshots():
                     self._produce(
                         self.topics.metrics,
                         self._encode_snapshot(s),
                         f"{s['scope_type']}/{s['scope_id']}".encode(),
                     )
-                sent = len(snaps)
-                self.collector.observe(snaps)
+                    self.collector.observe((s,))
+                    sent += 1
             if now >= self._next_evict:
                 self._next_evict = now + 10 * US
                 self.breaker_counts.evict(now // US - self._breaker_lookback_s)
