@@ -3,7 +3,9 @@ and a server through clickhouse-connect (``FLEETPULSE_CLICKHOUSE_URL``).
 
 Inserts are columnar: the sink hands over one dict of column lists per table and batch. Both
 backends pass ``insert_deduplication_token`` so a retried insert of the same block is dropped
-by ClickHouse itself.
+by ClickHouse itself, and ``deduplicate_blocks_in_dependent_materialized_views`` so that the
+rollups' views deduplicate the retry by themselves (a view that missed the first attempt gets
+it; migration 0005).
 """
 
 from __future__ import annotations
@@ -14,6 +16,16 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 Columns = dict[str, list[Any]]
+
+# the settings of every deduplicated insert besides its token
+DEDUP = {"deduplicate_blocks_in_dependent_materialized_views": 1}
+
+
+def _dedup_sql(token: str) -> str:
+    """The SETTINGS of a deduplicated insert, as SQL."""
+    return ", ".join([f"insert_deduplication_token='{token}'",
+                      *(f"{k} = {v}" for k, v in DEDUP.items())])  # fmt: skip
+
 
 # Columns that hold epoch microseconds in the batch and DateTime64 in ClickHouse.
 _TIME_NAMES = frozenset({"since", "window_start", "window_end", "at"})
@@ -108,7 +120,7 @@ class ChdbBackend:
         select = ", ".join(
             f"fromUnixTimestamp64Micro({c}, 'UTC')" if is_time(c) else c for c in columns
         )
-        settings = f" SETTINGS insert_deduplication_token='{dedup_token}'" if dedup_token else ""
+        settings = f" SETTINGS {_dedup_sql(dedup_token)}" if dedup_token else ""
         self._query(
             f"INSERT INTO {self.database}.{table} ({names}){settings} "
             f"SELECT {select} FROM Python(block)",
@@ -123,7 +135,7 @@ class ChdbBackend:
         source = f"file('{path}', '{fmt}')"
         self._query(
             f"INSERT INTO {self.database}.{table} ({', '.join(columns)}) "
-            f"SETTINGS insert_deduplication_token='{dedup_token}' " + select.format(source=source),
+            f"SETTINGS {_dedup_sql(dedup_token)} " + select.format(source=source),
             failed=f"insert into {table} failed: ",
         )
 
@@ -220,7 +232,7 @@ class ServerBackend:
             raise BackendError(str(exc)) from exc
 
     def insert(self, table: str, columns: Columns, *, dedup_token: str | None = None) -> None:
-        settings = {"insert_deduplication_token": dedup_token} if dedup_token else {}
+        settings = {**DEDUP, "insert_deduplication_token": dedup_token} if dedup_token else {}
         try:
             columns = _datetimes(columns)
             self._client.insert(
