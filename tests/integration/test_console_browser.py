@@ -113,12 +113,26 @@ def sign_in(
     driver.find_element(By.ID, "token").send_keys(stack.tokens[role])
     driver.find_element(By.ID, "sign-in").click()
     wait_for(lambda: "/ui/login" not in driver.current_url, f"{role} is signed in", timeout=10)
+    wait_for(
+        lambda: driver.execute_script("return document.readyState") == "complete",
+        "the page is loaded", timeout=10,
+    )  # fmt: skip
     assert stack.tokens[role] not in driver.page_source
 
 
 def shot(driver: Any, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+
+
+def text_of(driver: Any, element_id: str) -> str:
+    """An element's text, or "" while a live update is swapping it (a stale reference)."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+
+    try:
+        return str(driver.find_element("id", element_id).text)
+    except (StaleElementReferenceException, NoSuchElementException):
+        return ""
 
 
 def live(driver: Any) -> None:
@@ -133,15 +147,17 @@ def test_sign_in_and_the_overview_draws_the_seeded_figures(browser, served, stac
     from selenium.webdriver.common.by import By
 
     sign_in(browser, served, stack, "operations", "/ui/?range=1h")
-    plots = browser.find_elements(By.CSS_SELECTOR, "svg.plot")
-    assert len(plots) == 4
+    wait_for(
+        lambda: len(browser.find_elements(By.CSS_SELECTOR, "svg.plot")) == 4,
+        "the overview's four plots", timeout=10,
+    )  # fmt: skip
     lines = browser.find_elements(By.CSS_SELECTOR, "svg.plot polyline.series")
     assert len(lines) >= 6  # tasks, failure rate, p50/p95/p99, cost
     width = browser.execute_script(
         "return document.querySelector('svg.plot polyline.series').getBBox().width"
     )
     assert width > 300  # a line across the hour, not a dot
-    assert int(browser.find_element(By.ID, "health-failing").text) == 1
+    wait_for(lambda: text_of(browser, "health-failing") == "1", "one agent failing", timeout=10)
     shot(browser, "overview")
     browser.get(served.url + "/ui/agents/triage?range=24h")
     assert browser.find_element(By.ID, "releases").text.count("v") >= 2
@@ -186,7 +202,7 @@ def test_operations_pauses_an_agent_by_clicking_and_the_sdk_refuses(
         browser.find_element(By.ID, "pause-reason").send_keys("refunds look wrong")
         browser.find_element(By.ID, "pause-button").click()
         wait_for(
-            lambda: browser.find_element(By.ID, "pause-state").text == "PAUSED",
+            lambda: text_of(browser, "pause-state") == "PAUSED",
             "the page shows the agent paused", timeout=10,
         )  # fmt: skip
         shot(browser, "paused")

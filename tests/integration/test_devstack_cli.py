@@ -51,7 +51,7 @@ def test_up_status_down(env: dict[str, str]) -> None:
         "fleetpulse.dlq": 1,
         "fleetpulse.processors.partials": 6,  # internal
         "fleetpulse.processors.breaker-counts": 6,  # internal
-            "fleetpulse.processors.alert-cells": 6,  # internal
+        "fleetpulse.processors.alert-cells": 6,  # internal
     }
     assert Path(env["FLEETPULSE_HOME"], "devstack.json").exists()
     pid = status["kafka"]["pid"]
