@@ -258,9 +258,8 @@ class ProcessorCore:
         )
         for i, reason in partials.rejected:
             self._dead_letter(fresh[i], reason, replay)
-        last = {r.partition: r.offset for r in fresh}
-        self.engine.apply_partials(partials, last)
-        # the breakers wait for nothing: their cells go out with every pass
+        # the breakers and the alert rules wait for nothing, not even the windows below:
+        # their groups go out as soon as the pass has them
         oldest_s = params.now_us // US - self._breaker_lookback_s
         self.breaker_counts.add(partials.breaker_calls, partials.breaker_tasks, oldest_s=oldest_s)
         for dest, key, value in self.breaker_counts.take():
@@ -271,6 +270,7 @@ class ProcessorCore:
             for value in partials.alerts.records():
                 self._produce(self.topics.alert_cells, value, b"", partition=dest)
         self.producer.poll(0)
+        self.engine.apply_partials(partials, {r.partition: r.offset for r in fresh})
 
     def _apply_cell(self, r: Record, *, replay: bool) -> None:
         if r.partition not in self.engine.globals:
