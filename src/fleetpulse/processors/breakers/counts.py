@@ -22,7 +22,7 @@ import zlib
 
 import orjson
 
-from fleetpulse.policy import BreakerPolicy, BreakersSection
+from fleetpulse.policy import BreakerPolicy, BreakersSection, FleetPolicy
 from fleetpulse.processors.breakers.machine import (
     agent_breaker_id,
     agent_integration_id,
@@ -33,6 +33,11 @@ from fleetpulse.processors.breakers.machine import (
 from fleetpulse.processors.ingest.cells import CallGroup, TaskGroup
 from fleetpulse.processors.ingest.params import BreakerSpec
 from fleetpulse.semantics import FAILED_OUTCOMES, UNCOUNTED_OUTCOMES
+
+
+def lookback_s(policy: FleetPolicy) -> int:
+    """How far back breaker counts matter: the longest breaker window and a minute."""
+    return policy.longest_breaker_window_s + 60
 
 
 def owner_partition(breaker_id: str, partitions: int) -> int:

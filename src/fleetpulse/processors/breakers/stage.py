@@ -37,7 +37,7 @@ from fleetpulse.control.topic_follower import ControlFollower
 from fleetpulse.events.codec import AvroCodec
 from fleetpulse.kafka_config import consumer_config, producer_config, static_member
 from fleetpulse.policy import FleetPolicy
-from fleetpulse.processors.breakers.counts import BreakerPolicies, owner_partition
+from fleetpulse.processors.breakers.counts import BreakerPolicies, lookback_s, owner_partition
 from fleetpulse.processors.breakers.machine import (
     US,
     Breaker,
@@ -74,7 +74,7 @@ class BreakerStage:
         self.topics = settings.topics
         self.bootstrap = settings.resolved_bootstrap()
         self.clock = clock or SystemClock()
-        self.lookback_s = policy.longest_breaker_window_s + 60
+        self.lookback_s = lookback_s(policy)
         self.partitions = partition_count(self.bootstrap, self.topics.breaker_counts)
         self._encode_control = AvroCodec(registry_url=settings.schema_registry_url).encoder(
             "ControlMessage", self.topics.control

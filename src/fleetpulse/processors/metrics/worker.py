@@ -24,6 +24,7 @@ from fleetpulse.kafka_config import admin_config, producer_config
 from fleetpulse.policy import FleetPolicy, load_policy
 from fleetpulse.processors.alerts.evaluator import alert_spec
 from fleetpulse.processors.breakers.counts import BreakerCounts
+from fleetpulse.processors.breakers.counts import lookback_s as breaker_lookback_s
 from fleetpulse.processors.ingest import NativeIngest
 from fleetpulse.processors.ingest.params import Where
 from fleetpulse.processors.metrics.prom import ProcessorCollector, new_registry
@@ -113,7 +114,7 @@ class ProcessorCore:
         self.breaker_counts = BreakerCounts(
             policy.breakers, partition_count(self.bootstrap, self.topics.breaker_counts)
         )
-        self._breaker_lookback_s = policy.longest_breaker_window_s + 60
+        self._breaker_lookback_s = breaker_lookback_s(policy)
         self._next_evict = 0
         # and the alert rules' groups, when there are rules
         self._alert_spec = alert_spec(policy.alerts) if policy.alerts.rules else None
