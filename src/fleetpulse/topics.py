@@ -57,6 +57,19 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
     # internal: what the alert rules count, per scope and second, from each ingest pass (the
     # alert stage reads these instead of the task events); kept as long as the task events
     TopicSpec("processors.alert-cells", 6, {"retention.ms": str(7 * _DAY_MS)}),
+    # internal: checkpoints of the metric workers' windows (processors/windows/checkpoint.py):
+    # the chunks, kept a few hours (a restart reads the newest), and the manifests naming them,
+    # compacted to the newest per worker group and task-events partition
+    TopicSpec(
+        "processors.windows-state",
+        6,
+        {"retention.ms": str(6 * 3600 * 1000), "segment.ms": str(600 * 1000)},
+    ),
+    TopicSpec(
+        "processors.windows-checkpoints",
+        1,
+        {"cleanup.policy": "compact", "retention.ms": "-1", "segment.ms": str(600 * 1000)},
+    ),
 )
 
 
@@ -109,6 +122,16 @@ class Topics:
     def alert_cells(self) -> str:
         """Internal: the alert rules' per-second groups from every ingest pass."""
         return f"{self.prefix}processors.alert-cells"
+
+    @property
+    def windows_state(self) -> str:
+        """Internal: the chunks of the metric workers' window checkpoints."""
+        return f"{self.prefix}processors.windows-state"
+
+    @property
+    def windows_checkpoints(self) -> str:
+        """Internal: the newest window checkpoint's manifest per group and partition."""
+        return f"{self.prefix}processors.windows-checkpoints"
 
     def name(self, spec: TopicSpec) -> str:
         return f"{self.prefix}{spec.suffix}"

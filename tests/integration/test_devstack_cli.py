@@ -52,6 +52,8 @@ def test_up_status_down(env: dict[str, str]) -> None:
         "fleetpulse.processors.partials": 6,  # internal
         "fleetpulse.processors.breaker-counts": 6,  # internal
         "fleetpulse.processors.alert-cells": 6,  # internal
+        "fleetpulse.processors.windows-state": 6,  # internal
+        "fleetpulse.processors.windows-checkpoints": 1,  # internal
     }
     assert Path(env["FLEETPULSE_HOME"], "devstack.json").exists()
     pid = status["kafka"]["pid"]
