@@ -139,6 +139,11 @@ class AlertEvaluator:
             n += state.phase == "firing"
         return n
 
+    def own(self, owner: Ownership) -> None:
+        """Take this share (the alert stage's, once it knows the partition counts)."""
+        self.owner = owner
+        self._mine.clear()
+
     def owns(self, dedup_key: str, rule: str) -> bool:
         return self.owner is None or self.owner.owns_alert(dedup_key, rule)
 
