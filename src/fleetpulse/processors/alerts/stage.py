@@ -38,7 +38,7 @@ import logging
 import threading
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from fleetpulse.clock import Clock, SystemClock
 from fleetpulse.config import ProcessorSettings
@@ -156,7 +156,9 @@ class AlertStage:
         start = []
         for tp in found:
             low, high = self.consumer.get_watermark_offsets(tp, timeout=timeout)
-            offset = tp.offset if tp.offset >= 0 else OFFSET_END
+            # nothing since the replay start: the end as it is now, not OFFSET_END (resolved
+            # later, it would skip what other workers send in between)
+            offset = tp.offset if tp.offset >= 0 else high
             if tp.topic == t.alert_state:
                 offset = low
             if 0 <= offset < high:
