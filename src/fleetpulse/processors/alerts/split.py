@@ -74,11 +74,15 @@ class Ownership:
 
     def __post_init__(self) -> None:
         if not 0 <= self.index < self.workers:
-            raise ValueError(f"alert worker index {self.index} is not in [0, {self.workers})")
+            raise ValueError(
+                f"alert worker index {self.index} is not in [0, {self.workers}): set "
+                f"FLEETPULSE_ALERTS_INDEX below FLEETPULSE_ALERTS_WORKERS"
+            )
         if self.workers > min(self.cells_partitions, self.scopes_partitions):
             raise ValueError(
                 f"{self.workers} alert workers need as many alert-cells and alert-scopes "
-                f"partitions (there are {self.cells_partitions} and {self.scopes_partitions})"
+                f"partitions (there are {self.cells_partitions} and {self.scopes_partitions}): "
+                f"lower FLEETPULSE_ALERTS_WORKERS or add partitions"
             )
 
     @property
