@@ -54,11 +54,12 @@ POLICY = FleetPolicy.model_validate(
 
 
 def round_events(r: int, t0: int, rnd: random.Random) -> list[dict[str, Any]]:
-    """a1 starts failing just before the restart (its alert is pending then); a4 fails early
-    and recovers; crm errors in the middle; every task costs, so budgets fill."""
+    """a1 fails from round 2 (its alert is pending at the restart), and a5, which runs after
+    it and belongs to the other worker, fails with it (a cascade); a4 fails early and
+    recovers; crm errors in the middle; every task costs, so budgets fill."""
     out = []
     for agent in AGENTS:
-        bad = (agent == "a1" and r >= 2) or (agent == "a4" and 1 <= r <= 8)
+        bad = (agent in ("a1", "a5") and r >= 2) or (agent == "a4" and 1 <= r <= 8)
         for i in range(6):
             at = t0 + r * STEP_S * US + rnd.randint(0, STEP_S * US - 1)
             failed = rnd.random() < (0.9 if bad else 0.05)
@@ -69,7 +70,8 @@ def round_events(r: int, t0: int, rnd: random.Random) -> list[dict[str, Any]]:
             out.append({
                 "event_id": f"{agent}-{r}-{i}", "agent_id": agent, "agent_version": "1",
                 "agent_role": "", "task_id": f"t-{agent}-{r}-{i}", "task_type": "work",
-                "upstream_agent_id": None, "outcome": "failure" if failed else "success",
+                "upstream_agent_id": "a1" if agent == "a5" else None,
+                "outcome": "failure" if failed else "success",
                 "started_at": at - 100_000, "ended_at": at, "duration_ms": 100.0,
                 "cost_micros": 2000, "tool_calls": [call], "attributes": {},
             })  # fmt: skip
@@ -174,6 +176,8 @@ def test_two_alert_workers_send_exactly_what_one_sends(two_prefixes: list[Any]) 
     keys = {(k[1], k[2]) for k in alone}
     want = {("fail:agent=a1", "firing"), ("fail:agent=a4", "firing"),
             ("fail:agent=a4", "resolved"), ("crm-errors:integration=crm", "firing"),
+            ("fail:agent=a5", "firing"),
             ("team-budget:team=red", "firing"), ("agent-budget:agent=a0", "firing")}  # fmt: skip
     assert want <= keys, keys
+    assert {k[6] for k in alone if k[1] == "fail:agent=a5"} == {"grouped"}
     assert split == alone

@@ -86,7 +86,10 @@ class AlertStage:
         self.evaluator = AlertEvaluator(
             policy, self.clock, since_us=self.replay_from_us, owner=Ownership()
         )
-        self.phases: dict[str, tuple[str, str, int]] = {}  # alert-state: key -> rule, phase, since
+        # from processors.alert-state: the alerts other workers hold active (cascade roots),
+        # and this worker's own pending alerts as they were before a restart (until caught up)
+        self.remote_active: set[str] = set()
+        self._pending: dict[str, tuple[str, int]] = {}  # dedup key -> rule, pending since
         self._scopes_partitions = 1
         self._first_us: int | None = None  # the oldest event replayed: when watching began
         # a breaker that closed moments ago still explains the failures in the rules' windows
@@ -173,9 +176,9 @@ class AlertStage:
         """The replay is done: resume the owned alerts' pending timers, start evaluating."""
         resumed = sum(
             self.evaluator.restore_pending(key, rule, since)
-            for key, (rule, phase, since) in self.phases.items()
-            if phase == "pending"
+            for key, (rule, since) in self._pending.items()
         )
+        self._pending.clear()
         if resumed:
             logger.info("alert stage: %d pending alerts resume their for timers", resumed)
         self._watching_from(first_us)
@@ -214,12 +217,7 @@ class AlertStage:
         for m in msgs:
             topic, p, offset = m.topic(), m.partition() or 0, m.offset() or 0
             if topic == t.alert_state:
-                key = (m.key() or b"").decode(errors="replace")
-                phase = read_phase(m.value())
-                if phase is None:
-                    self.phases.pop(key, None)
-                else:
-                    self.phases[key] = phase
+                self._phase(m)
             elif topic == t.alert_scopes:
                 try:
                     ev.ingest_scopes(ScopeRows.from_record(m.value() or b""))
@@ -240,6 +238,22 @@ class AlertStage:
             dest = owner_partition(sid, self._scopes_partitions)
             produce(self.producer, t.alert_scopes, value, sid.encode(), partition=dest)
 
+    def _phase(self, m: Any) -> None:
+        key = (m.key() or b"").decode(errors="replace")
+        found = read_phase(m.value())
+        if found is None:  # inactive (a tombstone)
+            self.remote_active.discard(key)
+            self._pending.pop(key, None)
+            return
+        rule, phase, since = found
+        if not self.evaluator.owns(key, rule):
+            self.remote_active.add(key)
+        elif not self.caught_up.is_set():  # after that, our own records come back: nothing new
+            if phase == "pending":
+                self._pending[key] = (rule, since)
+            else:
+                self._pending.pop(key, None)
+
     def _cells(self, m: Any, p: int, offset: int) -> None:
         try:
             groups = AlertGroups.from_record(m.value() or b"")
@@ -258,9 +272,7 @@ class AlertStage:
         """Refresh the context, run the rules, publish what changed: alerts, then phases."""
         ev = self.evaluator
         ev.context = self._context()
-        # the alerts other workers hold active, which may be the root of a cascade here
-        remote = [k for k, (rule, phase, _) in self.phases.items() if not ev.owns(k, rule)]
-        out = ev.evaluate(remote)
+        out = ev.evaluate(self.remote_active)  # others' alerts may root a cascade here
         for alert in out:
             self._publish(alert)
         for key, value in ev.phase_changes.items():
