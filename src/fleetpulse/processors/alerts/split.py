@@ -31,6 +31,17 @@ A restarted owner resumes its pending ``for`` timers from it (firing alerts come
 One worker (N = 1) runs exactly this path, owning everything, so N workers send what one
 sends: the sums reach each scope's owner whoever computed them, and every alert has one
 owner (``tests/unit/processors/test_alert_split.py`` proves it on a seeded input).
+
+Limits, known:
+
+* A cascade root owned by another worker is seen once its phase record has come back through
+  ``processors.alert-state`` (the next evaluation, give or take the fetch), where one worker
+  sees it in the same evaluation: a downstream alert with ``for_s: 0`` that becomes active in
+  the very evaluation its upstream does may fire unsuppressed and be sent again as grouped.
+* The share is fixed by the partition counts: changing the partitions of alert-cells or
+  alert-scopes moves agents and scopes, so restart the metric workers and the alert workers
+  together. Records the metric workers routed before this split (by source partition) hold
+  agents of other owners; with more than one alert worker those rows are skipped by a replay.
 """
 
 from __future__ import annotations
