@@ -196,6 +196,12 @@ class ProcessorSettings(CommonSettings):
     alerts_eval_interval_s: float = Field(
         0.25, gt=0, le=60, description="alert stage: how often the rules are evaluated"
     )
+    alerts_workers: int = Field(
+        1, ge=1, le=64, description="alert workers sharing the alert-cells partitions"
+    )
+    alerts_index: int = Field(
+        0, ge=0, lt=64, description="which of the alert workers this one is (0-based)"
+    )
 
     @field_validator("processors_horizons")
     @classmethod

@@ -70,6 +70,17 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
         1,
         {"cleanup.policy": "compact", "retention.ms": "-1", "segment.ms": str(600 * 1000)},
     ),
+    # internal: the alert workers' shares of the cross-agent scopes (integration, team), keyed
+    # by scope id, sent to the scope's owner (``processors/alerts/split.py``)
+    TopicSpec("processors.alert-scopes", 6, {"retention.ms": str(7 * _DAY_MS)}),
+    # internal: every alert's phase (pending since, firing; a tombstone once inactive), keyed
+    # by dedup key: pending `for` timers survive restarts, and every alert worker sees which
+    # alerts the others hold active (cascades)
+    TopicSpec(
+        "processors.alert-state",
+        1,
+        {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": "3600000"},
+    ),
 )
 
 
@@ -132,6 +143,16 @@ class Topics:
     def windows_checkpoints(self) -> str:
         """Internal: the newest window checkpoint's manifest per group and partition."""
         return f"{self.prefix}processors.windows-checkpoints"
+
+    @property
+    def alert_scopes(self) -> str:
+        """Internal: the alert workers' shares of the integration and team scopes."""
+        return f"{self.prefix}processors.alert-scopes"
+
+    @property
+    def alert_state(self) -> str:
+        """Internal, compacted: every alert's phase, keyed by dedup key."""
+        return f"{self.prefix}processors.alert-state"
 
     def name(self, spec: TopicSpec) -> str:
         return f"{self.prefix}{spec.suffix}"

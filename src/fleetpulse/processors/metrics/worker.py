@@ -38,6 +38,7 @@ from fleetpulse.events.codec import AvroCodec
 from fleetpulse.kafka_config import admin_config, producer_config
 from fleetpulse.policy import FleetPolicy, load_policy
 from fleetpulse.processors.alerts.evaluator import alert_spec
+from fleetpulse.processors.alerts.split import route_groups
 from fleetpulse.processors.breakers.counts import BreakerCounts
 from fleetpulse.processors.breakers.counts import lookback_s as breaker_lookback_s
 from fleetpulse.processors.ingest import NativeIngest
@@ -487,10 +488,9 @@ class ProcessorCore:
         for dest, key, value in self.breaker_counts.take():
             self._produce(self.topics.breaker_counts, value, key, partition=dest)
         if partials.alerts is not None:
-            partials.alerts.events = sum(p.events for p in partials.progress.values())
-            dest = fresh[0].partition % self._alert_partitions
-            for value in partials.alerts.records():
-                self._produce(self.topics.alert_cells, value, b"", partition=dest)
+            for dest, part in route_groups(partials.alerts, self._alert_partitions).items():
+                for value in part.records():  # each agent to its alert worker's partition
+                    self._produce(self.topics.alert_cells, value, b"", partition=dest)
         self.producer.poll(0)
         offsets = {r.partition: r.offset for r in fresh}
         for p, prog in partials.progress.items():
