@@ -9,7 +9,9 @@ and produced to a fresh task-events topic (6 partitions). Then, on the same byte
 2. the embedded engine (chDB) decoding the same bytes, framed as one Avro container, into an
    Arrow table with every column and no aggregation: the native decoding ceiling.
 3. phase 1 alone (``ingest_eps``): the native ingest pass (container, decode, grouping of
-   every scope with sketch bins, cells back in Python), in batches of 50,000.
+   every scope with sketch bins, the breakers' counts and the alert rules' groups of the
+   default policy, all back in Python), in batches of 50,000. Then ``scaling_2w``: phase 1 in
+   two worker processes side by side (each half of the batches) over one.
 4. phase 2 alone (``windows_cells_per_s``): the window engine adding those cells to its
    buckets at every level.
 5. the reference pass: the same aggregation per event in Python (what the engine did before).
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import random
 import resource
 import subprocess
@@ -50,6 +53,9 @@ from fleetpulse.devstack import ensure_topics, free_port
 from fleetpulse.events import AvroCodec
 from fleetpulse.events.container import container
 from fleetpulse.kafka_config import consumer_config
+from fleetpulse.policy import load_policy
+from fleetpulse.processors.alerts.evaluator import alert_spec
+from fleetpulse.processors.breakers.counts import BreakerCounts
 from fleetpulse.processors.ingest import IngestParams, NativeIngest, Partials
 from fleetpulse.processors.loop import quiet_gc
 from fleetpulse.processors.metrics.plain import PlainRunner
@@ -149,6 +155,60 @@ def native_decode(
             s.query(f"SELECT * FROM file('{path}', 'Avro')", "ArrowTable")
     for path in files:
         path.unlink()
+
+
+def worker_params() -> IngestParams:
+    """What a metric worker asks of each pass with the default policy: the metric scopes, the
+    breakers' counts and the alert rules' groups."""
+    policy = load_policy(None)
+    return IngestParams(
+        now_us=int(time.time() * 1e6),
+        breakers=BreakerCounts(policy.breakers, 6).spec,
+        alerts=alert_spec(policy.alerts),
+    )
+
+
+def ingest_child(path: str, part: int, of: int, start_at: float) -> None:
+    """Run in a child process: phase 1 over its share (every ``of``-th batch from ``part``) of
+    the pickled (partitions, records), starting at ``start_at``; print the start and end."""
+    with open(path, "rb") as f:
+        parts, encoded = pickle.load(f)
+    ingest = NativeIngest()
+    params = worker_params()
+    ingest.run(parts[:5000], encoded[:5000], params)  # the session open and warm, as in a worker
+    quiet_gc()
+    time.sleep(max(0.0, start_at - time.time()))
+    t0 = time.time()
+    for i in range(part * SCALING_BATCH, len(encoded), of * SCALING_BATCH):
+        ingest.run(parts[i : i + SCALING_BATCH], encoded[i : i + SCALING_BATCH], params)
+    print(f"{t0} {time.time()}", flush=True)
+    ingest.close()
+
+
+SCALING_BATCH = 10_000
+
+
+def scaling(parts: list[int], encoded: list[bytes]) -> tuple[float, float]:
+    """Phase-1 events/s of one worker process, then of two side by side (each its share of
+    the batches), timed from the first start to the last end."""
+    with tempfile.NamedTemporaryFile(suffix=".pickle", delete=False) as f:
+        pickle.dump((parts, encoded), f)
+    try:
+        rates = []
+        for workers in (1, 2):
+            start_at = time.time() + 20  # after every child has imported and warmed up
+            cmd = [sys.executable, __file__, "--ingest-child", f.name, "--start-at", str(start_at)]
+            procs = [
+                subprocess.Popen(
+                    [*cmd, "--share", f"{i}/{workers}"], stdout=subprocess.PIPE, text=True
+                )
+                for i in range(workers)
+            ]
+            spans = [tuple(map(float, proc.communicate(timeout=600)[0].split())) for proc in procs]
+            rates.append(len(encoded) / (max(e for _, e in spans) - min(s for s, _ in spans)))
+        return rates[0], rates[1]
+    finally:
+        os.unlink(f.name)
 
 
 def bare_consume(bootstrap: str, topic: str, n: int) -> None:
@@ -348,7 +408,14 @@ def main() -> None:
     ap.add_argument(
         "--rss-only", action="store_true", help="measure only the window memory (no broker)"
     )
+    ap.add_argument("--ingest-child", help=argparse.SUPPRESS)
+    ap.add_argument("--share", default="0/1", help=argparse.SUPPRESS)
+    ap.add_argument("--start-at", type=float, default=0.0, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.ingest_child:
+        part, of = (int(x) for x in args.share.split("/"))
+        ingest_child(args.ingest_child, part, of, args.start_at)
+        return
     if args.rss_child:
         rss_child(args.rss_child, args.rss_spread, args.rss_stream, args.rss_batch)
         return
@@ -389,13 +456,14 @@ def main() -> None:
         ingest = NativeIngest()
         native_decode(ingest, parts, encoded, n, results)
         batches: list[Partials] = []
-        params = IngestParams(now_us=int(time.time() * 1e6))
+        params = worker_params()
         with measure("phase 1: native ingest pass (decode + group every scope)", n, results):
             for i in range(0, n, INGEST_BATCH):
                 batches.append(
                     ingest.run(parts[i : i + INGEST_BATCH], encoded[i : i + INGEST_BATCH], params)
                 )
         ingest.close()
+        one, two = scaling(parts, encoded)
         cells = sum(len(b.cells) for b in batches)
         engine = Engine(SystemClock())
         for p in range(6):
@@ -444,6 +512,9 @@ def main() -> None:
         "plain_runtime_eps": round(plain.rate),
         "faust_runtime_eps": round(faust.rate),
         "ingest_over_native_decode": round(ingest_m.rate / native.rate, 3),
+        "ingest_1w_eps": round(one),
+        "ingest_2w_eps": round(two),
+        "scaling_2w": round(two / one, 2),
         "rss_mb": memory_figures(memory),
     }
     lines = [
@@ -462,6 +533,9 @@ def main() -> None:
         f"{ingest_m.rate / native.rate:.2f} of the engine's own decoding into Arrow "
         f"({native.rate:,.0f}/s) and {ingest_m.rate / decode.rate:.1f}x fastavro decoding alone. "
         f"Target >= 150,000/s and >= 0.3 of native decoding: {'met' if ok else 'NOT met'}.",
+        f"- phase 1 in two worker processes side by side: {two:,.0f} events/s against "
+        f"{one:,.0f}/s in one (batches of {SCALING_BATCH:,}): scaling_2w {two / one:.2f} "
+        f"(target >= 1.6: {'met' if two / one >= 1.6 else 'NOT met'}).",
         f"- phase 2 (windows): {windows.rate:,.0f} cells/s "
         f"({windows.count:,} cells for {n:,} events).",
         f"- plain runtime: {plain.rate:,.0f} events/s per worker, "

@@ -185,6 +185,13 @@ class ProcessorSettings(CommonSettings):
         50, ge=1, description="label values per gauge family; the rest sum into _other"
     )
     processors_group: str | None = Field(None, description="default: <prefix>processors")
+    processors_instance_id: str | None = Field(
+        None,
+        description="a stable name for this metric worker (a pod or host name): with it the "
+        "worker is a static member of its group, so a restarted worker takes its partitions "
+        "back at once instead of after the session timeout. Unique per worker: a second "
+        "process with the same name fences the first",
+    )
     breakers_group: str | None = Field(None, description="default: <prefix>breakers")
     breakers_fetch_wait_ms: int = Field(
         10, ge=0, le=500, description="breaker stage: how long a fetch may wait for data"
