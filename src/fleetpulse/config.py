@@ -203,6 +203,13 @@ class ProcessorSettings(CommonSettings):
     alerts_eval_interval_s: float = Field(
         0.25, gt=0, le=60, description="alert stage: how often the rules are evaluated"
     )
+    alerts_ledger_interval_s: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="alert stage: how often the budgets' cost totals are saved, so a restart "
+        "adopts them instead of replaying the month",
+    )
     alerts_workers: int = Field(
         1, ge=1, le=64, description="alert workers sharing the alert-cells partitions"
     )

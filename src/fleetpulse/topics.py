@@ -76,6 +76,14 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
     # internal: every alert's phase (pending since, firing; a tombstone once inactive), keyed
     # by dedup key: pending `for` timers survive restarts, and every alert worker sees which
     # alerts the others hold active (cascades)
+    # internal: each budget scope's cost totals of the current day and month and the alert
+    # groups they count up to, keyed by group and scope; a restarted alert worker adopts them
+    # instead of replaying a month of groups (kept only 7 days)
+    TopicSpec(
+        "processors.alert-ledger",
+        1,
+        {"cleanup.policy": "compact", "retention.ms": "-1", "segment.ms": str(600 * 1000)},
+    ),
     TopicSpec(
         "processors.alert-state",
         1,
@@ -148,6 +156,11 @@ class Topics:
     def alert_scopes(self) -> str:
         """Internal: the alert workers' shares of the integration and team scopes."""
         return f"{self.prefix}processors.alert-scopes"
+
+    @property
+    def alert_ledger(self) -> str:
+        """Internal, compacted: the budgets' cost totals per alert group and scope."""
+        return f"{self.prefix}processors.alert-ledger"
 
     @property
     def alert_state(self) -> str:

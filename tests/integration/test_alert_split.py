@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from fleetpulse.clock import ManualClock
 from fleetpulse.config import ProcessorSettings
@@ -98,14 +99,20 @@ def pump(stages: list[AlertStage], timeout: float = 30.0) -> None:
                 st.step(msgs)
         if all(st.producer.flush(10) == 0 and _at_end(st) for st in stages):
             return
-    raise AssertionError("the alert workers did not read their partitions to the end")
+    where = [
+        (tp.topic, tp.partition, tp.offset, st.consumer.get_watermark_offsets(tp, timeout=5))
+        for st in stages
+        for tp in st.consumer.position(st.consumer.assignment())
+    ]
+    raise AssertionError(f"the alert workers did not read their partitions to the end: {where}")
 
 
 def _at_end(st: AlertStage) -> bool:
     parts = st.consumer.assignment()
     for tp in st.consumer.position(parts):
-        _, high = st.consumer.get_watermark_offsets(tp, timeout=5, cached=False)
-        if tp.offset < high and not (tp.offset < 0 and high == 0):
+        low, high = st.consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+        # no position yet: nothing was fetched, which is the end when nothing is there
+        if tp.offset < high and not (tp.offset < 0 and low == high):
             return False
     return True
 
@@ -181,3 +188,67 @@ def test_two_alert_workers_send_exactly_what_one_sends(two_prefixes: list[Any]) 
     assert want <= keys, keys
     assert {k[6] for k in alone if k[1] == "fail:agent=a5"} == {"grouped"}
     assert split == alone
+
+
+A0 = "agent=a0"  # the ledger's scope id of agent a0
+
+
+def test_a_budget_survives_a_restart_after_its_alert_groups_expired(kafka: Any, tmp_path: Path):
+    """The month's (here the day's) cost outlives the alert groups it was counted from: the
+    restarted worker adopts the saved totals, so with every alert-cells record deleted (as
+    retention would) the firing budget alert neither resolves nor fires again, and new cost
+    adds to the adopted total."""
+    topics = Topics(f"tledger{int(time.time() * 1000) % 10**9}.")
+    ensure_topics(kafka.bootstrap_servers, topics)
+    settings = ProcessorSettings(
+        bootstrap_servers=kafka.bootstrap_servers, topic_prefix=topics.prefix, home=tmp_path
+    )
+    t0 = (time.time_ns() // 1000) // US * US
+    clock = ManualClock(t0)
+    producer = Producer({"bootstrap.servers": kafka.bootstrap_servers})
+    rnd = random.Random(3)
+
+    def send(r: int) -> None:
+        for p, part in route_groups(alert_groups(round_events(r, t0, rnd), AlertSpec()), 6).items():
+            for value in part.records():
+                producer.produce(topics.alert_cells, value, b"", partition=p)
+        producer.flush(10)
+        clock.advance(ms=STEP_S * 1000)
+
+    first = stage(settings, clock, 1, 0)
+    try:
+        for r in range(RESTART_AFTER):
+            send(r)
+            pump([first])
+            first.evaluate()
+        spent = first.evaluator.ledger.get(A0, "day", clock.time_us())
+        assert spent > 0
+        assert ("agent-budget", "firing") in {
+            (s.rule, s.phase) for s in first.evaluator.states.values()
+        }
+        first._save_ledger()
+    finally:
+        first.close()
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
+    ends = []
+    c = consumer_from_start(kafka.bootstrap_servers, topics.alert_cells)
+    for topic in (topics.alert_cells, topics.alert_scopes):
+        for p in range(6):
+            _, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            ends.append(TopicPartition(topic, p, high))
+    c.close()
+    for fut in admin.delete_records(ends).values():
+        fut.result(30)
+
+    second = stage(settings, clock, 1, 0)
+    try:
+        assert second.evaluator.ledger.get(A0, "day", clock.time_us()) == spent
+        pump([second])
+        sent = second.evaluate()
+        assert not [a for a in sent if a["dedup_key"].startswith("agent-budget")], sent
+        send(RESTART_AFTER)
+        pump([second])
+        second.evaluate()
+        assert second.evaluator.ledger.get(A0, "day", clock.time_us()) > spent
+    finally:
+        second.close()

@@ -56,6 +56,7 @@ def test_up_status_down(env: dict[str, str]) -> None:
         "fleetpulse.processors.windows-checkpoints": 1,  # internal
         "fleetpulse.processors.alert-scopes": 6,  # internal
         "fleetpulse.processors.alert-state": 1,  # internal
+        "fleetpulse.processors.alert-ledger": 1,  # internal
     }
     assert Path(env["FLEETPULSE_HOME"], "devstack.json").exists()
     pid = status["kafka"]["pid"]

@@ -184,17 +184,18 @@ class AlertEvaluator:
         now_s = self.clock.time_us() // US
         by_type = self._by_type
         split = self.owner is not None
+        source = self.outbox.source  # the alert-cells record these groups came from, if known
         for row in groups.tasks:
             scope, agent, d2, sec = row[0], row[1], row[2], row[3]
             if split and not self.owns_agent(agent):
                 continue  # not this worker's agent (a record routed before the split)
             if scope == "agent":
-                self.ledger.add(scope_id({"agent_id": agent}), sec * US, row[6])
+                self.ledger.add(scope_id({"agent_id": agent}), sec * US, row[6], source)
                 team = self.team(agent)
                 if team and split:
                     self.outbox.add_tasks(scope_id({"team": team}), row)
                 elif team:
-                    self.ledger.add(scope_id({"team": team}), sec * US, row[6])
+                    self.ledger.add(scope_id({"team": team}), sec * US, row[6], source)
                     self._add_task_row("team", {"team": team}, row, now_s)
                 dims = {"agent_id": agent}
             elif scope == "agent_version":
@@ -234,7 +235,7 @@ class AlertEvaluator:
             if o > applied.get((sid, p), -1):
                 applied[(sid, p)] = o
             if "team" in dims:
-                self.ledger.add(sid, sec * US, row[5])
+                self.ledger.add(sid, sec * US, row[5], (p, o))
                 bins, via, after = row[7], row[8], row[9]
                 task_row: AlertTaskRow = (
                     "team", "", "", sec, row[3], row[4], row[5], row[6],

@@ -38,6 +38,7 @@ import logging
 import threading
 from typing import Any
 
+import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from fleetpulse.clock import Clock, SystemClock
@@ -53,10 +54,12 @@ from fleetpulse.policy import FleetPolicy
 from fleetpulse.processors.alerts.evaluator import FAILURE_KINDS, AlertEvaluator, Context
 from fleetpulse.processors.alerts.split import Ownership, ScopeRows, owner_partition, read_phase
 from fleetpulse.processors.alerts.windows import US, period_bounds
+from fleetpulse.processors.compacted import read_all
 from fleetpulse.processors.ingest.cells import AlertGroups
 from fleetpulse.processors.loop import StageLoop
 from fleetpulse.processors.metrics.worker import partition_count
 from fleetpulse.processors.produce import produce
+from fleetpulse.semantics import parse_scope_id
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +80,7 @@ class AlertStage:
         client_id: str = "fleetpulse-alerts",
     ) -> None:
         self.settings = settings
+        self.policy = policy
         self.topics = settings.topics
         self.bootstrap = settings.resolved_bootstrap()
         self.clock = clock or SystemClock()
@@ -150,6 +154,7 @@ class AlertStage:
         # would page alerts that an open breaker inhibits
         if not self.control_follower.wait_caught_up(timeout):
             raise TimeoutError(f"could not read {t.control} within {timeout:g}s")
+        self._adopt_ledger(timeout)
         since_ms = self.replay_from_us // 1000
         wanted = [TopicPartition(t.alert_cells, p, since_ms) for p in owner.cells]
         wanted += [TopicPartition(t.alert_scopes, p, since_ms) for p in owner.scopes]
@@ -171,6 +176,61 @@ class AlertStage:
         if not self._ends:
             logger.info("alert stage: nothing to replay, evaluating")
             self._caught_up(self.clock.time_us())
+
+    def _adopt_ledger(self, timeout: float) -> None:
+        """Take this worker's budget scopes' saved cost totals (``processors.alert-ledger``).
+        When the ledger was saved within the rules' longest window, the replay need not reach
+        back to the start of the month: it starts where the windows need it, and the costs it
+        reads again are not counted twice (``Ledger``)."""
+        prefix = f"{self.settings.alerts_group_id}/"
+        now = self.clock.time_us()
+        ev = self.evaluator
+        written, adopted = 0, 0
+        for key, value in read_all(self.bootstrap, self.topics.alert_ledger, timeout):
+            if not key.startswith(prefix) or not value:
+                continue
+            sid = key[len(prefix) :]
+            try:
+                record = orjson.loads(value)
+                if sid == _HEARTBEAT:
+                    written = max(written, int(record["written_at"]))
+                elif self._owns_scope(sid):
+                    ev.ledger.adopt(sid, record, now)
+                    adopted += 1
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                logger.warning("ignoring ledger record %s: %s", key, exc)
+        windows_from = now - self.policy.alerts.lookback_s * US
+        if adopted and written >= windows_from + 60 * US:
+            self.replay_from_us = max(self.replay_from_us, windows_from)
+        logger.info(
+            "alert stage: %d budget scopes' cost totals adopted (saved %.0f s ago)",
+            adopted,
+            (now - written) / US if written else float("nan"),
+        )
+        ev.ledger.changed.clear()
+
+    def _owns_scope(self, sid: str) -> bool:
+        """Whether this worker keeps the ledger of ``sid`` (an agent or a team scope)."""
+        owner = self.evaluator.owner
+        if owner is None:
+            return True
+        dims = parse_scope_id(sid)
+        if "agent_id" in dims:
+            return self.evaluator.owns_agent(dims["agent_id"])
+        return owner.owns_scope(sid)
+
+    def _save_ledger(self) -> None:
+        """The changed budget scopes' totals, then the heartbeat that says when."""
+        ledger = self.evaluator.ledger
+        now = self.clock.time_us()
+        prefix = self.settings.alerts_group_id
+        for sid in sorted(ledger.changed):
+            value = orjson.dumps(ledger.record(sid, now))
+            produce(self.producer, self.topics.alert_ledger, value, f"{prefix}/{sid}".encode())
+        ledger.changed.clear()
+        heartbeat = orjson.dumps({"written_at": now})
+        key = f"{prefix}/{_HEARTBEAT}".encode()
+        produce(self.producer, self.topics.alert_ledger, heartbeat, key)
 
     def _caught_up(self, first_us: int) -> None:
         """The replay is done: resume the owned alerts' pending timers, start evaluating."""
@@ -202,10 +262,15 @@ class AlertStage:
             stop_event=self.stop_event,
         )
         loop.every(interval, self._on_timer)
+        loop.every(self.settings.alerts_ledger_interval_s, self._on_ledger_timer)
         try:
             loop.run(self.step)
         finally:
             self.close()
+
+    def _on_ledger_timer(self) -> None:
+        if self.caught_up.is_set():
+            self._save_ledger()
 
     def _on_timer(self) -> None:
         if self.caught_up.is_set():
@@ -323,6 +388,9 @@ class AlertStage:
         self.consumer.close()
         self.control_follower.close()
         self.governance.close()
+
+
+_HEARTBEAT = "~saved"  # the ledger key saying when a worker group last saved its totals
 
 
 def _replay_from(policy: FleetPolicy, now_us: int) -> int:

@@ -10,6 +10,7 @@ latency sketch's bins (integers too), so the total never drifts.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from fleetpulse.processors.windows.sketch import LatencySketch
 
@@ -152,13 +153,30 @@ def period_bounds(period: str, ts_us: int) -> tuple[int, int]:
 
 
 class Ledger:
-    """Cost per (scope, period) in micro-USD; periods other than the current ones are dropped."""
+    """Cost per (scope, period) in micro-USD; periods other than the current ones are dropped.
+
+    A month of cost outlives the alert groups it was counted from (kept 7 days), so the alert
+    stage saves each scope's totals (``record``) and a restarted one adopts them (``adopt``)
+    instead of replaying the month. Costs are added with their *source* (the alert-cells
+    partition and offset they came from); what the adopted totals already hold (up to the
+    offsets they name) is not added again when the replay reads it."""
 
     def __init__(self) -> None:
         self.spent: dict[tuple[str, str, str], int] = {}  # (scope id, period, key) -> micros
         self._day = (0, 0, "", "")  # the day last seen: start, end, day key, month key
+        self.seen: dict[tuple[str, int], int] = {}  # (scope, source partition) -> last offset
+        self.floor: dict[tuple[str, int], int] = {}  # adopted: counted up to these offsets
+        self.changed: set[str] = set()  # scopes whose totals moved since the last records
 
-    def add(self, scope_id: str, ts_us: int, micros: int) -> None:
+    def add(
+        self, scope_id: str, ts_us: int, micros: int, source: tuple[int, int] | None = None
+    ) -> None:
+        if source is not None:
+            src = (scope_id, source[0])
+            if source[1] <= self.floor.get(src, -1):
+                return  # in the adopted totals already
+            if source[1] > self.seen.get(src, -1):
+                self.seen[src] = source[1]
         start, end, day, month = self._day
         if not start <= ts_us < end:
             start, end = period_bounds("day", ts_us)
@@ -167,6 +185,7 @@ class Ledger:
         spent = self.spent
         for k in ((scope_id, "day", day), (scope_id, "month", month)):
             spent[k] = spent.get(k, 0) + micros
+        self.changed.add(scope_id)
 
     def get(self, scope_id: str, period: str, now_us: int) -> int:
         return self.spent.get((scope_id, period, period_key(period, now_us)), 0)
@@ -175,3 +194,30 @@ class Ledger:
         current = {period_key("day", now_us), period_key("month", now_us)}
         for k in [k for k in self.spent if k[2] not in current]:
             del self.spent[k]
+
+    def record(self, scope_id: str, now_us: int) -> dict[str, Any]:
+        """One scope's current totals and the sources they count up to (JSON-able)."""
+        return {
+            "spent": {
+                f"{period}/{key}": micros
+                for (sid, period, key), micros in self.spent.items()
+                if sid == scope_id and key == period_key(period, now_us)
+            },
+            "seen": {str(p): o for (sid, p), o in self.seen.items() if sid == scope_id},
+        }
+
+    def adopt(self, scope_id: str, record: dict[str, Any], now_us: int) -> None:
+        """Take one scope's saved totals (``record``), of the current periods only.
+
+        Raises:
+            ValueError: the record is not a ledger record.
+        """
+        try:
+            for name, micros in record["spent"].items():
+                period, key = name.split("/", 1)
+                if key == period_key(period, now_us):
+                    self.spent[(scope_id, period, key)] = int(micros)
+            for p, o in record["seen"].items():
+                self.floor[(scope_id, int(p))] = self.seen[(scope_id, int(p))] = int(o)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"not a ledger record: {exc!r}") from None

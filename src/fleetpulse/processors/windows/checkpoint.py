@@ -39,9 +39,10 @@ from sys import intern
 from typing import Any
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from fleetpulse.kafka_config import consumer_config
+from fleetpulse.processors.compacted import read_all
 from fleetpulse.processors.produce import produce
 from fleetpulse.processors.windows.buckets import ScopeWindows
 
@@ -225,7 +226,7 @@ class CheckpointStore:
         """The newest manifest of each source partition of this group."""
         out: dict[int, dict[str, Any]] = {}
         prefix = f"{self.group}/"
-        for key, value in _read_all(self.bootstrap, self.manifests, timeout_s):
+        for key, value in read_all(self.bootstrap, self.manifests, timeout_s):
             if key.startswith(prefix) and key[len(prefix) :].isdigit():
                 try:
                     out[int(key[len(prefix) :])] = orjson.loads(value)
@@ -287,48 +288,6 @@ class CheckpointStore:
         except ValueError as exc:
             logger.warning("checkpoint %s: %s", name, exc)
             return None
-
-
-def _read_all(bootstrap: str, topic: str, timeout_s: float) -> Iterator[tuple[str, bytes]]:
-    """Every record of a (small) topic, all partitions, from the start: (key, value)."""
-    consumer = Consumer(
-        {
-            **consumer_config(bootstrap, "fleetpulse-checkpoint-manifests"),
-            "enable.auto.commit": False,
-        }
-    )
-    try:
-        meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
-        if meta is None or meta.error is not None:
-            raise RuntimeError(f"topic {topic} is missing: run `fleetpulse dev up` first")
-        ends: dict[int, int] = {}
-        for p in meta.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
-            if high > low:
-                ends[p] = high
-        if not ends:
-            return
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
-        left = dict(ends)
-        deadline = time.monotonic() + timeout_s
-        while left:
-            msgs = consumer.consume(10_000, timeout=0.2)
-            if not msgs:
-                # compaction can leave the last offsets without a record: ask where we are
-                for tp in consumer.position([TopicPartition(topic, p) for p in left]):
-                    if tp.offset >= left[tp.partition]:
-                        left.pop(tp.partition)
-                if left and time.monotonic() > deadline:
-                    raise RuntimeError(f"{topic} was not readable within {timeout_s:.0f} s")
-            for m in msgs:
-                if m.error() is not None:
-                    continue
-                p, offset = m.partition() or 0, m.offset() or 0
-                if offset >= left.get(p, 0) - 1:
-                    left.pop(p, None)
-                yield (m.key() or b"").decode(errors="replace"), m.value() or b""
-    finally:
-        consumer.close()
 
 
 def _chunks(data: bytes) -> Iterator[bytes]:
