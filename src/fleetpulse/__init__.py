@@ -12,7 +12,7 @@ process that only catches fleetpulse errors, or runs one CLI verb, pays for noth
 
 from typing import TYPE_CHECKING, Any
 
-from fleetpulse.errors import (
+from fleetpulse.contract.errors import (
     AgentPausedError,
     ApprovalDeniedError,
     ApprovalExpiredError,

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from fleetpulse.control.control_state import ControlView
-from fleetpulse.errors import ConfigError
-from fleetpulse.events.codec import AvroCodec
-from fleetpulse.policy import BreakerPolicy, FleetPolicy, load_policy
+from fleetpulse.contract.control_state import ControlView
+from fleetpulse.contract.errors import ConfigError
+from fleetpulse.contract.events.codec import AvroCodec
+from fleetpulse.contract.policy import BreakerPolicy, FleetPolicy, load_policy
 from fleetpulse.processors.breakers.machine import (
     US,
     Breaker,

@@ -7,7 +7,7 @@ import random
 import pytest
 from ddsketch import DDSketch
 
-from fleetpulse.clock import ManualClock
+from fleetpulse.contract.clock import ManualClock
 from fleetpulse.processors.windows.aggregate import Agg
 from fleetpulse.processors.windows.buckets import (
     US,

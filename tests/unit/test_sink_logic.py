@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from fleetpulse.clock import ManualClock
-from fleetpulse.events import AvroCodec
+from fleetpulse.contract.clock import ManualClock
+from fleetpulse.contract.events import AvroCodec
 from fleetpulse.sink.migrate import migrations, statements
 from fleetpulse.sink.rows import CALL_COLUMNS, TASK_COLUMNS, add_task_event, empty
 from fleetpulse.testing import memory_fleet

@@ -37,16 +37,16 @@ from fleetpulse.console.session import (
     SessionKeys,
     same_origin,
 )
-from fleetpulse.control.access import Caller
-from fleetpulse.control.gateway import AuditFn, LocalGateway
-from fleetpulse.control.plane import ControlPlane
-from fleetpulse.errors import (
+from fleetpulse.contract.errors import (
     AccessDeniedError,
     AuthenticationError,
     ConfigError,
     ConflictError,
     NotFoundError,
 )
+from fleetpulse.control.access import Caller
+from fleetpulse.control.gateway import AuditFn, LocalGateway
+from fleetpulse.control.plane import ControlPlane
 from fleetpulse.sink.query import Analyst
 
 logger = logging.getLogger(__name__)

@@ -193,7 +193,7 @@ def install(app: FastAPI, console: Console) -> None:
         with console.history() as analyst:
             found = history.task(analyst, db, agent_id, task_id) if analyst else None
         if found is None:
-            from fleetpulse.errors import NotFoundError
+            from fleetpulse.contract.errors import NotFoundError
 
             raise NotFoundError(f"no task {task_id!r} of {agent_id} in ClickHouse")
         return console.render(

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from fleetpulse.control.governance import GovernanceState
-from fleetpulse.control.limits import LIMIT_MAX, check_epoch
+from fleetpulse.contract.governance import GovernanceState
+from fleetpulse.contract.limits import LIMIT_MAX, check_epoch
 from fleetpulse.sink.backend import quote
 from fleetpulse.sink.backend import time_literal as _ts
 

@@ -14,17 +14,17 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from fleetpulse.clock import Clock, SystemClock
-from fleetpulse.config import ControlSettings
-from fleetpulse.control.alerts_state import AlertsView, follow_alerts
+from fleetpulse.contract.clock import Clock, SystemClock
+from fleetpulse.contract.config import ControlSettings
+from fleetpulse.contract.events.codec import AvroCodec
+from fleetpulse.contract.governance import Approval, GovernanceState
+from fleetpulse.contract.kafka_config import producer_config
+from fleetpulse.contract.policy import FleetPolicy
 from fleetpulse.control.audit import AuditQuery, from_clickhouse, from_state
-from fleetpulse.control.governance import Approval, GovernanceState
-from fleetpulse.control.governance_log import GovernanceLog
 from fleetpulse.control.plane import ControlPlane
-from fleetpulse.control.topic_follower import ControlFollower
-from fleetpulse.events.codec import AvroCodec
-from fleetpulse.kafka_config import producer_config
-from fleetpulse.policy import FleetPolicy
+from fleetpulse.sdk.alerts_state import AlertsView, follow_alerts
+from fleetpulse.sdk.governance_log import GovernanceLog
+from fleetpulse.sdk.topic_follower import ControlFollower
 
 logger = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fleetpulse.devstack.state import pid_alive, read_state, write_state
-from fleetpulse.errors import DevstackError
+from fleetpulse.contract.errors import DevstackError
+from fleetpulse.contract.stack_state import pid_alive, read_state, write_state
 
 logger = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
-from fleetpulse.control.governance import Approval, new_event
-from fleetpulse.errors import ApprovalDeniedError, ApprovalExpiredError, ConflictError
+from fleetpulse.contract.errors import ApprovalDeniedError, ApprovalExpiredError, ConflictError
+from fleetpulse.contract.governance import Approval, new_event
 
 if TYPE_CHECKING:
     from fleetpulse.sdk.fleet import Fleet

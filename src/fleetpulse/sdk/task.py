@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from fleetpulse.errors import (
+from fleetpulse.contract.errors import (
     AgentPausedError,
     ApprovalDeniedError,
     ApprovalExpiredError,
@@ -25,7 +25,7 @@ from fleetpulse.errors import (
 )
 
 if TYPE_CHECKING:
-    from fleetpulse.control.governance import Approval
+    from fleetpulse.contract.governance import Approval
     from fleetpulse.sdk.fleet import Fleet
 
 _current_task: contextvars.ContextVar[Task | None] = contextvars.ContextVar(

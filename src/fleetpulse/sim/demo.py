@@ -32,7 +32,10 @@ import yaml
 from confluent_kafka import Consumer, TopicPartition
 from rich.console import Console
 
-from fleetpulse.config import DevstackSettings, SdkSettings, SinkSettings, load_settings
+from fleetpulse.contract.config import DevstackSettings, SdkSettings, SinkSettings, load_settings
+from fleetpulse.contract.errors import DevstackError
+from fleetpulse.contract.events.codec import AvroCodec
+from fleetpulse.contract.kafka_config import consumer_config
 from fleetpulse.devstack import Devstack, free_port
 from fleetpulse.devstack.kafka import port_free
 from fleetpulse.devstack.services import (
@@ -42,9 +45,6 @@ from fleetpulse.devstack.services import (
     wait_http,
     wait_ready,
 )
-from fleetpulse.errors import DevstackError
-from fleetpulse.events.codec import AvroCodec
-from fleetpulse.kafka_config import consumer_config
 from fleetpulse.sim import report
 from fleetpulse.sim.runner import SimResult, Simulator
 from fleetpulse.sim.scenario import Scenario, load_scenario

@@ -21,9 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleetpulse.config import ControlSettings, SdkSettings, load_settings
+from fleetpulse.contract.config import ControlSettings, SdkSettings, load_settings
+from fleetpulse.contract.errors import ConflictError, FleetpulseError
 from fleetpulse.control.client import ControlClient
-from fleetpulse.errors import ConflictError, FleetpulseError
 from fleetpulse.sdk.fleet import Fleet
 from fleetpulse.sim.agents import Emitted, SimAgent, SimClock, World
 from fleetpulse.sim.bulk import BulkFleet, BulkStats
@@ -89,12 +89,12 @@ class Simulator:
         return gw
 
     def _local(self, name: str, role: str) -> ControlClient:
+        from fleetpulse.contract.policy import load_policy
         from fleetpulse.control.access import Caller
         from fleetpulse.control.gateway import LocalGateway
-        from fleetpulse.control.governance_log import GovernanceLog
         from fleetpulse.control.plane import ControlPlane
         from fleetpulse.control.server import audit_source
-        from fleetpulse.policy import load_policy
+        from fleetpulse.sdk.governance_log import GovernanceLog
 
         if self._plane is None:
             cs = load_settings(

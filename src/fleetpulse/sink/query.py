@@ -40,7 +40,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Protocol
 
-from fleetpulse.devstack.state import pid_alive
+from fleetpulse.contract.stack_state import pid_alive
 from fleetpulse.sink.backend import Backend, BackendError, as_records
 
 logger = logging.getLogger(__name__)

@@ -33,17 +33,22 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
-from fleetpulse.clock import Clock, SystemClock
-from fleetpulse.config import SinkSettings
-from fleetpulse.errors import CodecError
-from fleetpulse.events.codec import AvroCodec
-from fleetpulse.events.task_event import read_task_event
-from fleetpulse.kafka_config import KafkaLink, consumer_config, producer_config, static_member
+from fleetpulse.contract.clock import Clock, SystemClock
+from fleetpulse.contract.config import SinkSettings
+from fleetpulse.contract.errors import CodecError
+from fleetpulse.contract.events.codec import AvroCodec
+from fleetpulse.contract.events.task_event import read_task_event
+from fleetpulse.contract.kafka_config import (
+    KafkaLink,
+    consumer_config,
+    producer_config,
+    static_member,
+)
+from fleetpulse.contract.topics import dlq_headers
 from fleetpulse.sink.avro_batch import INVALID, AvroBatch, guard
 from fleetpulse.sink.avro_batch import selects as avro_selects
 from fleetpulse.sink.backend import Backend, BackendError, Columns
 from fleetpulse.sink.rows import COLUMNS, ROUTES, TABLES, Route, empty
-from fleetpulse.topics import dlq_headers
 
 logger = logging.getLogger(__name__)
 _UNREACHABLE = (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE)

@@ -7,7 +7,7 @@ import random
 
 import orjson
 
-from fleetpulse.policy import BreakersSection
+from fleetpulse.contract.policy import BreakersSection
 from fleetpulse.processors.breakers.counts import BreakerCounts, owner_partition
 from fleetpulse.processors.breakers.machine import (
     agent_breaker_id,

@@ -28,22 +28,22 @@ from typing import Any
 
 from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 
-from fleetpulse.clock import Clock, SystemClock
-from fleetpulse.config import ProcessorSettings
-from fleetpulse.control.alerts_state import read_alerts
-from fleetpulse.control.control_state import ControlView
-from fleetpulse.control.governance import PRODUCTION, GovernanceState
-from fleetpulse.control.governance_log import GovernanceLog
-from fleetpulse.control.topic_follower import ControlFollower
-from fleetpulse.events.codec import AvroCodec
-from fleetpulse.kafka_config import consumer_config, producer_config
-from fleetpulse.policy import FleetPolicy
+from fleetpulse.contract.clock import Clock, SystemClock
+from fleetpulse.contract.config import ProcessorSettings
+from fleetpulse.contract.control_state import ControlView
+from fleetpulse.contract.events.codec import AvroCodec
+from fleetpulse.contract.governance import PRODUCTION, GovernanceState
+from fleetpulse.contract.kafka_config import consumer_config, producer_config
+from fleetpulse.contract.policy import FleetPolicy
 from fleetpulse.processors.alerts.evaluator import FAILURE_KINDS, AlertEvaluator, Context
 from fleetpulse.processors.alerts.windows import US, period_bounds
 from fleetpulse.processors.ingest.cells import AlertGroups
 from fleetpulse.processors.loop import StageLoop
 from fleetpulse.processors.metrics.worker import partition_count
 from fleetpulse.processors.produce import produce
+from fleetpulse.sdk.alerts_state import read_alerts
+from fleetpulse.sdk.governance_log import GovernanceLog
+from fleetpulse.sdk.topic_follower import ControlFollower
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,8 @@ import zlib
 
 import orjson
 
-from fleetpulse.policy import BreakerPolicy, BreakersSection, FleetPolicy
+from fleetpulse.contract.policy import BreakerPolicy, BreakersSection, FleetPolicy
+from fleetpulse.contract.semantics import FAILED_OUTCOMES, UNCOUNTED_OUTCOMES
 from fleetpulse.processors.breakers.machine import (
     agent_breaker_id,
     agent_integration_id,
@@ -32,7 +33,6 @@ from fleetpulse.processors.breakers.machine import (
 )
 from fleetpulse.processors.ingest.cells import CallGroup, TaskGroup
 from fleetpulse.processors.ingest.params import BreakerSpec
-from fleetpulse.semantics import FAILED_OUTCOMES, UNCOUNTED_OUTCOMES
 
 
 def lookback_s(policy: FleetPolicy) -> int:

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from fleetpulse.policy import BreakerPolicy
-from fleetpulse.semantics import FAILED_OUTCOMES, UNCOUNTED_OUTCOMES
+from fleetpulse.contract.policy import BreakerPolicy
+from fleetpulse.contract.semantics import FAILED_OUTCOMES, UNCOUNTED_OUTCOMES
 
 US = 1_000_000
 PROBE_PERIOD_S = 5.0  # HALF_OPEN aims to collect its probes within about this long
@@ -229,8 +229,8 @@ class Breaker:
     """One breaker's machine: feed it counts through ``window``, call ``evaluate`` with the time.
 
         Example:
-            >>> from fleetpulse.policy import BreakerPolicy
-    from fleetpulse.semantics import FAILED_OUTCOMES, UNCOUNTED_OUTCOMES
+            >>> from fleetpulse.contract.policy import BreakerPolicy
+    from fleetpulse.contract.semantics import FAILED_OUTCOMES, UNCOUNTED_OUTCOMES
             >>> b = Breaker(BreakerKey("integration", integration="crm"),
             ...             BreakerPolicy(minimum_calls=2, sliding_window_s=10))
             >>> b.window.set_cell(0, 100, calls=2, failures=2, slow=0)
@@ -420,6 +420,6 @@ def from_control(msg: dict[str, Any]) -> BreakerState:
 def _micros(v: Any) -> int:
     if isinstance(v, int):
         return v
-    from fleetpulse.events.codec import to_epoch_micros
+    from fleetpulse.contract.events.codec import to_epoch_micros
 
     return int(to_epoch_micros(v))

@@ -30,13 +30,12 @@ from dataclasses import replace
 import orjson
 from confluent_kafka import OFFSET_END, Consumer, Message, Producer, TopicPartition
 
-from fleetpulse.clock import Clock, SystemClock
-from fleetpulse.config import ProcessorSettings
-from fleetpulse.control.control_state import ControlRecord, ControlView
-from fleetpulse.control.topic_follower import ControlFollower
-from fleetpulse.events.codec import AvroCodec
-from fleetpulse.kafka_config import consumer_config, producer_config, static_member
-from fleetpulse.policy import FleetPolicy
+from fleetpulse.contract.clock import Clock, SystemClock
+from fleetpulse.contract.config import ProcessorSettings
+from fleetpulse.contract.control_state import ControlRecord, ControlView
+from fleetpulse.contract.events.codec import AvroCodec
+from fleetpulse.contract.kafka_config import consumer_config, producer_config, static_member
+from fleetpulse.contract.policy import FleetPolicy
 from fleetpulse.processors.breakers.counts import BreakerPolicies, lookback_s, owner_partition
 from fleetpulse.processors.breakers.machine import (
     US,
@@ -51,6 +50,7 @@ from fleetpulse.processors.breakers.machine import (
 from fleetpulse.processors.loop import StageLoop
 from fleetpulse.processors.metrics.worker import partition_count
 from fleetpulse.processors.produce import produce
+from fleetpulse.sdk.topic_follower import ControlFollower
 
 logger = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ import faust
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from fleetpulse.config import ProcessorSettings
+from fleetpulse.contract.config import ProcessorSettings
 from fleetpulse.processors.metrics.plain import PlainRunner
 from fleetpulse.processors.metrics.prom import exposition
 from fleetpulse.processors.metrics.worker import ProcessorCore, Record

@@ -17,11 +17,12 @@ from dataclasses import dataclass, replace
 from confluent_kafka import Message, Producer
 from confluent_kafka.admin import AdminClient
 
-from fleetpulse.clock import Clock, SystemClock
-from fleetpulse.config import ProcessorSettings
-from fleetpulse.events.codec import AvroCodec
-from fleetpulse.kafka_config import admin_config, producer_config
-from fleetpulse.policy import FleetPolicy, load_policy
+from fleetpulse.contract.clock import Clock, SystemClock
+from fleetpulse.contract.config import ProcessorSettings
+from fleetpulse.contract.events.codec import AvroCodec
+from fleetpulse.contract.kafka_config import admin_config, producer_config
+from fleetpulse.contract.policy import FleetPolicy, load_policy
+from fleetpulse.contract.topics import dlq_headers
 from fleetpulse.processors.alerts.evaluator import alert_spec
 from fleetpulse.processors.breakers.counts import BreakerCounts
 from fleetpulse.processors.breakers.counts import lookback_s as breaker_lookback_s
@@ -32,7 +33,6 @@ from fleetpulse.processors.produce import produce
 from fleetpulse.processors.windows.buckets import US, WindowConfig, parse_horizons
 from fleetpulse.processors.windows.engine import Engine, EngineConfig
 from fleetpulse.processors.windows.replay import replay_partition
-from fleetpulse.topics import dlq_headers
 
 logger = logging.getLogger(__name__)
 

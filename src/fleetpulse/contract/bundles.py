@@ -33,10 +33,10 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from fleetpulse.control.limits import check_json_value
-from fleetpulse.errors import ConfigError
-from fleetpulse.policy import BreakerPolicy, Permissions, invalid
-from fleetpulse.schedule import Budget, Schedule
+from fleetpulse.contract.errors import ConfigError
+from fleetpulse.contract.limits import check_json_value
+from fleetpulse.contract.policy import BreakerPolicy, Permissions, invalid
+from fleetpulse.contract.schedule import Budget, Schedule
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$")
 

@@ -39,8 +39,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from fleetpulse.errors import ConfigError
-from fleetpulse.processors.alerts.rules import AlertsSection
+from fleetpulse.contract.alert_rules import AlertsSection
+from fleetpulse.contract.errors import ConfigError
 
 FailureStatus = Literal["error", "timeout", "denied"]
 

@@ -24,8 +24,8 @@ from typing import Any, cast
 
 from fastavro import schemaless_reader, schemaless_writer
 
-from fleetpulse.errors import CodecError, ConfigError, UnknownSchemaError
-from fleetpulse.events.schemas import SchemaStore, SchemaVersion
+from fleetpulse.contract.errors import CodecError, ConfigError, UnknownSchemaError
+from fleetpulse.contract.events.schemas import SchemaStore, SchemaVersion
 
 logger = logging.getLogger(__name__)
 

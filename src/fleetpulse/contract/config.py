@@ -14,8 +14,8 @@ from typing import Any, Literal, TypeVar
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fleetpulse.errors import ConfigError
-from fleetpulse.topics import Topics
+from fleetpulse.contract.errors import ConfigError
+from fleetpulse.contract.topics import Topics
 
 _HOSTPORT = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
 _PREFIX = re.compile(r"^[A-Za-z0-9._\-]*$")
@@ -76,7 +76,7 @@ class CommonSettings(BaseSettings):
         if self.bootstrap_servers:
             return self.bootstrap_servers
         # imported here: the devstack package itself builds on these settings
-        from fleetpulse.devstack.state import read_state
+        from fleetpulse.contract.stack_state import read_state
 
         state = read_state(self.home)
         if state and state.get("kafka", {}).get("bootstrap_servers"):
