@@ -244,7 +244,7 @@ def breakers_list(
 @breakers.command("show")
 def breakers_show(breaker_id: str, as_json: AsJson = False) -> None:
     """One breaker: state, reason, the measured numbers, retry time, probe share."""
-    from fleetpulse.processors.breakers.machine import parse_breaker_id
+    from fleetpulse.contract.breakers import parse_breaker_id
 
     parse_breaker_id(breaker_id)
     found = [r for r in gateway().breakers() if r["id"] == breaker_id]

@@ -7,6 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from fleetpulse.contract.breakers import (
+    BreakerKey,
+    BreakerState,
+    State,
+    from_control,
+    next_sequence,
+    parse_breaker_id,
+    to_control,
+)
 from fleetpulse.contract.control_state import ControlView
 from fleetpulse.contract.errors import ConfigError
 from fleetpulse.contract.events.codec import AvroCodec
@@ -14,16 +23,9 @@ from fleetpulse.contract.policy import BreakerPolicy, FleetPolicy, load_policy
 from fleetpulse.processors.breakers.machine import (
     US,
     Breaker,
-    BreakerKey,
-    BreakerState,
     CallWindow,
-    State,
     classify_call,
     classify_task,
-    from_control,
-    next_sequence,
-    parse_breaker_id,
-    to_control,
 )
 
 T0 = 1_800_000_000 * US  # a round second

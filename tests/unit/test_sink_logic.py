@@ -145,7 +145,7 @@ def test_table_functions_are_found_anywhere_and_only_generators_pass() -> None:
 
 
 def test_report_literals_are_quoted() -> None:
-    from fleetpulse.sink.backend import quote
+    from fleetpulse.contract.sql import quote
 
     assert quote("customer/42") == "'customer/42'"
     assert quote("x' OR 1=1 --") == "'x\\' OR 1=1 --'"

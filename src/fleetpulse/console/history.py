@@ -16,8 +16,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from fleetpulse.sink.backend import quote
-from fleetpulse.sink.backend import time_literal as _ts
+from fleetpulse.contract.sql import quote
+from fleetpulse.contract.sql import time_literal as _ts
 from fleetpulse.sink.query import Analyst
 
 RANGES = {"15m": 900, "1h": 3600, "24h": 86400, "7d": 7 * 86400}

@@ -10,7 +10,8 @@
                      (its ``alerts:`` section and label matching) and schedule.py
   bundles.py         agent bundles; limits.py the bounds of every control-plane input
   governance.py      the governance fold (versions, approvals, pauses, roles, silences)
-  control_state.py   the records of fleetpulse.control
+  control_state.py   the records of fleetpulse.control; breakers.py breaker ids and records
+  horizons.py        window horizons (the processors' setting); sql.py ClickHouse literals
 
 Layers, each importing only the ones below it (checked by ``make lint`` and
 tests/unit/test_layers.py; docs/ARCHITECTURE.md draws them):

@@ -15,6 +15,8 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from fleetpulse.contract.errors import ConfigError
+from fleetpulse.contract.horizons import parse_horizons
+from fleetpulse.contract.stack_state import read_state
 from fleetpulse.contract.topics import Topics
 
 _HOSTPORT = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
@@ -75,9 +77,6 @@ class CommonSettings(BaseSettings):
         """The bootstrap servers: the setting, else the running devstack's."""
         if self.bootstrap_servers:
             return self.bootstrap_servers
-        # imported here: the devstack package itself builds on these settings
-        from fleetpulse.contract.stack_state import read_state
-
         state = read_state(self.home)
         if state and state.get("kafka", {}).get("bootstrap_servers"):
             return str(state["kafka"]["bootstrap_servers"])
@@ -193,8 +192,6 @@ class ProcessorSettings(CommonSettings):
     @field_validator("processors_horizons")
     @classmethod
     def _check_horizons(cls, v: str) -> str:
-        from fleetpulse.processors.windows.buckets import parse_horizons
-
         parse_horizons(v)  # raises ValueError naming the bad entry
         return v
 

@@ -12,8 +12,8 @@ from typing import Any
 
 from fleetpulse.contract.governance import GovernanceState
 from fleetpulse.contract.limits import LIMIT_MAX, check_epoch
-from fleetpulse.sink.backend import quote
-from fleetpulse.sink.backend import time_literal as _ts
+from fleetpulse.contract.sql import quote
+from fleetpulse.contract.sql import time_literal as _ts
 
 COLUMNS = ["at", "actor", "actor_role", "action", "entity_type", "entity_id", "agent_id",
            "version", "reason", "outcome"]  # fmt: skip

@@ -30,7 +30,7 @@ from typing import Any
 from fleetpulse.contract.events.codec import HEADER_LEN, MAX_BYTES, SINGLE_OBJECT_MARKER, AvroCodec
 from fleetpulse.contract.events.container import container, zigzag
 from fleetpulse.contract.events.task_event import sql_accepts
-from fleetpulse.sink.backend import quote
+from fleetpulse.contract.sql import quote
 from fleetpulse.sink.rows import CALL_COLUMNS, TASK_COLUMNS
 
 

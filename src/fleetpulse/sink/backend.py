@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 Columns = dict[str, list[Any]]
@@ -29,21 +29,6 @@ def _dedup_sql(token: str) -> str:
 
 # Columns that hold epoch microseconds in the batch and DateTime64 in ClickHouse.
 _TIME_NAMES = frozenset({"since", "window_start", "window_end", "at"})
-
-
-def quote(value: str) -> str:
-    """A ClickHouse string literal.
-
-    Example:
-        >>> quote("it's")
-        "'it\\\\'s'"
-    """
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def time_literal(t: datetime) -> str:
-    """A ClickHouse DateTime64(6, 'UTC') literal of an aware datetime."""
-    return f"toDateTime64({quote(t.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S.%f'))}, 6, 'UTC')"
 
 
 def is_time(column: str) -> bool:
@@ -200,8 +185,6 @@ def _arrow(columns: Columns) -> Any:
 
 def _datetimes(columns: Columns) -> Columns:
     """Epoch-micros time columns as aware datetimes, for clickhouse-connect."""
-    from datetime import UTC, datetime, timedelta
-
     epoch = datetime(1970, 1, 1, tzinfo=UTC)
     return {
         k: [epoch + timedelta(microseconds=v) for v in vals] if is_time(k) else vals

@@ -22,15 +22,15 @@ import zlib
 
 import orjson
 
-from fleetpulse.contract.policy import BreakerPolicy, BreakersSection, FleetPolicy
-from fleetpulse.contract.semantics import FAILED_OUTCOMES, UNCOUNTED_OUTCOMES
-from fleetpulse.processors.breakers.machine import (
+from fleetpulse.contract.breakers import (
     agent_breaker_id,
     agent_integration_id,
-    call_verdict,
     integration_id,
     parse_breaker_id,
 )
+from fleetpulse.contract.policy import BreakerPolicy, BreakersSection, FleetPolicy
+from fleetpulse.contract.semantics import FAILED_OUTCOMES, UNCOUNTED_OUTCOMES
+from fleetpulse.processors.breakers.machine import call_verdict
 from fleetpulse.processors.ingest.cells import CallGroup, TaskGroup
 from fleetpulse.processors.ingest.params import BreakerSpec
 

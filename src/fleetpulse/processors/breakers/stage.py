@@ -30,16 +30,7 @@ from dataclasses import replace
 import orjson
 from confluent_kafka import OFFSET_END, Consumer, Message, Producer, TopicPartition
 
-from fleetpulse.contract.clock import Clock, SystemClock
-from fleetpulse.contract.config import ProcessorSettings
-from fleetpulse.contract.control_state import ControlRecord, ControlView
-from fleetpulse.contract.events.codec import AvroCodec
-from fleetpulse.contract.kafka_config import consumer_config, producer_config, static_member
-from fleetpulse.contract.policy import FleetPolicy
-from fleetpulse.processors.breakers.counts import BreakerPolicies, lookback_s, owner_partition
-from fleetpulse.processors.breakers.machine import (
-    US,
-    Breaker,
+from fleetpulse.contract.breakers import (
     BreakerState,
     State,
     from_control,
@@ -47,6 +38,14 @@ from fleetpulse.processors.breakers.machine import (
     parse_breaker_id,
     to_control,
 )
+from fleetpulse.contract.clock import Clock, SystemClock
+from fleetpulse.contract.config import ProcessorSettings
+from fleetpulse.contract.control_state import ControlRecord, ControlView
+from fleetpulse.contract.events.codec import AvroCodec
+from fleetpulse.contract.kafka_config import consumer_config, producer_config, static_member
+from fleetpulse.contract.policy import FleetPolicy
+from fleetpulse.processors.breakers.counts import BreakerPolicies, lookback_s, owner_partition
+from fleetpulse.processors.breakers.machine import US, Breaker
 from fleetpulse.processors.loop import StageLoop
 from fleetpulse.processors.metrics.worker import partition_count
 from fleetpulse.processors.produce import produce

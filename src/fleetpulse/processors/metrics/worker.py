@@ -20,6 +20,7 @@ from confluent_kafka.admin import AdminClient
 from fleetpulse.contract.clock import Clock, SystemClock
 from fleetpulse.contract.config import ProcessorSettings
 from fleetpulse.contract.events.codec import AvroCodec
+from fleetpulse.contract.horizons import parse_horizons
 from fleetpulse.contract.kafka_config import admin_config, producer_config
 from fleetpulse.contract.policy import FleetPolicy, load_policy
 from fleetpulse.contract.topics import dlq_headers
@@ -30,7 +31,7 @@ from fleetpulse.processors.ingest import NativeIngest
 from fleetpulse.processors.ingest.params import Where
 from fleetpulse.processors.metrics.prom import ProcessorCollector, new_registry
 from fleetpulse.processors.produce import produce
-from fleetpulse.processors.windows.buckets import US, WindowConfig, parse_horizons
+from fleetpulse.processors.windows.buckets import US, WindowConfig
 from fleetpulse.processors.windows.engine import Engine, EngineConfig
 from fleetpulse.processors.windows.replay import replay_partition
 
