@@ -61,10 +61,11 @@ def gateway(actor: str | None = None) -> ControlClient:
     # imported when a verb runs: the control plane is not loaded for `dev` or `--help`
     from fleetpulse.contract.policy import load_policy
     from fleetpulse.control.access import Caller
+    from fleetpulse.control.audit import audit_source
     from fleetpulse.control.gateway import HttpGateway, LocalGateway
     from fleetpulse.control.plane import ControlPlane, local_caller
-    from fleetpulse.control.server import audit_source
     from fleetpulse.sdk.governance_log import GovernanceLog
+    from fleetpulse.sink.query import running_analyst
 
     settings = load_settings(ControlSettings)
     token = settings.token.get_secret_value() if settings.token else None
@@ -79,7 +80,11 @@ def gateway(actor: str | None = None) -> ControlClient:
         caller = plane.authenticate(token)
     else:
         caller = Caller(actor, "engineering") if actor else local_caller()
-    return LocalGateway(plane, caller, audit_source(settings, log))
+    return LocalGateway(
+        plane,
+        caller,
+        audit_source(log, settings.clickhouse_database, lambda: running_analyst(settings)),
+    )
 
 
 def _out(data: Any, as_json: bool, table: Table | None = None, empty: str = "nothing") -> None:
@@ -506,8 +511,8 @@ def api_run(
     port: Annotated[int | None, typer.Option(help="default FLEETPULSE_API_PORT")] = None,
 ) -> None:
     """Serve the control API (OpenAPI docs at /docs) until interrupted."""
+    from fleetpulse.console.server import run_api
     from fleetpulse.contract.policy import load_policy
-    from fleetpulse.control.server import run_api
 
     settings = load_settings(ControlSettings, api_host=host, api_port=port)
     policy = load_policy(settings.policy)  # a bad policy fails here, before anything starts

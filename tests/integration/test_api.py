@@ -339,7 +339,7 @@ def test_tokens_are_never_logged_nor_stored_in_clear(api: Api, caplog) -> None:
 def test_an_approval_pending_too_long_pages_once_and_resolves(api: Api) -> None:
     from fleetpulse.contract.clock import ManualClock
     from fleetpulse.contract.events import AvroCodec
-    from fleetpulse.control.server import ApprovalWatcher
+    from fleetpulse.control.watcher import ApprovalWatcher
 
     policy = FleetPolicy.model_validate({"governance": {"approval_alert_after_s": 60}})
     view = AlertsView()

@@ -23,7 +23,7 @@ from fleetpulse.control.audit import AuditQuery, from_state
 from fleetpulse.control.client import ControlClient
 from fleetpulse.control.gateway import HttpGateway, LocalGateway
 from fleetpulse.control.plane import ControlPlane
-from fleetpulse.control.server import approval_alerts
+from fleetpulse.control.watcher import approval_alerts
 from fleetpulse.sdk.alerts_state import AlertsView
 from fleetpulse.sdk.governance_log import GovernanceLog
 from fleetpulse.sdk.topic_follower import ControlFollower

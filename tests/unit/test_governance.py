@@ -11,7 +11,7 @@ from fleetpulse.contract.governance import GovernanceState, new_event
 from fleetpulse.contract.policy import Permissions
 from fleetpulse.control import access
 from fleetpulse.control.access import ACTIONS, ROLES, Caller
-from fleetpulse.control.server import approval_alerts
+from fleetpulse.control.watcher import approval_alerts
 
 BUNDLE = {
     "agent_id": "triage",

@@ -5,10 +5,11 @@ Read in this order: ``contract/bundles.py`` (what a version is), ``contract/gove
 ``plane.py`` (the service layer the CLI and the API share), ``client.py`` (the one client
 protocol, reached in process or over HTTP by ``gateway.py``), ``api.py`` (HTTP). The state
 topics are read by the SDK's followers (``sdk/topic_follower.py``, ``sdk/governance_log.py``,
-``sdk/alerts_state.py``); ``service.py`` writes the control topic.
+``sdk/alerts_state.py``); ``service.py`` writes the control topic, ``watcher.py`` pages on
+approvals left pending. ``fleetpulse api run`` is assembled on top, in ``console/server.py``.
 
-The names below are loaded on first use (PEP 562): the SDK imports a few modules of this
-package (bundles, the followers) and must not load the service layer with them.
+The names below are loaded on first use (PEP 562), so a process that imports one module of
+this package (the CLI's client, say) does not load the service layer with it.
 """
 
 from __future__ import annotations

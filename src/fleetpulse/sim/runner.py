@@ -91,10 +91,11 @@ class Simulator:
     def _local(self, name: str, role: str) -> ControlClient:
         from fleetpulse.contract.policy import load_policy
         from fleetpulse.control.access import Caller
+        from fleetpulse.control.audit import audit_source
         from fleetpulse.control.gateway import LocalGateway
         from fleetpulse.control.plane import ControlPlane
-        from fleetpulse.control.server import audit_source
         from fleetpulse.sdk.governance_log import GovernanceLog
+        from fleetpulse.sink.query import running_analyst
 
         if self._plane is None:
             cs = load_settings(
@@ -107,7 +108,8 @@ class Simulator:
             log = GovernanceLog.open(cs, client_id="fleetpulse-sim")
             self._plane = (ControlPlane(cs, load_policy(cs.policy), log), cs, log)
         plane, cs, log = self._plane
-        return LocalGateway(plane, Caller(name, role), audit_source(cs, log))
+        audit = audit_source(log, cs.clickhouse_database, lambda: running_analyst(cs))
+        return LocalGateway(plane, Caller(name, role), audit)
 
     def enroll(self) -> None:
         """Principals with tokens for the simulated people, who then act over the API."""

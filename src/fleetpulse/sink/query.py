@@ -351,6 +351,14 @@ def open_analyst(settings: Any, *, wait_s: float = 30.0) -> Analyst:
             time.sleep(0.2)
 
 
+def running_analyst(settings: Any) -> Analyst | None:
+    """The analysts' path when ClickHouse answers (a server, or the embedded store's owner is
+    up: the sink), else None; the caller closes it."""
+    if settings.clickhouse_url or endpoint(settings.store_dir) is not None:
+        return open_analyst(settings)
+    return None
+
+
 def open_query_server(settings: Any) -> QueryServer:
     """The embedded store's query endpoint, on a chDB session of its own (the sink process
     has opened the store already, so this one shares it)."""
