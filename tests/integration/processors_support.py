@@ -15,7 +15,7 @@ from typing import Any
 from fleetpulse.contract.clock import ManualClock
 from fleetpulse.contract.events import AvroCodec
 from fleetpulse.contract.topics import Topics
-from fleetpulse.processors.windows.aggregate import COUNTERS
+from fleetpulse.processors.figures.aggregate import COUNTERS
 from fleetpulse.sdk.fleet import Fleet
 
 from .helpers import consumer_from_start, read_all

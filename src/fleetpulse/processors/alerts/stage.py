@@ -38,8 +38,7 @@ from fleetpulse.contract.policy import FleetPolicy
 from fleetpulse.processors.alerts.evaluator import FAILURE_KINDS, AlertEvaluator, Context
 from fleetpulse.processors.alerts.windows import US, period_bounds
 from fleetpulse.processors.ingest.cells import AlertGroups
-from fleetpulse.processors.loop import StageLoop
-from fleetpulse.processors.metrics.worker import partition_count
+from fleetpulse.processors.loop import StageLoop, partition_count
 from fleetpulse.processors.produce import produce
 from fleetpulse.sdk.alerts_state import read_alerts
 from fleetpulse.sdk.governance_log import GovernanceLog

@@ -46,8 +46,7 @@ from fleetpulse.contract.kafka_config import consumer_config, producer_config, s
 from fleetpulse.contract.policy import FleetPolicy
 from fleetpulse.processors.breakers.counts import BreakerPolicies, lookback_s, owner_partition
 from fleetpulse.processors.breakers.machine import US, Breaker
-from fleetpulse.processors.loop import StageLoop
-from fleetpulse.processors.metrics.worker import partition_count
+from fleetpulse.processors.loop import StageLoop, partition_count
 from fleetpulse.processors.produce import produce
 from fleetpulse.sdk.topic_follower import ControlFollower
 

@@ -16,6 +16,8 @@ from fleetpulse.contract.semantics import (
     FAILED_OUTCOMES,
     FAILING_CALL_STATUSES,
 )
+from fleetpulse.processors.figures.aggregate import COUNTERS
+from fleetpulse.processors.figures.sketch import bin_key
 from fleetpulse.processors.ingest.cells import (
     AlertGroups,
     AlertTaskRow,
@@ -26,8 +28,6 @@ from fleetpulse.processors.ingest.cells import (
     TaskGroup,
 )
 from fleetpulse.processors.ingest.params import AlertSpec, BreakerSpec, IngestParams, Where
-from fleetpulse.processors.windows.aggregate import COUNTERS
-from fleetpulse.processors.windows.sketch import bin_key
 
 US = 1_000_000
 

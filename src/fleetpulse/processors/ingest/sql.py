@@ -23,9 +23,9 @@ from fleetpulse.contract.semantics import (
     FAILING_CALL_STATUSES,
     sql_set,
 )
+from fleetpulse.processors.figures.aggregate import COUNTERS
+from fleetpulse.processors.figures.sketch import _MIN_INDEXABLE, _MULTIPLIER, _OFFSET
 from fleetpulse.processors.ingest.params import IngestParams
-from fleetpulse.processors.windows.aggregate import COUNTERS
-from fleetpulse.processors.windows.sketch import _MIN_INDEXABLE, _MULTIPLIER, _OFFSET
 
 _ERR = sql_set(CALL_ERROR_STATUSES)
 

@@ -26,7 +26,7 @@ from bisect import bisect_left
 from dataclasses import dataclass, field
 
 from fleetpulse.contract.horizons import Horizon
-from fleetpulse.processors.windows.aggregate import Agg
+from fleetpulse.processors.figures.aggregate import Agg
 from fleetpulse.processors.windows.table import RowTable, parts_of
 
 US = 1_000_000

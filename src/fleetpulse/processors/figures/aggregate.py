@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from fleetpulse.contract.semantics import OUTCOMES
-from fleetpulse.processors.windows.sketch import LatencySketch
+from fleetpulse.processors.figures.sketch import LatencySketch
 
 __all__ = ["COUNTERS", "OUTCOMES", "Agg"]
 
