@@ -15,7 +15,7 @@ def main() -> None:
         print(line, file=sys.stderr)  # noqa: T201  (the command line's own error line)
         sys.exit(1)
     # lazy on purpose: the CLI needs the `cli` extra (typer, rich), checked just above
-    from fleetpulse.cli import main as cli_main
+    from fleetpulse.cli import main as cli_main  # noqa: PLC0415
 
     cli_main()
 

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from fleetpulse.contract.sql import quote
 from fleetpulse.contract.sql import time_literal as _ts
@@ -67,8 +68,6 @@ class Filter:
 
     def query(self, **extra: str) -> str:
         """The filter as a query string, for links that keep it."""
-        from urllib.parse import urlencode
-
         params = {"range": self.range} | ({"label": self.label_text} if self.labels else {})
         return urlencode(params | extra)
 

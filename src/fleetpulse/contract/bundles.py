@@ -168,7 +168,8 @@ def parse_bundle(data: Any, *, source: str = "bundle") -> AgentBundle:
 
 def load_bundle(path: Path) -> AgentBundle:
     """Read and validate a bundle YAML file."""
-    import yaml  # with the first bundle file: ~15 ms `from fleetpulse import Fleet` never pays
+    # lazy on purpose: with the first bundle file, ~15 ms `from fleetpulse import Fleet` never pays
+    import yaml  # noqa: PLC0415
 
     try:
         raw = yaml.safe_load(Path(path).read_text())
@@ -184,7 +185,7 @@ def load_bundle(path: Path) -> AgentBundle:
 
 
 def to_yaml(data: dict[str, Any]) -> str:
-    import yaml  # see load_bundle
+    import yaml  # noqa: PLC0415  (lazy on purpose, see load_bundle)
 
     return yaml.safe_dump(data, sort_keys=True, allow_unicode=True, width=100)
 

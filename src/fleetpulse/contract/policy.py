@@ -235,7 +235,8 @@ def load_policy(path: Path | None) -> FleetPolicy:
     """
     if path is None:
         return FleetPolicy()
-    import yaml  # with the first policy file: ~15 ms `from fleetpulse import Fleet` never pays
+    # lazy on purpose: with the first policy file, ~15 ms `from fleetpulse import Fleet` never pays
+    import yaml  # noqa: PLC0415
 
     try:
         raw = yaml.safe_load(Path(path).read_text())

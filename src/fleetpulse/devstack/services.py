@@ -88,7 +88,7 @@ def wait_ready(svc: Service, pattern: str, *, timeout: float, offset: int = 0) -
 
 def wait_http(svc: Service, url: str, *, timeout: float, ok_only: bool = False) -> None:
     """Wait until ``url`` answers (any status, or 200 with ``ok_only``) while ``svc`` runs."""
-    import httpx
+    import httpx  # noqa: PLC0415  (lazy on purpose: the `cli` extra, for the services' probes)
 
     deadline = time.monotonic() + timeout
     while True:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import random
+import signal
 import threading
 import time
 from collections import OrderedDict
@@ -177,8 +178,6 @@ class PagerBridge:
 
 
 def run_pager(settings: PagerSettings, config: PagerConfig) -> None:
-    import signal
-
     bridge = PagerBridge(settings, config)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: bridge.stop_event.set())

@@ -144,7 +144,7 @@ class Fleet:
         """
         # loaded on connect, not with `from fleetpulse import Fleet`: pydantic-settings imports
         # asyncio, argparse and email, ~70 ms on our 2-core VM (README "Install")
-        from fleetpulse.contract.config import SdkSettings, load_settings
+        from fleetpulse.contract.config import SdkSettings, load_settings  # noqa: PLC0415
 
         settings = load_settings(
             SdkSettings, agent_version=agent_version, agent_role=agent_role, **overrides

@@ -48,6 +48,7 @@ from fleetpulse.devstack.services import (
 from fleetpulse.sim import report
 from fleetpulse.sim.runner import SimResult, Simulator
 from fleetpulse.sim.scenario import Scenario, load_scenario
+from fleetpulse.sink.query import endpoint, open_analyst
 from fleetpulse.tables import print_table
 
 _WIDE = ("task_id", "trace_id", "call_id")  # ids the terminal report leaves to --report-json
@@ -228,8 +229,6 @@ def _pager_config(
 
 
 def _wait_sink(svc: Service, store: Path, *, timeout: float) -> None:
-    from fleetpulse.sink.query import endpoint
-
     deadline = time.monotonic() + timeout
     while endpoint(store) is None:
         check_alive(svc)
@@ -337,8 +336,6 @@ def _run(demo: DemoStack, settings: DevstackSettings, sc: Scenario, console: Con
         f"{len(produced):,} task events produced; waiting for ClickHouse to have them all..."
     )
     sink = load_settings(SinkSettings, home=demo.home, bootstrap_servers=demo.bootstrap)
-    from fleetpulse.sink.query import open_analyst
-
     analyst = open_analyst(sink)
     try:
         db = sink.clickhouse_database

@@ -10,6 +10,7 @@ it; migration 0005).
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -75,7 +76,7 @@ class ChdbBackend:
     """
 
     def __init__(self, path: str, database: str = "fleetpulse") -> None:
-        from chdb import session
+        from chdb import session  # noqa: PLC0415  (lazy on purpose: the `sink` extra)
 
         self.database = database
         try:
@@ -137,8 +138,6 @@ class ChdbBackend:
 
     def table(self, sql: str) -> tuple[list[str], list[list[Any]]]:
         """Column names and rows (also for a result with no rows)."""
-        import json
-
         text = self._query(sql, "JSONCompact")
         if not text.strip():  # a statement without a result
             return [], []
@@ -168,7 +167,7 @@ def as_records(columns: list[str], rows: list[list[Any]]) -> list[dict[str, Any]
 def _arrow(columns: Columns) -> Any:
     """An Arrow table of the columns; dict columns become maps of strings to strings, or to
     doubles when their values are numbers (``measurements``)."""
-    import pyarrow as pa
+    import pyarrow as pa  # noqa: PLC0415  (lazy on purpose: the `sink` extra)
 
     arrays = {}
     for name, values in columns.items():
@@ -196,7 +195,7 @@ class ServerBackend:
     """A ClickHouse server through clickhouse-connect (HTTP)."""
 
     def __init__(self, url: str, *, user: str, password: str, database: str = "fleetpulse"):
-        import clickhouse_connect
+        import clickhouse_connect  # noqa: PLC0415  (lazy on purpose: the `sink` extra)
 
         self.database = database
         try:

@@ -47,7 +47,7 @@ from fleetpulse.contract.kafka_config import (
 from fleetpulse.contract.topics import dlq_headers
 from fleetpulse.sink.avro_batch import INVALID, AvroBatch, guard
 from fleetpulse.sink.avro_batch import selects as avro_selects
-from fleetpulse.sink.backend import Backend, BackendError, Columns
+from fleetpulse.sink.backend import Backend, BackendError, Columns, ServerBackend, open_chdb
 from fleetpulse.sink.rows import COLUMNS, ROUTES, TABLES, Route, empty
 
 logger = logging.getLogger(__name__)
@@ -364,8 +364,6 @@ def _extend(ranges: dict[tuple[str, int], list[int]], tp: tuple[str, int], off: 
 
 def open_backend(settings: SinkSettings) -> Any:
     """The configured backend: a server when FLEETPULSE_CLICKHOUSE_URL is set, else chDB."""
-    from fleetpulse.sink.backend import ServerBackend, open_chdb
-
     if settings.clickhouse_url:
         return ServerBackend(
             settings.clickhouse_url,

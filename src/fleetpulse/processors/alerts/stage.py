@@ -23,6 +23,7 @@ retains them) before the first evaluation.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 from typing import Any
 
@@ -266,8 +267,6 @@ def _governance_context(state: GovernanceState, now_us: int) -> Context:
 
 def run_alert_stage(settings: ProcessorSettings, policy: FleetPolicy) -> None:
     """Run the alert stage until SIGTERM/SIGINT."""
-    import signal
-
     stage = AlertStage(settings, policy)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stage.stop_event.set())

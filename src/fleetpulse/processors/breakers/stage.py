@@ -22,6 +22,7 @@ now minus the longest breaker window (nothing is committed: only recent calls ma
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -290,8 +291,6 @@ class BreakerStage:
 
 def run_breaker_stage(settings: ProcessorSettings, policy: FleetPolicy) -> None:
     """Run one breaker-stage worker until SIGTERM/SIGINT."""
-    import signal
-
     stage = BreakerStage(settings, policy)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stage.stop_event.set())
