@@ -194,10 +194,17 @@ def processors_run(
     if settings.processors_workers > 1:
         from fleetpulse.processors.supervisor import run_workers
 
-        sys.exit(run_workers(settings.processors_workers, runtime=runtime, side=side))
-    from fleetpulse.processors.supervisor import spawn
+        sys.exit(
+            run_workers(
+                settings.processors_workers,
+                runtime=runtime,
+                side=side,
+                alerts_workers=settings.alerts_workers,
+            )
+        )
+    from fleetpulse.processors.supervisor import spawn_side
 
-    side_procs = [spawn(name) for name in side]
+    side_procs = spawn_side(side, alerts_workers=settings.alerts_workers)
     if runtime == "kafka":
         from fleetpulse.processors.metrics.plain import PlainRunner
         from fleetpulse.processors.metrics.worker import ProcessorCore

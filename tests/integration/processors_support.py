@@ -219,7 +219,14 @@ class Worker:
     """One `fleetpulse processors run` process."""
 
     def __init__(
-        self, bootstrap: str, topics: Topics, home: Path, *, web_port: int, runtime: str = "kafka"
+        self,
+        bootstrap: str,
+        topics: Topics,
+        home: Path,
+        *,
+        web_port: int,
+        runtime: str = "kafka",
+        checkpoint_s: float = 60,
     ):
         env = {
             **os.environ,
@@ -231,6 +238,8 @@ class Worker:
             "FLEETPULSE_PROCESSORS_WEB_PORT": str(web_port),
             # the test fleets are small: make every batch take the native pass anyway
             "FLEETPULSE_PROCESSORS_INGEST_NATIVE_MIN": "0",
+            "FLEETPULSE_PROCESSORS_CHECKPOINT_INTERVAL_S": str(checkpoint_s),
+            "FLEETPULSE_LOG_LEVEL": "INFO",  # tests read what the worker did off its log
         }
         self.log = home / f"worker-{web_port}.log"
         home.mkdir(parents=True, exist_ok=True)

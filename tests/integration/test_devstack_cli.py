@@ -52,6 +52,10 @@ def test_up_status_down(env: dict[str, str]) -> None:
         "fleetpulse.processors.partials": 6,  # internal
         "fleetpulse.processors.breaker-counts": 6,  # internal
         "fleetpulse.processors.alert-cells": 6,  # internal
+        "fleetpulse.processors.windows-state": 6,  # internal
+        "fleetpulse.processors.windows-checkpoints": 1,  # internal
+        "fleetpulse.processors.alert-scopes": 6,  # internal
+        "fleetpulse.processors.alert-state": 1,  # internal
     }
     assert Path(env["FLEETPULSE_HOME"], "devstack.json").exists()
     pid = status["kafka"]["pid"]
@@ -66,6 +70,7 @@ def test_up_status_down(env: dict[str, str]) -> None:
         ("alerts", "delete"),
         ("processors.partials", "compact,delete"),
         ("processors.breaker-counts", "delete"),
+        ("processors.alert-state", "compact"),
     ]:
         res = ConfigResource(ConfigResource.Type.TOPIC, f"fleetpulse.{name}")
         configs = admin.describe_configs([res])[res].result()

@@ -104,20 +104,33 @@ def test_two_workers_split_partitions_and_produce_the_same_numbers(kafka, fresh_
 
 
 def test_windows_survive_sigkill(kafka, fresh_prefix, tmp_path):
+    """Killed after a checkpoint of its windows and a few more events, the restarted worker
+    restores the checkpoint, replays only what came after it, and its snapshots equal the
+    oracle over every event."""
     bootstrap = kafka.bootstrap_servers
     port = free_port()
-    worker = Worker(bootstrap, fresh_prefix, tmp_path, web_port=port)
+    worker = Worker(bootstrap, fresh_prefix, tmp_path, web_port=port, checkpoint_s=1)
     reader = SnapshotReader(bootstrap, fresh_prefix.metrics)
     try:
         n1 = produce_fleet(bootstrap, fresh_prefix, seed=1, tasks=15)
         first = read_events(bootstrap, fresh_prefix.task_events, n1)
         assert not reader.wait_until_exact(first), worker.tail()
+        _wait_for_line(worker, "checkpointed the windows")
+        n3 = produce_fleet(bootstrap, fresh_prefix, seed=3, tasks=3)  # after the checkpoint
         worker.kill()
         n2 = produce_fleet(bootstrap, fresh_prefix, seed=2, tasks=15)
-        worker = Worker(bootstrap, fresh_prefix, tmp_path, web_port=port)
-        everything = read_events(bootstrap, fresh_prefix.task_events, n1 + n2)
+        worker = Worker(bootstrap, fresh_prefix, tmp_path, web_port=port, checkpoint_s=1)
+        everything = read_events(bootstrap, fresh_prefix.task_events, n1 + n3 + n2)
         problems = reader.wait_until_exact(everything, timeout=180)
         assert not problems, (list(problems.items())[:5], worker.tail())
+        assert "from a checkpoint" in worker.log.read_text(), worker.tail()
     finally:
         worker.stop()
         reader.close()
+
+
+def _wait_for_line(worker: Worker, text: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while text not in worker.log.read_text():
+        assert time.monotonic() < deadline, worker.tail()
+        time.sleep(0.2)

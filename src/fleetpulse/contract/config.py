@@ -166,6 +166,13 @@ class ProcessorSettings(CommonSettings):
     processors_ingest_wait_s: float = Field(
         0.25, gt=0, le=10, description="how long task events wait for a native ingest pass"
     )
+    processors_checkpoint_interval_s: float = Field(
+        60.0,
+        ge=0,
+        description="how often a metric worker checkpoints its windows to Kafka, so that a "
+        "restart replays only the events after the checkpoint; 0: never (a restart replays "
+        "the longest window's events)",
+    )
     processors_workers: int = Field(1, ge=1, le=64)
     processors_web_port: int = Field(
         6066, ge=0, le=65535, description="Prometheus /metrics; worker i uses port + i; 0: off"
@@ -187,6 +194,12 @@ class ProcessorSettings(CommonSettings):
     alerts_group: str | None = Field(None, description="default: <prefix>alerts")
     alerts_eval_interval_s: float = Field(
         0.25, gt=0, le=60, description="alert stage: how often the rules are evaluated"
+    )
+    alerts_workers: int = Field(
+        1, ge=1, le=64, description="alert workers sharing the alert-cells partitions"
+    )
+    alerts_index: int = Field(
+        0, ge=0, lt=64, description="which of the alert workers this one is (0-based)"
     )
 
     @field_validator("processors_horizons")

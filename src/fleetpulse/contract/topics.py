@@ -57,6 +57,30 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
     # internal: what the alert rules count, per scope and second, from each ingest pass (the
     # alert stage reads these instead of the task events); kept as long as the task events
     TopicSpec("processors.alert-cells", 6, {"retention.ms": str(7 * _DAY_MS)}),
+    # internal: checkpoints of the metric workers' windows (processors/windows/checkpoint.py):
+    # the chunks, kept a few hours (a restart reads the newest), and the manifests naming them,
+    # compacted to the newest per worker group and task-events partition
+    TopicSpec(
+        "processors.windows-state",
+        6,
+        {"retention.ms": str(6 * 3600 * 1000), "segment.ms": str(600 * 1000)},
+    ),
+    TopicSpec(
+        "processors.windows-checkpoints",
+        1,
+        {"cleanup.policy": "compact", "retention.ms": "-1", "segment.ms": str(600 * 1000)},
+    ),
+    # internal: the alert workers' shares of the cross-agent scopes (integration, team), keyed
+    # by scope id, sent to the scope's owner (``processors/alerts/split.py``)
+    TopicSpec("processors.alert-scopes", 6, {"retention.ms": str(7 * _DAY_MS)}),
+    # internal: every alert's phase (pending since, firing; a tombstone once inactive), keyed
+    # by dedup key: pending `for` timers survive restarts, and every alert worker sees which
+    # alerts the others hold active (cascades)
+    TopicSpec(
+        "processors.alert-state",
+        1,
+        {"cleanup.policy": "compact", "min.compaction.lag.ms": "0", "segment.ms": "3600000"},
+    ),
 )
 
 
@@ -109,6 +133,26 @@ class Topics:
     def alert_cells(self) -> str:
         """Internal: the alert rules' per-second groups from every ingest pass."""
         return f"{self.prefix}processors.alert-cells"
+
+    @property
+    def windows_state(self) -> str:
+        """Internal: the chunks of the metric workers' window checkpoints."""
+        return f"{self.prefix}processors.windows-state"
+
+    @property
+    def windows_checkpoints(self) -> str:
+        """Internal: the newest window checkpoint's manifest per group and partition."""
+        return f"{self.prefix}processors.windows-checkpoints"
+
+    @property
+    def alert_scopes(self) -> str:
+        """Internal: the alert workers' shares of the integration and team scopes."""
+        return f"{self.prefix}processors.alert-scopes"
+
+    @property
+    def alert_state(self) -> str:
+        """Internal, compacted: every alert's phase, keyed by dedup key."""
+        return f"{self.prefix}processors.alert-state"
 
     def name(self, spec: TopicSpec) -> str:
         return f"{self.prefix}{spec.suffix}"

@@ -25,19 +25,35 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def spawn(stage: str, *, runtime: str = "kafka", index: int = 0) -> subprocess.Popen[bytes]:
+def spawn(
+    stage: str, *, runtime: str = "kafka", index: int = 0, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """Start one ``processors run --stage <stage>`` child of this process."""
-    env = {**os.environ, "FLEETPULSE_PROCESSORS_WORKERS": "1"}
+    env = {**os.environ, "FLEETPULSE_PROCESSORS_WORKERS": "1", **(env or {})}
     cmd = [sys.executable, "-m", "fleetpulse.cli", "processors", "run", "--stage", stage]
     cmd += ["--runtime", runtime, "--index", str(index)]
     return subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent)
 
 
-def run_workers(n: int, *, runtime: str, side: tuple[str, ...]) -> int:
-    """Start ``n`` metric workers and one process per ``side`` stage (breakers, alerts),
-    forward SIGINT/SIGTERM to them, return the worst exit code."""
+def spawn_side(side: tuple[str, ...], *, alerts_workers: int = 1) -> list[subprocess.Popen[bytes]]:
+    """One process per ``side`` stage (breakers, alerts), and ``alerts_workers`` alert workers,
+    each told its index (``FLEETPULSE_ALERTS_INDEX``; see ``processors/alerts/split.py``)."""
+    procs = []
+    for name in side:
+        if name == "alerts":
+            procs += [
+                spawn(name, env={"FLEETPULSE_ALERTS_INDEX": str(i)}) for i in range(alerts_workers)
+            ]
+        else:
+            procs.append(spawn(name))
+    return procs
+
+
+def run_workers(n: int, *, runtime: str, side: tuple[str, ...], alerts_workers: int = 1) -> int:
+    """Start ``n`` metric workers and the ``side`` stages (``spawn_side``), forward
+    SIGINT/SIGTERM to them, return the worst exit code."""
     procs = [spawn("metrics", runtime=runtime, index=i) for i in range(n)]
-    procs += [spawn(name) for name in side]
+    procs += spawn_side(side, alerts_workers=alerts_workers)
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         for p in procs:

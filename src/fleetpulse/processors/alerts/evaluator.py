@@ -37,6 +37,7 @@ from fleetpulse.contract.policy import FleetPolicy, Permissions
 from fleetpulse.contract.schedule import Budget, Schedule, add_run, check
 from fleetpulse.contract.semantics import parse_scope_id, scope_id
 from fleetpulse.processors.alerts.lifecycle import AlertState, Condition, restore, step
+from fleetpulse.processors.alerts.split import Ownership, ScopeOutbox, ScopeRows, phase_record
 from fleetpulse.processors.alerts.windows import US, Cell, Ledger, Rolling, period_bounds
 from fleetpulse.processors.ingest.cells import AlertCallRow, AlertGroups, AlertTaskRow
 from fleetpulse.processors.ingest.params import AlertSpec
@@ -77,9 +78,22 @@ class _Fmt(dict[str, str]):
 
 
 class AlertEvaluator:
-    """Rules over the task stream. Not thread-safe: one caller at a time."""
+    """Rules over the task stream. Not thread-safe: one caller at a time.
 
-    def __init__(self, policy: FleetPolicy, clock: Clock, *, since_us: int | None = None) -> None:
+    With ``owner`` (the alert stage's way, ``split.py``) it evaluates only the alerts that
+    worker owns: its agents' groups go into its windows, their share of the integration and
+    team scopes into ``outbox`` (for the scopes' owners, who add them with ``ingest_scopes``).
+    Without it, one evaluator sees and evaluates everything (the reference of the unit tests).
+    """
+
+    def __init__(
+        self,
+        policy: FleetPolicy,
+        clock: Clock,
+        *,
+        since_us: int | None = None,
+        owner: Ownership | None = None,
+    ) -> None:
         self.section = policy.alerts
         self.rules = self.section.rules
         self.by_name = {r.name: r for r in self.rules}
@@ -105,6 +119,12 @@ class AlertEvaluator:
         self._run_keep = max((r.window_s for r in self.rules if r.kind == "schedule"), default=0)
         self._teams: dict[str, str | None] = {}
         self.events = 0
+        self.owner = owner
+        self.outbox = ScopeOutbox()
+        self._mine: dict[str, bool] = {}  # agent -> owned
+        self._applied: dict[tuple[str, int], int] = {}  # (scope, cells partition) -> offset
+        # dedup key -> its alert-state value (None: inactive), for the stage to publish
+        self.phase_changes: dict[str, bytes | None] = {}
 
     # -- input ----------------------------------------------------------------------------
 
@@ -112,12 +132,35 @@ class AlertEvaluator:
         """Adopt the newest event of every alert this evaluator owns; returns how many fire."""
         n = 0
         for ev in events:
-            if ev["rule"] not in self.by_name:
+            if ev["rule"] not in self.by_name or not self.owns(ev["dedup_key"], ev["rule"]):
                 continue
             state = self.states[ev["dedup_key"]] = AlertState(ev["dedup_key"], ev["rule"])
             restore(state, ev)
             n += state.phase == "firing"
         return n
+
+    def own(self, owner: Ownership) -> None:
+        """Take this share (the alert stage's, once it knows the partition counts)."""
+        self.owner = owner
+        self._mine.clear()
+
+    def owns(self, dedup_key: str, rule: str) -> bool:
+        return self.owner is None or self.owner.owns_alert(dedup_key, rule)
+
+    def owns_agent(self, agent: str) -> bool:
+        mine = self._mine.get(agent)
+        if mine is None:
+            mine = self._mine[agent] = self.owner is None or self.owner.owns_agent(agent)
+        return mine
+
+    def restore_pending(self, dedup_key: str, rule: str, since_us: int) -> bool:
+        """Resume the ``for`` timer of an owned alert that was pending before a restart
+        (``processors.alert-state``); an alert already restored as firing keeps its state."""
+        if rule not in self.by_name or dedup_key in self.states or not self.owns(dedup_key, rule):
+            return False
+        state = self.states[dedup_key] = AlertState(dedup_key, rule)
+        state.phase, state.pending_since = "pending", since_us
+        return True
 
     def team(self, agent: str) -> str | None:
         if agent not in self._teams:
@@ -140,12 +183,17 @@ class AlertEvaluator:
         self.events += events
         now_s = self.clock.time_us() // US
         by_type = self._by_type
+        split = self.owner is not None
         for row in groups.tasks:
             scope, agent, d2, sec = row[0], row[1], row[2], row[3]
+            if split and not self.owns_agent(agent):
+                continue  # not this worker's agent (a record routed before the split)
             if scope == "agent":
                 self.ledger.add(scope_id({"agent_id": agent}), sec * US, row[6])
                 team = self.team(agent)
-                if team:
+                if team and split:
+                    self.outbox.add_tasks(scope_id({"team": team}), row)
+                elif team:
                     self.ledger.add(scope_id({"team": team}), sec * US, row[6])
                     self._add_task_row("team", {"team": team}, row, now_s)
                 dims = {"agent_id": agent}
@@ -156,14 +204,54 @@ class AlertEvaluator:
             if scope in by_type:
                 self._add_task_row(scope, dims, row, now_s)
         for call in groups.calls:
-            self._add_call_row(call, now_s)
+            if not split or self.owns_agent(call[0]):
+                self._add_call_row(call, now_s)
         if self._run_keep:
             for agent, starts in groups.runs:
+                if split and not self.owns_agent(agent):
+                    continue
                 runs = self.runs.setdefault(agent, [])
                 for start in starts:
                     add_run(runs, start / US, gap_s=self._run_gap, keep_s=self._run_keep)
         for agent, version in groups.versions:
-            self._see_version(agent, version)
+            if not split or self.owns_agent(agent):
+                self._see_version(agent, version)
+
+    def ingest_scopes(self, record: ScopeRows) -> None:
+        """Add the rows other owners (or this one) computed for an integration or team scope
+        this evaluator owns. Each source (alert-cells partition, offset) counts once."""
+        sid = record.scope
+        dims = _dims_of(sid)
+        now_s = self.clock.time_us() // US
+        applied = self._applied
+        marks: dict[int, int] = {}  # what was applied before this record, per source
+        for row in record.rows:
+            p, o, sec = row[0], row[1], row[2]
+            if p not in marks:
+                marks[p] = applied.get((sid, p), -1)
+            if o <= marks[p]:
+                continue  # sent again by an owner that replayed its cells
+            if o > applied.get((sid, p), -1):
+                applied[(sid, p)] = o
+            if "team" in dims:
+                self.ledger.add(sid, sec * US, row[5])
+                bins, via, after = row[7], row[8], row[9]
+                task_row: AlertTaskRow = (
+                    "team", "", "", sec, row[3], row[4], row[5], row[6],
+                    [k for k, _ in bins], [n for _, n in bins],
+                    [k for k, _ in via], [n for _, n in via],
+                    [k for k, _ in after], [n for _, n in after],
+                )  # fmt: skip
+                self._add_task_row("team", dims, task_row, now_s)
+                continue
+            for w, scopes in self._by_type.get("integration", ()):
+                for cell in self._cells(scopes, w, sid, dims, sec, now_s) or ():
+                    cell.tasks += row[3]
+                    cell.attempted += row[4]
+                    cell.errors += row[5]
+                    cell.denied += row[6]
+                    cell.unpermitted += row[7]
+                    cell.unapproved += row[8]
 
     def _add_task_row(
         self, stype: str, dims: dict[str, str], row: AlertTaskRow, now_s: int
@@ -203,6 +291,10 @@ class AlertEvaluator:
             else:
                 dims = {"integration": name}
             sid = scope_id(dims)
+            if stype == "integration" and self.owner is not None:
+                sums = (tasks, attempted, errors, denied, unpermitted, unapproved)
+                self.outbox.add_calls(sid, sec, sums)
+                continue
             for w, scopes in per_window:
                 for cell in self._cells(scopes, w, sid, dims, sec, now_s) or ():
                     cell.tasks += tasks
@@ -249,8 +341,17 @@ class AlertEvaluator:
 
     # -- evaluation -----------------------------------------------------------------------
 
-    def evaluate(self) -> list[dict[str, Any]]:
-        """Run every rule; return the Alert records to publish (firing and resolved)."""
+    def evaluate(self, remote_active: Iterable[str] = ()) -> list[dict[str, Any]]:
+        """Run every rule; return the Alert records to publish (firing and resolved).
+
+        ``remote_active``: the alerts other workers own that are active (pending or firing),
+        which may be the root of a cascade this evaluator groups."""
+        found, active = self.assess()
+        return self.settle(found, active | set(remote_active))
+
+    def assess(self) -> tuple[list[Found], set[str]]:
+        """The first half of ``evaluate``: every rule's conditions, and the keys of the alerts
+        active now (what other workers need for grouping)."""
         now = self.clock.time_us()
         now_s = now // US
         for scopes in self.windows.values():
@@ -265,6 +366,11 @@ class AlertEvaluator:
         # a root cause is an alert whose condition holds, or one still firing (keep_firing_for)
         active = {key for _, key, _, cond, _ in found if cond is not None and cond.active}
         active |= {key for key, st in self.states.items() if st.phase == "firing"}
+        return found, active
+
+    def settle(self, found: list[Found], active: set[str]) -> list[dict[str, Any]]:
+        """The second half of ``evaluate``: suppression and lifecycle of every alert."""
+        now = self.clock.time_us()
         out: list[dict[str, Any]] = []
         seen: set[str] = set()
         for rule, key, dims, cond, cell in found:
@@ -276,20 +382,30 @@ class AlertEvaluator:
                 state = self.states[key] = AlertState(key, rule.name)
             if cond is not None and cond.active:
                 self._suppress(state, rule, dims, cond, cell, active, now)
+            was = state.phase
             status = step(state, rule, cond, now)
+            if state.phase != was:
+                self._phase_changed(state)
             if status:
                 out.append(self._record(state, rule, dims, status, now))
         for key, state in list(self.states.items()):  # alerts whose scope has no data left
             if key in seen:
                 continue
             rule = self.by_name[state.rule]
+            was = state.phase
             status = step(state, rule, None, now)
+            if state.phase != was:
+                self._phase_changed(state)
             if status:
                 dims = dict(state.last.labels) if state.last else {}
                 out.append(self._record(state, rule, dims, status, now))
         for key in [k for k, s in self.states.items() if s.phase == "inactive"]:
             del self.states[key]
         return out
+
+    def _phase_changed(self, state: AlertState) -> None:
+        since = state.started_at if state.phase == "firing" else state.pending_since
+        self.phase_changes[state.dedup_key] = phase_record(state.phase, state.rule, since)
 
     def _conditions(self, rule: Rule, now: int) -> Iterator[Found]:
         kind = rule.kind
@@ -418,6 +534,8 @@ class AlertEvaluator:
     def _schedule(self, rule: Rule, now: int) -> Iterator[Found]:
         agents = set(self.section.schedules) | set(self.context.schedules)
         for agent in agents:
+            if not self.owns_agent(agent):
+                continue
             sched = self.context.schedules.get(agent) or self.section.schedules.get(agent)
             dims = {"agent_id": agent}
             if sched is None or not rule.matches(self._labels(dims)):

@@ -2,22 +2,34 @@
 ``fleetpulse.alerts`` out (``fleetpulse processors run`` starts it beside the metric windows and
 the breaker stage, in its own process, so its latency never waits behind their backlog).
 
-Inputs:
+Alert worker ``FLEETPULSE_ALERTS_INDEX`` of ``FLEETPULSE_ALERTS_WORKERS`` (0 of 1 by default)
+owns a deterministic share of the partitions (``split.py`` says who owns what and why), so N
+workers do 1/N of the work each and together send exactly the alerts one worker sends. The
+share is fixed rather than given by a consumer group: an owner rebuilds its windows from a
+replay of hours (a day for budgets), too slow to hand partitions around on every rebalance;
+a worker that dies is restarted with its index and resumes its share.
 
-* ``processors.alert-cells``, every partition, assigned directly (no consumer group): what the
-  rules count, per scope and second, from every ingest pass of the metric workers (they decode
-  each task event once; this stage never reads one). The rules see the whole fleet
-  (integration scopes, teams, cascades across agents). One alert stage evaluates; a second one
-  would send the same events under the same dedup keys, which every receiver deduplicates, so
-  it is a hot standby rather than a split of the work.
+Inputs (assigned directly, no consumer group, nothing committed):
+
+* ``processors.alert-cells``, the partitions it owns: what the rules count, per scope and
+  second, for the agents of those partitions (the metric workers decode each task event once
+  and send each agent's groups to ``crc32(agent) % partitions``; this stage never reads a task
+  event). Their share of the integration and team scopes goes out on
+  ``processors.alert-scopes`` to each scope's owner.
+* ``processors.alert-scopes``, the partitions it owns: the integration and team scopes it
+  evaluates, summed over every agent owner.
+* ``processors.alert-state``, every partition (small, compacted): every alert's phase; its
+  own pending timers after a restart, and the others' active alerts (cascade roots).
 * ``fleetpulse.control``: which integration breakers are OPEN (inhibition).
 * ``fleetpulse.governance``: the production bundles' budgets, schedules and approval gates,
   and silences.
 
-State across restarts: the alerts topic is read back at start and each alert's newest event is
-adopted, so a firing alert is not sent again; the windows are rebuilt by replaying the groups
-of the longest window (and of the current UTC day or month for budgets, as far as the topic
-retains them) before the first evaluation.
+State across restarts: the alerts topic is read back at start and each owned alert's newest
+event is adopted, so a firing alert is not sent again; pending alerts resume their ``for``
+timer from ``processors.alert-state``; the windows are rebuilt by replaying the groups and
+scope records of the longest window (and of the current UTC day or month for budgets, as far as
+the topics retain them) before the first evaluation. The scope records a replay sends again
+are recognised by their source offsets and counted once.
 """
 
 from __future__ import annotations
@@ -27,7 +39,7 @@ import signal
 import threading
 from typing import Any
 
-from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from fleetpulse.contract.clock import Clock, SystemClock
 from fleetpulse.contract.config import ProcessorSettings
@@ -37,6 +49,7 @@ from fleetpulse.contract.governance import PRODUCTION, GovernanceState
 from fleetpulse.contract.kafka_config import consumer_config, producer_config
 from fleetpulse.contract.policy import FleetPolicy
 from fleetpulse.processors.alerts.evaluator import FAILURE_KINDS, AlertEvaluator, Context
+from fleetpulse.processors.alerts.split import Ownership, ScopeRows, owner_partition, read_phase
 from fleetpulse.processors.alerts.windows import US, period_bounds
 from fleetpulse.processors.ingest.cells import AlertGroups
 from fleetpulse.processors.loop import StageLoop, partition_count
@@ -69,7 +82,15 @@ class AlertStage:
         self.clock = clock or SystemClock()
         now = self.clock.time_us()
         self.replay_from_us = _replay_from(policy, now)
-        self.evaluator = AlertEvaluator(policy, self.clock, since_us=self.replay_from_us)
+        # the share is set in start(), once the partition counts are known
+        self.evaluator = AlertEvaluator(
+            policy, self.clock, since_us=self.replay_from_us, owner=Ownership()
+        )
+        # from processors.alert-state: the alerts other workers hold active (cascade roots),
+        # and this worker's own pending alerts as they were before a restart (until caught up)
+        self.remote_active: set[str] = set()
+        self._pending: dict[str, tuple[str, int]] = {}  # dedup key -> rule, pending since
+        self._scopes_partitions = 1
         self._first_us: int | None = None  # the oldest event replayed: when watching began
         # a breaker that closed moments ago still explains the failures in the rules' windows
         self._hold_us = US * max(
@@ -100,42 +121,68 @@ class AlertStage:
         )
         self.stop_event = threading.Event()
         self.caught_up = threading.Event()
-        self._ends: dict[int, int] = {}
-        self.counters = {"events": 0, "bad": 0, "alerts": 0}
+        self._ends: dict[tuple[str, int], int] = {}
+        self.counters = {"events": 0, "bad": 0, "alerts": 0, "scope_records": 0}
         self._announced: set[str] = set()  # alerts logged as firing
 
     # -- the loop -------------------------------------------------------------------------
 
     def start(self, *, timeout: float = 60.0) -> None:
-        """Adopt the published alert states, follow control and governance, and assign every
-        alert-cells partition from the start of the replay."""
-        restored = self.evaluator.restore(
-            read_alerts(self.bootstrap, self.topics.alerts, timeout=timeout).alerts()
+        """Take this worker's share, adopt its published alert states, follow control and
+        governance, and assign its partitions from the start of the replay."""
+        t = self.topics
+        cells_n = partition_count(self.bootstrap, t.alert_cells)
+        self._scopes_partitions = scopes_n = partition_count(self.bootstrap, t.alert_scopes)
+        owner = Ownership(
+            self.settings.alerts_workers, self.settings.alerts_index, cells_n, scopes_n
         )
-        logger.info("alert stage: %d firing alerts adopted from %s", restored, self.topics.alerts)
+        self.evaluator.own(owner)
+        restored = self.evaluator.restore(
+            read_alerts(self.bootstrap, t.alerts, timeout=timeout).alerts()
+        )
+        logger.info(
+            "alert worker %d of %d: alert-cells %s, alert-scopes %s; %d firing alerts adopted",
+            owner.index, owner.workers, list(owner.cells), list(owner.scopes), restored,
+        )  # fmt: skip
         self.control_follower.start(timeout=timeout)
         self.governance.start(timeout=timeout)  # waits until the log is read to its end
         # the breaker states must be in too before the first evaluation, or a fresh stage
         # would page alerts that an open breaker inhibits
         if not self.control_follower.wait_caught_up(timeout):
-            raise TimeoutError(f"could not read {self.topics.control} within {timeout:g}s")
-        n = partition_count(self.bootstrap, self.topics.alert_cells)
+            raise TimeoutError(f"could not read {t.control} within {timeout:g}s")
         since_ms = self.replay_from_us // 1000
-        wanted = [TopicPartition(self.topics.alert_cells, p, since_ms) for p in range(n)]
+        wanted = [TopicPartition(t.alert_cells, p, since_ms) for p in owner.cells]
+        wanted += [TopicPartition(t.alert_scopes, p, since_ms) for p in owner.scopes]
         found = self.consumer.offsets_for_times(wanted, timeout=timeout)
+        states_n = partition_count(self.bootstrap, t.alert_state)
+        found += [TopicPartition(t.alert_state, p, OFFSET_BEGINNING) for p in range(states_n)]
         start = []
         for tp in found:
-            _, high = self.consumer.get_watermark_offsets(tp, timeout=timeout)
-            if tp.offset >= 0 and tp.offset < high:
-                self._ends[tp.partition] = high
-            start.append(
-                TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_END)
-            )
+            low, high = self.consumer.get_watermark_offsets(tp, timeout=timeout)
+            # nothing since the replay start: the end as it is now, not OFFSET_END (resolved
+            # later, it would skip what other workers send in between)
+            offset = tp.offset if tp.offset >= 0 else high
+            if tp.topic == t.alert_state:
+                offset = low
+            if 0 <= offset < high:
+                self._ends[(tp.topic, tp.partition)] = high
+            start.append(TopicPartition(tp.topic, tp.partition, offset))
         self.consumer.assign(start)
         if not self._ends:
             logger.info("alert stage: nothing to replay, evaluating")
-            self._watching_from(self.clock.time_us())
-            self.caught_up.set()
+            self._caught_up(self.clock.time_us())
+
+    def _caught_up(self, first_us: int) -> None:
+        """The replay is done: resume the owned alerts' pending timers, start evaluating."""
+        resumed = sum(
+            self.evaluator.restore_pending(key, rule, since)
+            for key, (rule, since) in self._pending.items()
+        )
+        self._pending.clear()
+        if resumed:
+            logger.info("alert stage: %d pending alerts resume their for timers", resumed)
+        self._watching_from(first_us)
+        self.caught_up.set()
 
     def _watching_from(self, us: int) -> None:
         """Nothing counts as missed before the first event the stage could see: a fresh topic
@@ -165,34 +212,72 @@ class AlertStage:
             self.evaluate()
 
     def step(self, msgs: list[Any]) -> None:
-        ingest = self.evaluator.ingest_groups
+        t = self.topics
+        ev = self.evaluator
         for m in msgs:
-            p, offset = m.partition() or 0, m.offset() or 0
-            try:
-                groups = AlertGroups.from_record(m.value() or b"")
-            except ValueError as exc:
-                self.counters["bad"] += 1
-                logger.warning("ignoring %s[%d]@%d: %s", m.topic(), p, offset, exc)
+            topic, p, offset = m.topic(), m.partition() or 0, m.offset() or 0
+            if topic == t.alert_state:
+                self._phase(m)
+            elif topic == t.alert_scopes:
+                try:
+                    ev.ingest_scopes(ScopeRows.from_record(m.value() or b""))
+                    self.counters["scope_records"] += 1
+                except ValueError as exc:
+                    self.counters["bad"] += 1
+                    logger.warning("ignoring %s[%d]@%d: %s", topic, p, offset, exc)
             else:
-                self.counters["events"] += groups.events
-                ingest(groups, events=groups.events)
-                first = min((runs[0] for _, runs in groups.runs if runs), default=None)
-                if self._ends and first is not None:
-                    self._first_us = first if self._first_us is None else min(self._first_us, first)
-            end = self._ends.get(p)
+                self._cells(m, p, offset)
+            end = self._ends.get((topic, p))
             if end is not None and offset + 1 >= end:
-                del self._ends[p]
+                del self._ends[(topic, p)]
                 if not self._ends:
                     logger.info("alert stage: replay done, evaluating")
-                    self._watching_from(self._first_us or self.clock.time_us())
-                    self.caught_up.set()
+                    self._caught_up(self._first_us or self.clock.time_us())
+        # this worker's agents' share of the integration and team scopes, to their owners
+        for sid, value in ev.outbox.records():
+            dest = owner_partition(sid, self._scopes_partitions)
+            produce(self.producer, t.alert_scopes, value, sid.encode(), partition=dest)
+
+    def _phase(self, m: Any) -> None:
+        key = (m.key() or b"").decode(errors="replace")
+        found = read_phase(m.value())
+        if found is None:  # inactive (a tombstone)
+            self.remote_active.discard(key)
+            self._pending.pop(key, None)
+            return
+        rule, phase, since = found
+        if not self.evaluator.owns(key, rule):
+            self.remote_active.add(key)
+        elif not self.caught_up.is_set():  # after that, our own records come back: nothing new
+            if phase == "pending":
+                self._pending[key] = (rule, since)
+            else:
+                self._pending.pop(key, None)
+
+    def _cells(self, m: Any, p: int, offset: int) -> None:
+        try:
+            groups = AlertGroups.from_record(m.value() or b"")
+        except ValueError as exc:
+            self.counters["bad"] += 1
+            logger.warning("ignoring %s[%d]@%d: %s", m.topic(), p, offset, exc)
+            return
+        self.counters["events"] += groups.events
+        self.evaluator.outbox.source = (p, offset)
+        self.evaluator.ingest_groups(groups, events=groups.events)
+        first = min((runs[0] for _, runs in groups.runs if runs), default=None)
+        if self._ends and first is not None:
+            self._first_us = first if self._first_us is None else min(self._first_us, first)
 
     def evaluate(self) -> list[dict[str, Any]]:
-        """Refresh the context, run the rules, publish what changed."""
-        self.evaluator.context = self._context()
-        out = self.evaluator.evaluate()
+        """Refresh the context, run the rules, publish what changed: alerts, then phases."""
+        ev = self.evaluator
+        ev.context = self._context()
+        out = ev.evaluate(self.remote_active)  # others' alerts may root a cascade here
         for alert in out:
             self._publish(alert)
+        for key, value in ev.phase_changes.items():
+            produce(self.producer, self.topics.alert_state, value, key.encode())
+        ev.phase_changes.clear()
         return out
 
     def _context(self) -> Context:

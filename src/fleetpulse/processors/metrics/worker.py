@@ -1,20 +1,35 @@
-"""The processors' Kafka edges around the pure engine, shared by the faust worker and the plain
-confluent-kafka loop: batch decoding, the DLQ, rebuild on assignment, and publishing snapshots
-and partial aggregates.
+"""The metric worker's Kafka edges around the pure engine, shared by the faust worker and the
+plain confluent-kafka loop: batch decoding, the DLQ, rebuild on assignment, and publishing
+snapshots and partial aggregates.
 
-Thread model: the runtime calls ``process``/``tick`` from one thread; the faust runtime runs
-``assign`` (a blocking replay) in an executor thread, so every entry point takes ``self.lock``.
+Two threads, the two phases of the pipeline:
+
+* **ingest** (the runtime's thread: ``process``, ``tick``, ``assign``): buffers task events,
+  runs the native pass, dead-letters what it rejects and sends the breaker counts and the
+  alert rules' groups at once. It keeps each source partition's watermark and last offset
+  itself (``_Marks``), so the next pass never waits for the windows.
+* **windows** (``_WindowsThread``): adds each pass's cells to the windows, applies the global
+  cells read from the partials topic, and publishes partial aggregates and snapshots at their
+  cadence. The engine is only touched under ``self.lock``.
+
+The embedded engine releases the GIL while it runs a pass, so the windows of one pass are
+added while the next pass is decoded: on two cores the phases overlap, and a snapshot round
+(every ``processors_cadence_s``) never holds back the breakers' and alerts' inputs. The queue
+between them is short, so a windows thread that falls behind slows the ingest down instead of
+piling up passes. Assignment changes wait for the queue to drain first.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
-from confluent_kafka import Message, Producer
+from confluent_kafka import KafkaException, Message, Producer
 
 from fleetpulse.contract.clock import Clock, SystemClock
 from fleetpulse.contract.config import ProcessorSettings
@@ -24,14 +39,17 @@ from fleetpulse.contract.kafka_config import producer_config
 from fleetpulse.contract.policy import FleetPolicy, load_policy
 from fleetpulse.contract.topics import dlq_headers
 from fleetpulse.processors.alerts.evaluator import alert_spec
+from fleetpulse.processors.alerts.split import route_groups
 from fleetpulse.processors.breakers.counts import BreakerCounts
 from fleetpulse.processors.breakers.counts import lookback_s as breaker_lookback_s
 from fleetpulse.processors.ingest import NativeIngest
+from fleetpulse.processors.ingest.cells import Partials
 from fleetpulse.processors.ingest.params import Where
 from fleetpulse.processors.loop import partition_count
 from fleetpulse.processors.metrics.prom import ProcessorCollector, new_registry
 from fleetpulse.processors.produce import produce
 from fleetpulse.processors.windows.buckets import US, WindowConfig
+from fleetpulse.processors.windows.checkpoint import CheckpointStore, encode_source
 from fleetpulse.processors.windows.engine import Engine, EngineConfig
 from fleetpulse.processors.windows.replay import replay_partition
 
@@ -51,6 +69,131 @@ class Record:
     @classmethod
     def of(cls, m: Message) -> Record:
         return cls(m.topic() or "", m.partition() or 0, m.offset() or 0, m.key(), m.value())
+
+
+class _Marks:
+    """What the ingest thread knows of one source partition: the last offset it aggregated and
+    the partition's watermark after it (the windows learn both when they apply the pass)."""
+
+    __slots__ = ("offset", "watermark_us")
+
+    def __init__(self) -> None:
+        self.offset = -1
+        self.watermark_us: int | None = None
+
+
+class _WindowsThread:
+    """Runs the engine's side of the worker: queued jobs (a pass's cells, a partials record)
+    in order, then whatever output is due. A job that raises stops the worker: the error is
+    raised again in the ingest thread at its next call, as if it had happened there."""
+
+    def __init__(self, core: ProcessorCore, depth: int = 4) -> None:
+        self.core = core
+        self.jobs: queue.Queue[Callable[[], object] | None] = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="metric-windows", daemon=True)
+        self.thread.start()
+
+    def submit(self, job: Callable[[], object]) -> None:
+        while True:
+            self.check()
+            try:
+                self.jobs.put(job, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def drain(self) -> None:
+        """Wait until every job submitted so far has run."""
+        done = threading.Event()
+        self.submit(done.set)
+        while not done.wait(0.5):
+            self.check()
+        self.check()
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise RuntimeError("the metric windows thread failed") from self.error
+        if not self.thread.is_alive():
+            raise RuntimeError("the metric windows thread has stopped")
+
+    def stop(self) -> None:
+        if self.thread.is_alive():
+            self.jobs.put(None)
+            self.thread.join(30)
+
+    def _run(self) -> None:
+        core = self.core
+        try:
+            while True:
+                try:
+                    job = self.jobs.get(timeout=0.1)
+                except queue.Empty:
+                    job = _IDLE
+                if job is None:
+                    return
+                with core.lock:
+                    job()
+                    core.emit_due()
+        except BaseException as exc:  # handed to the ingest thread (check)
+            logger.exception("metric windows thread failed")
+            self.error = exc
+
+
+def _idle() -> None:
+    """No job: only the output that is due."""
+
+
+_IDLE = _idle
+
+
+class _CheckpointWriter:
+    """Writes encoded window checkpoints to Kafka on a thread and producer of its own, so a
+    checkpoint of many megabytes never holds up the windows or the breakers' inputs. One
+    round at a time: a round due while the last is still being written is skipped."""
+
+    def __init__(self, store: CheckpointStore, producer: Producer) -> None:
+        self.store = store
+        self.producer = producer
+        self.jobs: queue.Queue[tuple[int, list[tuple[int, int, bytes]]] | None] = queue.Queue(1)
+        self.written = 0  # checkpoints written (introspection, tests)
+        self.thread = threading.Thread(target=self._run, name="metric-checkpoints", daemon=True)
+        self.thread.start()
+
+    def busy(self) -> bool:
+        return self.jobs.unfinished_tasks > 0
+
+    def submit(self, generation: int, parts: list[tuple[int, int, bytes]]) -> None:
+        """``parts``: (source partition, offset, encoded windows)."""
+        self.jobs.put((generation, parts))
+
+    def stop(self) -> None:
+        if self.thread.is_alive():
+            self.jobs.put(None)
+            self.thread.join(60)
+
+    def _run(self) -> None:
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
+            generation, parts = job
+            for p, offset, data in parts:
+                t0 = time.monotonic()
+                try:
+                    self.store.write(self.producer, p, data, offset=offset, generation=generation)
+                except (RuntimeError, KafkaException) as exc:
+                    logger.warning("checkpoint of partition %d not written: %s", p, exc)
+                    continue
+                self.written += 1
+                logger.info(
+                    "checkpointed the windows of partition %d up to offset %d (%.1f MB, %.2f s)",
+                    p,
+                    offset,
+                    len(data) / 1e6,
+                    time.monotonic() - t0,
+                )
+            self.jobs.task_done()
 
 
 class ProcessorCore:
@@ -86,15 +229,18 @@ class ProcessorCore:
             "MetricSnapshot", self.topics.metrics
         )
         self.producer = Producer(producer_config(self.bootstrap, client_id=client_id))
-        self.lock = threading.RLock()
+        self.lock = threading.RLock()  # the engine and the assignment
+        self._ingest_lock = threading.RLock()  # the buffer, the marks and the native pass
         self.collector = ProcessorCollector(settings.processors_prometheus_max_series)
         self.registry = new_registry(self.collector)
         self._max_future_us = settings.processors_max_future_s * US
         self._replay_since_us = (window.longest_s + window.allowed_lateness_s + 900) * US
         self._next_partials = 0
         self._next_snapshots = 0
+        self._next_counts = 0
         self._rebuilding: set[tuple[str, int]] = set()
         self._known: set[tuple[str, int]] = set()
+        self._marks: dict[int, _Marks] = {}
         self._pending: list[Record] = []
         self._pending_since = 0.0
         self.ingest = NativeIngest(self.codec, native_min=settings.processors_ingest_native_min)
@@ -109,6 +255,25 @@ class ProcessorCore:
         # and the alert rules' groups, when there are rules
         self._alert_spec = alert_spec(policy.alerts) if policy.alerts.rules else None
         self._alert_partitions = partition_count(self.bootstrap, self.topics.alert_cells)
+        # checkpoints of the windows, so that a restart replays minutes, not a day
+        self._checkpoint_every_us = int(settings.processors_checkpoint_interval_s * US)
+        self._next_checkpoint = self.clock.time_us() + self._checkpoint_every_us
+        self._checkpointed: dict[int, int] = {}  # partition -> offset of its last checkpoint
+        self.checkpoints: CheckpointStore | None = None
+        self._checkpointer: _CheckpointWriter | None = None
+        if self._checkpoint_every_us:
+            self.checkpoints = CheckpointStore(
+                self.bootstrap,
+                state=self.topics.windows_state,
+                manifests=self.topics.windows_checkpoints,
+                group=self.group_id,
+                partitions=partition_count(self.bootstrap, self.topics.windows_state),
+            )
+            self._checkpointer = _CheckpointWriter(
+                self.checkpoints,
+                Producer(producer_config(self.bootstrap, client_id=f"{client_id}-checkpoints")),
+            )
+        self._windows = _WindowsThread(self)
 
     # -- assignment -----------------------------------------------------------------------
 
@@ -116,8 +281,12 @@ class ProcessorCore:
         self, assigned: Iterable[tuple[str, int]], *, topics: Iterable[str] | None = None
     ) -> None:
         """Adopt a new assignment and rebuild the new partitions (blocking)."""
-        for topic, p in self.begin_assignment(assigned, topics=topics):
-            self.rebuild(topic, p)
+        new = self.begin_assignment(assigned, topics=topics)
+        manifests = None
+        if self.checkpoints is not None and any(t == self.topics.task_events for t, _ in new):
+            manifests = self.checkpoints.manifests_of()
+        for topic, p in new:
+            self.rebuild(topic, p, manifests=manifests)
 
     def begin_assignment(
         self, assigned: Iterable[tuple[str, int]], *, topics: Iterable[str] | None = None
@@ -127,32 +296,43 @@ class ProcessorCore:
         assignment speaks for (default both; the faust runtime assigns each from its own
         consumer)."""
         ours = set(topics or (self.topics.task_events, self.topics.partials))
-        wanted = {tp for tp in assigned if tp[0] in ours}
-        with self.lock:
-            wanted |= {tp for tp in self._known if tp[0] not in ours}
-            for topic, p in self._known - wanted:
-                if topic == self.topics.task_events:
-                    self.engine.revoke_source(p)
-                    self.breaker_counts.revoke(p)
-                else:
-                    self.engine.revoke_partials(p)
-                self._rebuilding.discard((topic, p))
-            new = sorted(wanted - self._known)
-            self._known = wanted
-            self._rebuilding |= set(new)
-            for topic, p in new:
-                if topic == self.topics.task_events:
-                    self.engine.assign_source(p, ready=False)
-                    self.breaker_counts.assign(p)
-                else:
-                    self.engine.assign_partials(p, ready=False)
+        with self._ingest_lock:
+            self.flush()  # what was read while the partitions were ours
+            self._windows.drain()  # and every pass applied, before the windows change hands
+            with self.lock:
+                wanted = {tp for tp in assigned if tp[0] in ours}
+                wanted |= {tp for tp in self._known if tp[0] not in ours}
+                for topic, p in self._known - wanted:
+                    if topic == self.topics.task_events:
+                        self.engine.revoke_source(p)
+                        self.breaker_counts.revoke(p)
+                        self._marks.pop(p, None)
+                    else:
+                        self.engine.revoke_partials(p)
+                    self._rebuilding.discard((topic, p))
+                new = sorted(wanted - self._known)
+                self._known = wanted
+                self._rebuilding |= set(new)
+                for topic, p in new:
+                    if topic == self.topics.task_events:
+                        self.engine.assign_source(p, ready=False)
+                        self.breaker_counts.assign(p)
+                        self._marks[p] = _Marks()
+                    else:
+                        self.engine.assign_partials(p, ready=False)
         return new
 
-    def rebuild(self, topic: str, partition: int) -> None:
-        """Replay one new partition's history into the engine, then mark it ready."""
+    def rebuild(
+        self, topic: str, partition: int, *, manifests: dict[int, dict[str, Any]] | None = None
+    ) -> None:
+        """Bring one new partition's windows up to date, then mark it ready: a task-events
+        partition from its newest checkpoint (``manifests``: read beforehand, else now) and the
+        events after it, a partials partition by replaying the (compacted) cells."""
         since_ms = None
+        from_offset = None
         if topic == self.topics.task_events:
             since_ms = (self.clock.time_us() - self._replay_since_us) // 1000
+            from_offset = self._restore(partition, manifests)
 
         def apply(batch: list[Message]) -> None:
             self._apply([Record.of(m) for m in batch], replay=True)
@@ -164,17 +344,55 @@ class ProcessorCore:
             partition,
             since_ms=since_ms,
             on_batch=apply,
+            from_offset=from_offset,
             batch_size=self.settings.processors_ingest_batch_max,
         )
-        with self.lock:
-            if topic == self.topics.task_events and partition in self.engine.sources:
-                src = self.engine.sources[partition]
-                src.offset = max(src.offset, end - 1)
-                src.ready = True
-            elif partition in self.engine.globals:
-                self.engine.globals[partition].ready = True
-            self._rebuilding.discard((topic, partition))
+        with self._ingest_lock:
+            self._windows.drain()  # the replayed passes are in the windows
+            with self.lock:
+                if topic == self.topics.task_events and partition in self.engine.sources:
+                    src = self.engine.sources[partition]
+                    src.offset = max(src.offset, end - 1)
+                    src.ready = True
+                    marks = self._marks.get(partition)
+                    if marks is not None:
+                        marks.offset = max(marks.offset, end - 1)
+                elif partition in self.engine.globals:
+                    self.engine.globals[partition].ready = True
+                self._rebuilding.discard((topic, partition))
         logger.info("rebuilt %s[%d] up to offset %d", topic, partition, end)
+
+    def _restore(self, partition: int, manifests: dict[int, dict[str, Any]] | None) -> int | None:
+        """Adopt the newest checkpoint of ``partition``; the offset to replay from, or None
+        (no usable checkpoint: replay the whole window)."""
+        if self.checkpoints is None:
+            return None
+        t0 = time.monotonic()
+        if manifests is None:
+            manifests = self.checkpoints.manifests_of()
+        manifest = manifests.get(partition)
+        if manifest is None:
+            return None
+        cp = self.checkpoints.read(partition, manifest)
+        if cp is None:
+            return None  # read() said why
+        with self._ingest_lock, self.lock:
+            if partition not in self._marks:
+                return None  # revoked meanwhile
+            self.engine.restore_source(cp, ready=False)
+            marks = self._marks[partition]
+            marks.offset, marks.watermark_us = cp.offset, cp.watermark_us
+        logger.info(
+            "restored the windows of %s[%d] up to offset %d from a checkpoint (%d scopes, "
+            "%.1f MB, %.2f s)",
+            self.topics.task_events,
+            partition,
+            cp.offset,
+            len(cp.local) + len(cp.glob),
+            int(manifest["bytes"]) / 1e6,
+            time.monotonic() - t0,
+        )
+        return cp.offset + 1
 
     def ready_for(self, records: Sequence[Record]) -> bool:
         """False while any partition of ``records`` is unknown or still being rebuilt."""
@@ -185,18 +403,19 @@ class ProcessorCore:
                 for r in records
             )
 
-    # -- input ----------------------------------------------------------------------------
+    # -- input (the ingest thread) --------------------------------------------------------
 
     def process(self, records: Sequence[Record]) -> None:
         """Take one batch of consumed records (any mix of task-events and partials). Task
         events wait in a buffer until it holds ``processors_ingest_batch_max`` records or its
         oldest is ``processors_ingest_wait_s`` old (``tick`` flushes it too): one native pass
         costs a few milliseconds whatever its size, so it should see many records at once."""
-        with self.lock:
+        cells = [r for r in records if r.topic == self.topics.partials]
+        if cells:
+            self._windows.submit(lambda: self._apply_cells(cells, replay=False))
+        with self._ingest_lock:
             for r in records:
-                if r.topic == self.topics.partials:
-                    self._apply_cell(r, replay=False)
-                else:
+                if r.topic != self.topics.partials:
                     if not self._pending:
                         self._pending_since = time.monotonic()
                     self._pending.append(r)
@@ -208,34 +427,37 @@ class ProcessorCore:
 
     def flush(self) -> None:
         """Aggregate the buffered task events now."""
-        with self.lock:
+        with self._ingest_lock:
             pending, self._pending = self._pending, []
             if pending:
                 self._ingest(pending, replay=False)
 
     def _apply(self, records: Sequence[Record], *, replay: bool) -> None:
-        with self.lock:
-            events = [r for r in records if r.topic != self.topics.partials]
-            if events:
+        events = [r for r in records if r.topic != self.topics.partials]
+        if events:
+            with self._ingest_lock:
                 self._ingest(events, replay=replay)
-            for r in records:
-                if r.topic == self.topics.partials:
-                    self._apply_cell(r, replay=replay)
+        cells = [r for r in records if r.topic == self.topics.partials]
+        if cells:
+            self._windows.submit(lambda: self._apply_cells(cells, replay=replay))
 
     def _ingest(self, records: Sequence[Record], *, replay: bool) -> None:
-        """One native pass over task events (caller holds the lock): duplicates of offsets
-        already applied are skipped, rejected records dead-lettered, the cells applied."""
-        sources = self.engine.sources
+        """One native pass over task events (caller holds the ingest lock): duplicates of
+        offsets already aggregated are skipped, rejected records dead-lettered, the breaker
+        counts and alert groups sent, and the cells handed to the windows thread."""
+        marks = self._marks
         fresh = [
-            r for r in records if r.partition in sources and r.offset > sources[r.partition].offset
+            r for r in records if r.partition in marks and r.offset > marks[r.partition].offset
         ]
-        self.engine.counters.duplicates += sum(1 for r in records if r.partition in sources) - len(
-            fresh
-        )
+        duplicates = sum(1 for r in records if r.partition in marks) - len(fresh)
         if not fresh:
+            if duplicates:
+                self._windows.submit(lambda: self._count_duplicates(duplicates))
             return
         params = replace(
-            self.engine.params(),
+            self.engine.params(
+                {p: m.watermark_us for p, m in marks.items() if m.watermark_us is not None}
+            ),
             max_future_us=self._max_future_us,
             breakers=self.breaker_counts.spec,
             # a replayed event's groups went to the alert stage when it was first read
@@ -249,27 +471,42 @@ class ProcessorCore:
         )
         for i, reason in partials.rejected:
             self._dead_letter(fresh[i], reason, replay)
-        # the breakers and the alert rules wait for nothing, not even the windows below:
-        # their groups go out as soon as the pass has them
+        # the breakers and the alert rules wait for nothing, not even the windows: their
+        # groups go out as soon as the pass has them
         oldest_s = params.now_us // US - self._breaker_lookback_s
         self.breaker_counts.add(partials.breaker_calls, partials.breaker_tasks, oldest_s=oldest_s)
         for dest, key, value in self.breaker_counts.take():
             self._produce(self.topics.breaker_counts, value, key, partition=dest)
         if partials.alerts is not None:
-            partials.alerts.events = sum(p.events for p in partials.progress.values())
-            dest = fresh[0].partition % self._alert_partitions
-            for value in partials.alerts.records():
-                self._produce(self.topics.alert_cells, value, b"", partition=dest)
+            for dest, part in route_groups(partials.alerts, self._alert_partitions).items():
+                for value in part.records():  # each agent to its alert worker's partition
+                    self._produce(self.topics.alert_cells, value, b"", partition=dest)
         self.producer.poll(0)
-        self.engine.apply_partials(partials, {r.partition: r.offset for r in fresh})
+        offsets = {r.partition: r.offset for r in fresh}
+        for p, prog in partials.progress.items():
+            if p in marks:
+                marks[p].watermark_us = prog.watermark_us
+        for p, offset in offsets.items():
+            marks[p].offset = max(marks[p].offset, offset)
+        self._windows.submit(lambda: self._apply_pass(partials, offsets, duplicates))
 
-    def _apply_cell(self, r: Record, *, replay: bool) -> None:
-        if r.partition not in self.engine.globals:
-            return
-        try:
-            self.engine.apply_cell(r.partition, r.key or b"", r.value or b"")
-        except ValueError as exc:
-            self._dead_letter(r, str(exc), replay)
+    # -- the windows thread ---------------------------------------------------------------
+
+    def _apply_pass(self, partials: Partials, offsets: dict[int, int], duplicates: int) -> None:
+        self.engine.counters.duplicates += duplicates
+        self.engine.apply_partials(partials, offsets)
+
+    def _count_duplicates(self, n: int) -> None:
+        self.engine.counters.duplicates += n
+
+    def _apply_cells(self, records: Sequence[Record], *, replay: bool) -> None:
+        for r in records:
+            if r.partition not in self.engine.globals:
+                continue
+            try:
+                self.engine.apply_cell(r.partition, r.key or b"", r.value or b"")
+            except ValueError as exc:
+                self._dead_letter(r, str(exc), replay)
 
     def _dead_letter(self, r: Record, reason: str, replay: bool) -> None:
         if replay:
@@ -279,33 +516,31 @@ class ProcessorCore:
         headers = dlq_headers(reason, r.topic, r.partition, r.offset, "processors")
         produce(self.producer, self.topics.dlq, r.value, r.key, headers=headers)
 
-    # -- output ---------------------------------------------------------------------------
-
-    def tick(self, *, force: bool = False) -> int:
-        """Publish changed partial aggregates and, at the cadence, snapshots. Returns how many
-        snapshots went out."""
+    def emit_due(self, *, force: bool = False) -> int:
+        """Publish changed partial aggregates and, at the cadence, snapshots (the windows
+        thread, holding the lock). Returns how many snapshots went out."""
         now = self.clock.time_us()
         sent = 0
-        with self.lock:
-            self.flush()
-            if force or now >= self._next_partials:
-                self._next_partials = now + int(self.settings.processors_partials_interval_s * US)
-                for part, key, value in self.engine.take_partials():
-                    self._produce(self.topics.partials, value, key, partition=part)
-            if force or now >= self._next_snapshots:
-                self._next_snapshots = now + int(self.settings.processors_cadence_s * US)
-                # streamed: the records of every scope at once would outweigh the windows
-                for s in self.engine.iter_snapshots():
-                    self._produce(
-                        self.topics.metrics,
-                        self._encode_snapshot(s),
-                        f"{s['scope_type']}/{s['scope_id']}".encode(),
-                    )
-                    self.collector.observe((s,))
-                    sent += 1
-            if now >= self._next_evict:
-                self._next_evict = now + 10 * US
-                self.breaker_counts.evict(now // US - self._breaker_lookback_s)
+        if force or now >= self._next_partials:
+            self._next_partials = now + int(self.settings.processors_partials_interval_s * US)
+            for part, key, value in self.engine.take_partials():
+                self._produce(self.topics.partials, value, key, partition=part)
+        if force or now >= self._next_snapshots:
+            self._next_snapshots = now + int(self.settings.processors_cadence_s * US)
+            # streamed: the records of every scope at once would outweigh the windows
+            for s in self.engine.iter_snapshots():
+                self._produce(
+                    self.topics.metrics,
+                    self._encode_snapshot(s),
+                    f"{s['scope_type']}/{s['scope_id']}".encode(),
+                )
+                self.collector.observe((s,))
+                sent += 1
+        if self._checkpointer is not None and now >= self._next_checkpoint:
+            self._next_checkpoint = now + self._checkpoint_every_us
+            self._checkpoint(now)
+        if force or now >= self._next_counts:
+            self._next_counts = now + US // 2
             c = self.engine.counters
             self.collector.records.update(
                 ok=c.events - c.late, late=c.late, duplicate=c.duplicates, dlq=self.dlq_count
@@ -315,12 +550,53 @@ class ProcessorCore:
         self.producer.poll(0)
         return sent
 
+    def _checkpoint(self, now: int) -> None:
+        """Encode every ready partition's windows (the windows thread, holding the lock: they
+        must not move meanwhile) and hand them to the checkpoint writer."""
+        writer = self._checkpointer
+        if writer is None or writer.busy():
+            return  # the last round is still being written
+        done = self._checkpointed
+        parts = [
+            (p, src.offset, encode_source(self.engine.checkpoint_source(p)))
+            for p, src in self.engine.sources.items()
+            # a partition without new events keeps its last checkpoint: restored, its windows
+            # slide to the same figures
+            if src.ready and src.offset >= 0 and done.get(p) != src.offset
+        ]
+        if parts:
+            done.update((p, offset) for p, offset, _ in parts)
+            writer.submit(now, parts)
+
+    # -- output ---------------------------------------------------------------------------
+
+    def tick(self, *, force: bool = False) -> None:
+        """Between batches (the ingest thread): run the pass that is due and forget breaker
+        counts too old to matter. ``force``: also wait until the windows have every pass and
+        publish their output now."""
+        now = self.clock.time_us()
+        with self._ingest_lock:
+            self.flush()
+            if now >= self._next_evict:
+                self._next_evict = now + 10 * US
+                self.breaker_counts.evict(now // US - self._breaker_lookback_s)
+        if force:
+            self._windows.submit(lambda: self.emit_due(force=True))
+            self._windows.drain()
+        self._windows.check()
+        self.producer.poll(0)
+
     def _produce(self, topic: str, value: bytes, key: bytes, partition: int = -1) -> None:
         produce(self.producer, topic, value, key, partition)
 
     def close(self, timeout: float = 10.0) -> None:
-        self.tick(force=True)
-        self.ingest.close()
-        left = self.producer.flush(timeout)
-        if left:
-            logger.error("%d processor outputs were not delivered before close", left)
+        try:
+            self.tick(force=True)
+        finally:
+            self._windows.stop()
+            if self._checkpointer is not None:
+                self._checkpointer.stop()
+            self.ingest.close()
+            left = self.producer.flush(timeout)
+            if left:
+                logger.error("%d processor outputs were not delivered before close", left)

@@ -44,6 +44,7 @@ from fleetpulse.processors.windows.buckets import (
     WindowConfig,
     level_bounds,
 )
+from fleetpulse.processors.windows.checkpoint import SourceCheckpoint
 
 # (scope_type, ((dimension, value), ...)) -- dimensions in a fixed order per scope type
 ScopeKey = tuple[str, tuple[tuple[str, str], ...]]
@@ -121,6 +122,34 @@ class Engine:
         state = self.sources[partition] = SourceState(ready=ready)
         return state
 
+    def checkpoint_source(self, partition: int) -> SourceCheckpoint:
+        """What restores partition ``partition``'s windows (``checkpoint.py``). It shares the
+        engine's arrays: encode it before the engine moves on."""
+        src = self.sources[partition]
+        return SourceCheckpoint(
+            partition=partition,
+            offset=src.offset,
+            watermark_us=src.watermark_us,
+            local=src.local,
+            glob=src.glob,
+            dirty_local=set(src.dirty_local),
+            dirty_cells=set(src.dirty_cells),
+        )
+
+    def restore_source(self, cp: SourceCheckpoint, *, ready: bool = False) -> SourceState:
+        """Adopt a checkpoint's windows for its partition, with the scopes and cells that had
+        changed since they were last published."""
+        state = self.sources[cp.partition] = SourceState(
+            ready=ready,
+            offset=cp.offset,
+            watermark_us=cp.watermark_us,
+            local=cp.local,
+            glob=cp.glob,
+            dirty_local=set(cp.dirty_local),
+            dirty_cells=set(cp.dirty_cells),
+        )
+        return state
+
     def revoke_source(self, partition: int) -> None:
         self.sources.pop(partition, None)
 
@@ -147,16 +176,19 @@ class Engine:
         partials = aggregate_events([(partition, ev) for _, ev in fresh], self.params())
         self.apply_partials(partials, {partition: fresh[-1][0]})
 
-    def params(self) -> IngestParams:
+    def params(self, watermarks: dict[int, int] | None = None) -> IngestParams:
         """What phase 1 needs to know of this engine: now, the finest bucket, lateness and the
-        watermark of every source partition."""
+        watermark of every source partition (``watermarks``: a caller that keeps them itself,
+        ahead of the windows, gives them)."""
+        if watermarks is None:
+            watermarks = {
+                p: s.watermark_us for p, s in self.sources.items() if s.watermark_us is not None
+            }
         return IngestParams(
             now_us=self.clock.time_us(),
             bucket_us=self.wcfg.levels[0] * US,
             lateness_us=self._lateness_us,
-            watermarks={
-                p: s.watermark_us for p, s in self.sources.items() if s.watermark_us is not None
-            },
+            watermarks=watermarks,
         )
 
     def apply_partials(self, partials: Partials, offsets: dict[int, int]) -> None:

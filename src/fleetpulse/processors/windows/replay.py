@@ -38,10 +38,12 @@ def replay_partition(
     *,
     since_ms: int | None,
     on_batch: Callable[[list[Message]], None],
+    from_offset: int | None = None,
     batch_size: int = 5000,
     timeout_s: float = 30.0,
 ) -> int:
-    """Feed ``[offset at since_ms (or the start), committed offset)`` to ``on_batch``.
+    """Feed ``[start, committed offset)`` to ``on_batch``: ``start`` is the offset at
+    ``since_ms`` (or the start), or ``from_offset`` when that is later.
 
     Returns the committed offset the group's consumer resumes from (the low watermark when the
     group never committed, since the processors read from the earliest offset).
@@ -57,7 +59,7 @@ def replay_partition(
         else:
             found = consumer.offsets_for_times([TopicPartition(topic, partition, since_ms)])[0]
             start = found.offset if found.offset >= 0 else high
-        start = max(start, low)
+        start = max(start, low, -1 if from_offset is None else from_offset)
         if start >= end:
             return end
         consumer.assign(
