@@ -118,7 +118,7 @@ class SdkSettings(CommonSettings):
 
 
 # One knob, FLEETPULSE_PROCESSORS_MAX_FUTURE_S, read by the processors and the sink alike, so
-# both reject the same task events (events/task_event.py).
+# both reject the same task events (contract/events/task_event.py).
 MAX_FUTURE_S: Any = Field(
     300,
     ge=0,

@@ -3,7 +3,7 @@
 Sections: ``breakers`` (thresholds), ``permissions`` (least privilege: which integrations each
 agent role may read or write) and ``governance`` (who may move the production label, when a
 pending approval pages) and ``alerts`` (rules, teams, budgets, schedules: see
-``processors/alerts/rules.py``). A bad file fails at start
+``alert_rules.py``). A bad file fails at start
 with a ``ConfigError`` naming the file, the field and the fix.
 
 Example policy::

@@ -16,7 +16,8 @@ Exactly once on replay, three lines deep:
 
 While ClickHouse fails, the consumer pauses its partitions and retries with exponential backoff
 and jitter; nothing is skipped and nothing is committed. Undecodable records go to the DLQ, and
-so do task events that are not valid (events/task_event.py: the processors' definition too).
+so do task events that are not valid (contract/events/task_event.py: the processors' definition
+too).
 """
 
 from __future__ import annotations
