@@ -40,6 +40,8 @@ lint: setup
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+	# layers import downward only, no cycles ([tool.importlinter]; tests/unit/test_layers.py too)
+	$(BIN)/lint-imports
 
 fmt: setup
 	$(BIN)/ruff format src tests bench

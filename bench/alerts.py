@@ -42,10 +42,10 @@ from confluent_kafka.admin import AdminClient, NewTopic
 sys.path.insert(0, str(Path(__file__).parent))
 from breakers import Load, pct, produce
 from common import broker, machine, write_result
+from fleetpulse.contract.alert_rules import DEFAULT_RULES
+from fleetpulse.contract.events import AvroCodec
+from fleetpulse.contract.topics import Topics
 from fleetpulse.devstack import ensure_topics, free_port
-from fleetpulse.events import AvroCodec
-from fleetpulse.processors.alerts.rules import DEFAULT_RULES
-from fleetpulse.topics import Topics
 
 MIN_CALLS = 20
 WARMUP_S = 10.0
@@ -116,8 +116,8 @@ def probe(bootstrap: str, topic: str, stop: threading.Event, sent: dict[bytes, f
 def evaluator_alone(n: int = 50_000) -> tuple[float, float, float]:
     """Events/s of the evaluator alone (decoded events, no I/O) beside fastavro decoding the
     same bytes, and one evaluation's duration (ms) after them."""
-    from fleetpulse.clock import SystemClock
-    from fleetpulse.policy import FleetPolicy
+    from fleetpulse.contract.clock import SystemClock
+    from fleetpulse.contract.policy import FleetPolicy
     from fleetpulse.processors.alerts.evaluator import AlertEvaluator
 
     sample = Load(10_000, 10, 5).build(time.time() - 20, limit=n)

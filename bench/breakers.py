@@ -39,11 +39,12 @@ from confluent_kafka import Producer
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import broker, machine, write_result
+from fleetpulse.contract.breakers import BreakerKey, State
+from fleetpulse.contract.events import AvroCodec
+from fleetpulse.contract.policy import BreakerPolicy
+from fleetpulse.contract.topics import Topics
 from fleetpulse.devstack import ensure_topics
-from fleetpulse.events import AvroCodec
-from fleetpulse.policy import BreakerPolicy
-from fleetpulse.processors.breakers.machine import US, Breaker, BreakerKey, State
-from fleetpulse.topics import Topics
+from fleetpulse.processors.breakers.machine import US, Breaker
 
 AGENTS = [f"agent-{i:03d}" for i in range(200)]
 HEALTHY = [f"svc-{i}" for i in range(10)]

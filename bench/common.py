@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from fleetpulse.config import DevstackSettings
+from fleetpulse.contract.config import DevstackSettings
 from fleetpulse.devstack import KafkaNode, KafkaNodeConfig, ensure_jars, free_port
 
 RESULTS = Path(__file__).parent / "results"

@@ -33,23 +33,23 @@ import uvicorn
 from fastapi.testclient import TestClient
 
 from common import broker, machine, write_result
-from fleetpulse.config import ControlSettings
 from fleetpulse.console import mount_console
 from fleetpulse.console.synthetic import Seed, seed
+from fleetpulse.contract.config import ControlSettings
+from fleetpulse.contract.policy import FleetPolicy
+from fleetpulse.contract.topics import Topics
 from fleetpulse.control.access import Caller
-from fleetpulse.control.alerts_state import AlertsView
 from fleetpulse.control.api import create_app
 from fleetpulse.control.audit import from_state
 from fleetpulse.control.gateway import LocalGateway
-from fleetpulse.control.governance_log import GovernanceLog
 from fleetpulse.control.plane import ControlPlane
-from fleetpulse.control.topic_follower import ControlFollower
 from fleetpulse.devstack import ensure_topics, free_port
-from fleetpulse.policy import FleetPolicy
+from fleetpulse.sdk.alerts_state import AlertsView
+from fleetpulse.sdk.governance_log import GovernanceLog
+from fleetpulse.sdk.topic_follower import ControlFollower
 from fleetpulse.sink.backend import ChdbBackend
 from fleetpulse.sink.migrate import migrate
 from fleetpulse.sink.query import ReadOnly, Table
-from fleetpulse.topics import Topics
 
 ADMIN = Caller("bench", "engineering")
 
@@ -150,7 +150,7 @@ def run(bootstrap: str, home: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _bundle(agent_id: str) -> Any:
-    from fleetpulse.control.bundles import parse_bundle
+    from fleetpulse.contract.bundles import parse_bundle
 
     return parse_bundle({"agent_id": agent_id, "role": "support", "prompt": f"{agent_id} p"})
 

@@ -45,11 +45,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from alerts import MIN_CALLS, RULE
 from breakers import POLICY_YAML, Load, pct, produce
 from common import broker, machine, write_json, write_result
-from fleetpulse.config import DevstackSettings, SinkSettings
+from fleetpulse.contract.alert_rules import DEFAULT_RULES
+from fleetpulse.contract.config import DevstackSettings, SinkSettings
+from fleetpulse.contract.events import AvroCodec
+from fleetpulse.contract.topics import Topics
 from fleetpulse.devstack import ensure_jars, ensure_topics, free_port
-from fleetpulse.events import AvroCodec
-from fleetpulse.processors.alerts.rules import DEFAULT_RULES
-from fleetpulse.topics import Topics
 
 PERF_RECORDS = 300_000
 SUSTAINED_DRAIN_S = 6.0  # the groups commit every 1-3 s; a group that kept up is done by then
@@ -297,7 +297,7 @@ def main() -> None:
                     p.poll(0)
                 p.flush(10)
 
-            from fleetpulse.config import load_settings
+            from fleetpulse.contract.config import load_settings
             from fleetpulse.sink.query import open_analyst
 
             sink = load_settings(SinkSettings, home=work / "home", bootstrap_servers=bootstrap)

@@ -21,18 +21,18 @@ from fastapi.testclient import TestClient
 
 from common import broker, machine, write_result
 from fleetpulse import Fleet
-from fleetpulse.config import ControlSettings
+from fleetpulse.contract.bundles import parse_bundle
+from fleetpulse.contract.config import ControlSettings
+from fleetpulse.contract.governance import GovernanceState, new_event
+from fleetpulse.contract.kafka_config import consumer_config, producer_config
+from fleetpulse.contract.policy import FleetPolicy, Permissions
+from fleetpulse.contract.topics import Topics
 from fleetpulse.control.access import Caller
 from fleetpulse.control.api import create_app
-from fleetpulse.control.bundles import parse_bundle
-from fleetpulse.control.governance import GovernanceState, new_event
-from fleetpulse.control.governance_log import GovernanceLog
 from fleetpulse.control.plane import ControlPlane
 from fleetpulse.devstack.topics import ensure_topics
-from fleetpulse.kafka_config import consumer_config, producer_config
-from fleetpulse.policy import FleetPolicy, Permissions
+from fleetpulse.sdk.governance_log import GovernanceLog
 from fleetpulse.testing import memory_fleet
-from fleetpulse.topics import Topics
 
 ADMIN = Caller("bench", "engineering")
 N_SDK = 30_000

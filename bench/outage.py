@@ -43,13 +43,13 @@ from typing import Any
 
 import httpx
 
-from fleetpulse.config import ControlSettings, DevstackSettings, SinkSettings
-from fleetpulse.control.governance_log import GovernanceLog
+from fleetpulse.contract.config import ControlSettings, DevstackSettings, SinkSettings
+from fleetpulse.contract.policy import FleetPolicy
+from fleetpulse.contract.topics import Topics
 from fleetpulse.control.plane import ControlPlane, local_caller
 from fleetpulse.devstack import KafkaNode, KafkaNodeConfig, ensure_jars, ensure_topics, free_port
-from fleetpulse.policy import FleetPolicy
+from fleetpulse.sdk.governance_log import GovernanceLog
 from fleetpulse.sink.query import QueryError, RemoteStore, endpoint
-from fleetpulse.topics import Topics
 
 POLICY = """
 breakers:

@@ -47,13 +47,14 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import Measured, broker, machine, measure, write_json, write_result
-from fleetpulse.clock import SystemClock
-from fleetpulse.config import ProcessorSettings, load_settings
+from fleetpulse.contract.clock import SystemClock
+from fleetpulse.contract.config import ProcessorSettings, load_settings
+from fleetpulse.contract.events import AvroCodec
+from fleetpulse.contract.events.container import container
+from fleetpulse.contract.kafka_config import consumer_config
+from fleetpulse.contract.policy import load_policy
+from fleetpulse.contract.topics import Topics
 from fleetpulse.devstack import ensure_topics, free_port
-from fleetpulse.events import AvroCodec
-from fleetpulse.events.container import container
-from fleetpulse.kafka_config import consumer_config
-from fleetpulse.policy import load_policy
 from fleetpulse.processors.alerts.evaluator import alert_spec
 from fleetpulse.processors.breakers.counts import BreakerCounts
 from fleetpulse.processors.ingest import IngestParams, NativeIngest, Partials
@@ -61,7 +62,6 @@ from fleetpulse.processors.loop import quiet_gc
 from fleetpulse.processors.metrics.plain import PlainRunner
 from fleetpulse.processors.metrics.worker import ProcessorCore
 from fleetpulse.processors.windows.engine import Engine
-from fleetpulse.topics import Topics
 
 STATUSES = ["ok"] * 17 + ["error", "timeout", "denied"]
 OUTCOMES = ["success"] * 17 + ["failure", "timeout", "cancelled"]

@@ -39,9 +39,9 @@ from confluent_kafka import Producer
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import broker, machine, write_json, write_result
+from fleetpulse.contract.topics import Topics
 from fleetpulse.devstack import ensure_topics, free_port
 from fleetpulse.events import AvroCodec
-from fleetpulse.topics import Topics
 from processors import make_events
 
 US = 1_000_000

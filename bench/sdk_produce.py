@@ -25,8 +25,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 sys.path.insert(0, str(Path(__file__).parent))
 from common import Measured, broker, measure, write_result
 from fleetpulse import Fleet
-from fleetpulse.events import AvroCodec
-from fleetpulse.kafka_config import admin_config, producer_config
+from fleetpulse.contract.events import AvroCodec
+from fleetpulse.contract.kafka_config import admin_config, producer_config
 from fleetpulse.sdk import Task
 from fleetpulse.testing import memory_fleet
 

@@ -47,17 +47,17 @@ from typing import Any
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from common import broker, write_result
-from fleetpulse.config import SinkSettings
+from fleetpulse.contract.config import SinkSettings
+from fleetpulse.contract.events import AvroCodec
+from fleetpulse.contract.kafka_config import consumer_config
+from fleetpulse.contract.topics import Topics
 from fleetpulse.devstack import ensure_topics
-from fleetpulse.events import AvroCodec
-from fleetpulse.kafka_config import consumer_config
 from fleetpulse.sink import reports
 from fleetpulse.sink.backend import ChdbBackend
 from fleetpulse.sink.migrate import migrate
 from fleetpulse.sink.query import ReadOnly, RemoteStore, endpoint
 from fleetpulse.sink.rows import CALL_COLUMNS, TASK_COLUMNS, add_task_event, empty
 from fleetpulse.sink.runner import SinkRunner
-from fleetpulse.topics import Topics
 from processors import make_events
 
 PARTITIONS = 6

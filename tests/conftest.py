@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from fleetpulse.config import DevstackSettings
+from fleetpulse.contract.config import DevstackSettings
+from fleetpulse.contract.topics import Topics
 from fleetpulse.devstack import KafkaNode, KafkaNodeConfig, ensure_jars, ensure_topics, free_port
-from fleetpulse.topics import Topics
 
 
 @dataclass

@@ -2,9 +2,13 @@
 
 Start reading here:
   sdk/fleet.py, sdk/task.py   what agent code calls (Fleet, fleet.task, task.tool, task.usage)
-  events/codec.py             the Avro wire format every component shares
-  topics.py, config.py        the public contract: topic names and FLEETPULSE_* settings
+  contract/                   what every part shares, the bottom layer: events/codec.py (the
+                              Avro wire format), topics.py and config.py (topic names and
+                              FLEETPULSE_* settings), errors.py, the governance fold
   devstack/kafka.py           the real Apache Kafka the project runs locally, no Docker
+
+The layers, each importing only those below it: contract, sdk, then processors | sink |
+control | paging | devstack side by side, then console, sim and the CLI (docs/ARCHITECTURE.md).
 
 ``import fleetpulse`` loads only the errors; ``Fleet`` (the SDK) is imported on first use, so a
 process that only catches fleetpulse errors, or runs one CLI verb, pays for nothing else.
@@ -12,7 +16,7 @@ process that only catches fleetpulse errors, or runs one CLI verb, pays for noth
 
 from typing import TYPE_CHECKING, Any
 
-from fleetpulse.errors import (
+from fleetpulse.contract.errors import (
     AgentPausedError,
     ApprovalDeniedError,
     ApprovalExpiredError,
@@ -45,7 +49,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # PEP 562: the SDK is loaded when `Fleet` is first asked for, not by `import fleetpulse`
     if name == "Fleet":
-        from fleetpulse.sdk.fleet import Fleet
+        from fleetpulse.sdk.fleet import Fleet  # noqa: PLC0415  (lazy on purpose, see above)
 
         return Fleet
     raise AttributeError(f"module 'fleetpulse' has no attribute {name!r}")

@@ -23,8 +23,8 @@ from rich.table import Table
 from fleetpulse.cli_control import parse_time
 from fleetpulse.cli_control import register as register_control_verbs
 from fleetpulse.cli_sim import register as register_sim_verbs
-from fleetpulse.config import DevstackSettings, ProcessorSettings, load_settings
-from fleetpulse.errors import FleetpulseError
+from fleetpulse.contract.config import DevstackSettings, ProcessorSettings, load_settings
+from fleetpulse.contract.errors import FleetpulseError
 from fleetpulse.extras import check, missing_extra_line
 
 app = typer.Typer(
@@ -174,7 +174,7 @@ def processors_run(
         raise typer.BadParameter("expected faust or kafka", param_hint="--runtime")
     if stage not in ("all", "metrics", "breakers", "alerts"):
         raise typer.BadParameter("expected all, metrics, breakers or alerts", param_hint="--stage")
-    from fleetpulse.policy import load_policy
+    from fleetpulse.contract.policy import load_policy
 
     policy = load_policy(settings.policy)  # a bad policy fails here, before anything starts
     from fleetpulse.devstack.topics import ensure_topics
@@ -236,7 +236,7 @@ def pager_run(
 ) -> None:
     """Deliver fleetpulse.alerts to Alertmanager, PagerDuty, Slack and webhooks until
     interrupted; offsets are committed only after delivery (or the DLQ)."""
-    from fleetpulse.config import PagerSettings
+    from fleetpulse.contract.config import PagerSettings
     from fleetpulse.paging import load_pager_config, run_pager
 
     settings = load_settings(PagerSettings, pager_config=config)
@@ -264,7 +264,7 @@ def sink_migrate(
     ] = False,
 ) -> None:
     """Create or upgrade the ClickHouse tables (idempotent)."""
-    from fleetpulse.config import SinkSettings
+    from fleetpulse.contract.config import SinkSettings
     from fleetpulse.sink.migrate import migrate
     from fleetpulse.sink.roles import provision_roles
     from fleetpulse.sink.runner import open_backend
@@ -291,7 +291,7 @@ def sink_run(
     """Sink the task events into ClickHouse until interrupted (Ctrl-C or SIGTERM)."""
     import signal
 
-    from fleetpulse.config import SinkSettings
+    from fleetpulse.contract.config import SinkSettings
     from fleetpulse.devstack.topics import ensure_topics
     from fleetpulse.sink.migrate import migrate
     from fleetpulse.sink.query import open_query_server
@@ -321,7 +321,7 @@ Format = Annotated[str, typer.Option("--format", help="table, json or csv")]
 
 
 def _analyst() -> Any:
-    from fleetpulse.config import SinkSettings
+    from fleetpulse.contract.config import SinkSettings
     from fleetpulse.sink.query import open_analyst
 
     settings = load_settings(SinkSettings)

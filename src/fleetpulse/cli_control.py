@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.syntax import Syntax
 from rich.table import Table
 
-from fleetpulse.config import ControlSettings, load_settings
+from fleetpulse.contract.config import ControlSettings, load_settings
 
 if TYPE_CHECKING:
     from fleetpulse.control.client import ControlClient
@@ -59,12 +59,13 @@ def register(app: typer.Typer) -> None:
 def gateway(actor: str | None = None) -> ControlClient:
     """The control plane, through the API or in-process (see the module docstring)."""
     # imported when a verb runs: the control plane is not loaded for `dev` or `--help`
+    from fleetpulse.contract.policy import load_policy
     from fleetpulse.control.access import Caller
+    from fleetpulse.control.audit import audit_source
     from fleetpulse.control.gateway import HttpGateway, LocalGateway
-    from fleetpulse.control.governance_log import GovernanceLog
     from fleetpulse.control.plane import ControlPlane, local_caller
-    from fleetpulse.control.server import audit_source
-    from fleetpulse.policy import load_policy
+    from fleetpulse.sdk.governance_log import GovernanceLog
+    from fleetpulse.sink.query import running_analyst
 
     settings = load_settings(ControlSettings)
     token = settings.token.get_secret_value() if settings.token else None
@@ -79,7 +80,11 @@ def gateway(actor: str | None = None) -> ControlClient:
         caller = plane.authenticate(token)
     else:
         caller = Caller(actor, "engineering") if actor else local_caller()
-    return LocalGateway(plane, caller, audit_source(settings, log))
+    return LocalGateway(
+        plane,
+        caller,
+        audit_source(log, settings.clickhouse_database, lambda: running_analyst(settings)),
+    )
 
 
 def _out(data: Any, as_json: bool, table: Table | None = None, empty: str = "nothing") -> None:
@@ -106,7 +111,7 @@ def agents_publish(
     as_json: AsJson = False,
 ) -> None:
     """Validate a bundle and record it as the agent's next immutable version."""
-    from fleetpulse.control.bundles import load_bundle
+    from fleetpulse.contract.bundles import load_bundle
 
     bundle = load_bundle(file)  # a bad file fails here, naming the field
     v = gateway(actor).publish(bundle.canonical(), message)
@@ -163,7 +168,7 @@ def agents_show(
     version: Annotated[int | None, typer.Option(help="default: the production version")] = None,
 ) -> None:
     """One version's bundle as YAML."""
-    from fleetpulse.control.bundles import to_yaml
+    from fleetpulse.contract.bundles import to_yaml
 
     gw = gateway()
     if version is None:
@@ -244,7 +249,7 @@ def breakers_list(
 @breakers.command("show")
 def breakers_show(breaker_id: str, as_json: AsJson = False) -> None:
     """One breaker: state, reason, the measured numbers, retry time, probe share."""
-    from fleetpulse.processors.breakers.machine import parse_breaker_id
+    from fleetpulse.contract.breakers import parse_breaker_id
 
     parse_breaker_id(breaker_id)
     found = [r for r in gateway().breakers() if r["id"] == breaker_id]
@@ -506,8 +511,8 @@ def api_run(
     port: Annotated[int | None, typer.Option(help="default FLEETPULSE_API_PORT")] = None,
 ) -> None:
     """Serve the control API (OpenAPI docs at /docs) until interrupted."""
-    from fleetpulse.control.server import run_api
-    from fleetpulse.policy import load_policy
+    from fleetpulse.console.server import run_api
+    from fleetpulse.contract.policy import load_policy
 
     settings = load_settings(ControlSettings, api_host=host, api_port=port)
     policy = load_policy(settings.policy)  # a bad policy fails here, before anything starts

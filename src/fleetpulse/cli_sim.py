@@ -12,7 +12,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from fleetpulse.config import DevstackSettings, SdkSettings, load_settings
+from fleetpulse.contract.config import DevstackSettings, SdkSettings, load_settings
 
 sim = typer.Typer(no_args_is_help=True, help="A simulated fleet with fault injection.")
 console = Console()

@@ -1,4 +1,5 @@
-"""Which optional extra each CLI verb needs, and the ``fleetpulse`` console script.
+"""Which optional extra each CLI verb needs (the ``fleetpulse`` console script, in
+``__main__.py``, asks before it loads the CLI).
 
 ``pip install fleetpulse`` is the SDK alone; the command line and the servers come with extras
 (pyproject.toml): ``cli`` (typer, rich, httpx: every verb that needs nothing more), and
@@ -14,7 +15,6 @@ even when typer and rich (the ``cli`` extra) are absent.
 from __future__ import annotations
 
 import importlib.util
-import sys
 from collections.abc import Sequence
 
 # the first word of a command line -> the extra its imports come from
@@ -67,15 +67,3 @@ def check(argv: Sequence[str]) -> str | None:
         if importlib.util.find_spec(module) is None:
             return missing_extra_line(argv, module)
     return None
-
-
-def main() -> None:
-    """The ``fleetpulse`` console script: the CLI when its extra is installed, else one line."""
-    line = check(sys.argv[1:])
-    if line is not None:
-        print(line, file=sys.stderr)  # noqa: T201  (the command line's own error line)
-        sys.exit(1)
-    # imported here, not at the top: the CLI needs the `cli` extra, checked just above
-    from fleetpulse.cli import main as cli_main
-
-    cli_main()

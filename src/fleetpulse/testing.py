@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fleetpulse.clock import Clock
-from fleetpulse.config import SdkSettings
-from fleetpulse.events.codec import AvroCodec, to_epoch_micros
+from fleetpulse.contract.clock import Clock
+from fleetpulse.contract.config import SdkSettings
+from fleetpulse.contract.events.codec import AvroCodec, to_epoch_micros
 from fleetpulse.sdk.fleet import Fleet
 from fleetpulse.sdk.guard import Guard
 from fleetpulse.sdk.pricing import PriceTable

@@ -17,23 +17,23 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from fleetpulse.config import ControlSettings
 from fleetpulse.console import Console, mount_console
 from fleetpulse.console.synthetic import Seed, seed
+from fleetpulse.contract.bundles import parse_bundle
+from fleetpulse.contract.config import ControlSettings
+from fleetpulse.contract.policy import FleetPolicy
+from fleetpulse.contract.topics import Topics
 from fleetpulse.control.access import ROLES, Caller
-from fleetpulse.control.alerts_state import AlertsView
 from fleetpulse.control.api import create_app
 from fleetpulse.control.audit import from_state
-from fleetpulse.control.bundles import parse_bundle
-from fleetpulse.control.governance_log import GovernanceLog
 from fleetpulse.control.plane import ControlPlane
-from fleetpulse.control.topic_follower import ControlFollower
 from fleetpulse.devstack import ensure_topics
-from fleetpulse.policy import FleetPolicy
+from fleetpulse.sdk.alerts_state import AlertsView
+from fleetpulse.sdk.governance_log import GovernanceLog
+from fleetpulse.sdk.topic_follower import ControlFollower
 from fleetpulse.sink.backend import ChdbBackend
 from fleetpulse.sink.migrate import migrate
 from fleetpulse.sink.query import ReadOnly, Table
-from fleetpulse.topics import Topics
 
 ADMIN = Caller("local:test", "engineering")
 AGENTS = ("triage", "billing", "refunds")

@@ -14,9 +14,9 @@ from typing import Any, Protocol, TypeVar
 
 from confluent_kafka import Consumer, TopicPartition
 
-from fleetpulse.errors import CodecError
-from fleetpulse.events import AvroCodec
-from fleetpulse.kafka_config import consumer_config
+from fleetpulse.contract.errors import CodecError
+from fleetpulse.contract.events import AvroCodec
+from fleetpulse.contract.kafka_config import consumer_config
 
 
 def consumer_from_start(bootstrap: str, topic: str) -> Consumer:

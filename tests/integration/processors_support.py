@@ -12,11 +12,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from fleetpulse.clock import ManualClock
-from fleetpulse.events import AvroCodec
-from fleetpulse.processors.windows.aggregate import COUNTERS
+from fleetpulse.contract.clock import ManualClock
+from fleetpulse.contract.events import AvroCodec
+from fleetpulse.contract.topics import Topics
+from fleetpulse.processors.figures.aggregate import COUNTERS
 from fleetpulse.sdk.fleet import Fleet
-from fleetpulse.topics import Topics
 
 from .helpers import consumer_from_start, read_all
 

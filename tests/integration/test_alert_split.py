@@ -18,16 +18,16 @@ import pytest
 from confluent_kafka import Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from fleetpulse.clock import ManualClock
-from fleetpulse.config import ProcessorSettings
+from fleetpulse.contract.clock import ManualClock
+from fleetpulse.contract.config import ProcessorSettings
+from fleetpulse.contract.events import AvroCodec
+from fleetpulse.contract.policy import FleetPolicy
+from fleetpulse.contract.topics import Topics
 from fleetpulse.devstack.topics import ensure_topics
-from fleetpulse.events import AvroCodec
-from fleetpulse.policy import FleetPolicy
 from fleetpulse.processors.alerts.split import route_groups
 from fleetpulse.processors.alerts.stage import AlertStage
 from fleetpulse.processors.ingest.params import AlertSpec
 from fleetpulse.processors.ingest.reference import alert_groups
-from fleetpulse.topics import Topics
 
 from .helpers import consumer_from_start
 

@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 
 from fleetpulse import CircuitOpenError, Fleet
-from fleetpulse.config import ProcessorSettings
+from fleetpulse.contract.config import ProcessorSettings
+from fleetpulse.contract.events import AvroCodec
+from fleetpulse.contract.policy import load_policy
+from fleetpulse.contract.topics import Topics
 from fleetpulse.control.service import ControlService
-from fleetpulse.events import AvroCodec
-from fleetpulse.policy import load_policy
 from fleetpulse.processors.alerts.stage import AlertStage
-from fleetpulse.topics import Topics
 
 from .helpers import consumer_from_start, metric_worker, running
 

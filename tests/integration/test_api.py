@@ -15,16 +15,16 @@ import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-from fleetpulse.config import ControlSettings
+from fleetpulse.contract.bundles import parse_bundle
+from fleetpulse.contract.config import ControlSettings
+from fleetpulse.contract.policy import FleetPolicy
 from fleetpulse.control.access import ROLES, Caller
-from fleetpulse.control.alerts_state import AlertsView
 from fleetpulse.control.api import create_app
 from fleetpulse.control.audit import from_state
-from fleetpulse.control.bundles import parse_bundle
-from fleetpulse.control.governance_log import GovernanceLog
 from fleetpulse.control.plane import ControlPlane
-from fleetpulse.control.topic_follower import ControlFollower
-from fleetpulse.policy import FleetPolicy
+from fleetpulse.sdk.alerts_state import AlertsView
+from fleetpulse.sdk.governance_log import GovernanceLog
+from fleetpulse.sdk.topic_follower import ControlFollower
 
 from .helpers import consumer_from_start
 
@@ -337,9 +337,9 @@ def test_tokens_are_never_logged_nor_stored_in_clear(api: Api, caplog) -> None:
 
 
 def test_an_approval_pending_too_long_pages_once_and_resolves(api: Api) -> None:
-    from fleetpulse.clock import ManualClock
-    from fleetpulse.control.server import ApprovalWatcher
-    from fleetpulse.events import AvroCodec
+    from fleetpulse.contract.clock import ManualClock
+    from fleetpulse.contract.events import AvroCodec
+    from fleetpulse.control.watcher import ApprovalWatcher
 
     policy = FleetPolicy.model_validate({"governance": {"approval_alert_after_s": 60}})
     view = AlertsView()

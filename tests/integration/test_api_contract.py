@@ -23,18 +23,18 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from fleetpulse.config import ControlSettings
+from fleetpulse.contract.bundles import parse_bundle
+from fleetpulse.contract.config import ControlSettings
+from fleetpulse.contract.policy import FleetPolicy
+from fleetpulse.contract.topics import Topics
 from fleetpulse.control.access import ROLES, Caller
-from fleetpulse.control.alerts_state import AlertsView
 from fleetpulse.control.api import create_app
 from fleetpulse.control.audit import from_state
-from fleetpulse.control.bundles import parse_bundle
-from fleetpulse.control.governance_log import GovernanceLog
 from fleetpulse.control.plane import ControlPlane
-from fleetpulse.control.topic_follower import ControlFollower
 from fleetpulse.devstack import ensure_topics
-from fleetpulse.policy import FleetPolicy
-from fleetpulse.topics import Topics
+from fleetpulse.sdk.alerts_state import AlertsView
+from fleetpulse.sdk.governance_log import GovernanceLog
+from fleetpulse.sdk.topic_follower import ControlFollower
 
 pytestmark = pytest.mark.integration
 

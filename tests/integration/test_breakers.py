@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from fleetpulse.events import AvroCodec
-from fleetpulse.topics import Topics
+from fleetpulse.contract.events import AvroCodec
+from fleetpulse.contract.topics import Topics
 
 from .helpers import consumer_from_start, process_env
 

@@ -23,11 +23,11 @@ from typing import Any
 from confluent_kafka import Consumer, TopicPartition
 
 from fleetpulse import Fleet
-from fleetpulse.config import SinkSettings
+from fleetpulse.contract.config import SinkSettings
+from fleetpulse.contract.events import AvroCodec
+from fleetpulse.contract.topics import Topics
 from fleetpulse.devstack import KafkaNode, ensure_topics
-from fleetpulse.events import AvroCodec
 from fleetpulse.sink.query import QueryError, RemoteStore, endpoint
-from fleetpulse.topics import Topics
 
 from .helpers import process_env, wait_for
 

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from fleetpulse.contract.bundles import parse_bundle
+from fleetpulse.contract.governance import payload
 from fleetpulse.control.access import ACTIONS
-from fleetpulse.control.bundles import parse_bundle
-from fleetpulse.control.governance import payload
 
 from .console_support import ADMIN, PEOPLE, ConsoleStack, console_stack, csrf_of
 

@@ -14,19 +14,19 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from fleetpulse.config import ControlSettings
+from fleetpulse.contract.config import ControlSettings
+from fleetpulse.contract.errors import AccessDeniedError, ConfigError, ConflictError, NotFoundError
+from fleetpulse.contract.policy import FleetPolicy
 from fleetpulse.control.access import Caller
-from fleetpulse.control.alerts_state import AlertsView
 from fleetpulse.control.api import create_app
 from fleetpulse.control.audit import AuditQuery, from_state
 from fleetpulse.control.client import ControlClient
 from fleetpulse.control.gateway import HttpGateway, LocalGateway
-from fleetpulse.control.governance_log import GovernanceLog
 from fleetpulse.control.plane import ControlPlane
-from fleetpulse.control.server import approval_alerts
-from fleetpulse.control.topic_follower import ControlFollower
-from fleetpulse.errors import AccessDeniedError, ConfigError, ConflictError, NotFoundError
-from fleetpulse.policy import FleetPolicy
+from fleetpulse.control.watcher import approval_alerts
+from fleetpulse.sdk.alerts_state import AlertsView
+from fleetpulse.sdk.governance_log import GovernanceLog
+from fleetpulse.sdk.topic_follower import ControlFollower
 
 pytestmark = pytest.mark.integration
 

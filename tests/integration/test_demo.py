@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from fleetpulse.config import DevstackSettings
+from fleetpulse.contract.config import DevstackSettings
+from fleetpulse.contract.stack_state import read_state
 from fleetpulse.devstack import free_port
-from fleetpulse.devstack.state import read_state
 from fleetpulse.sim.demo import DemoResult, run_demo
 from fleetpulse.sim.runner import SimResult
 from fleetpulse.sim.scenario import load_scenario

@@ -13,16 +13,16 @@ from typing import Any
 import pytest
 from confluent_kafka import Message
 
-from fleetpulse.clock import ManualClock
-from fleetpulse.config import SinkSettings
-from fleetpulse.events import AvroCodec
+from fleetpulse.contract.clock import ManualClock
+from fleetpulse.contract.config import SinkSettings
+from fleetpulse.contract.events import AvroCodec
+from fleetpulse.contract.topics import Topics
 from fleetpulse.processors.ingest import IngestParams, NativeIngest, reference_partials
 from fleetpulse.processors.ingest.params import Where
 from fleetpulse.sink.avro_batch import INVALID, AvroBatch, guard, task_events_select
 from fleetpulse.sink.backend import BackendError, ChdbBackend
 from fleetpulse.sink.migrate import migrate
 from fleetpulse.sink.runner import SinkRunner
-from fleetpulse.topics import Topics
 
 pytestmark = pytest.mark.integration
 

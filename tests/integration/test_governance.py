@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from fleetpulse import Fleet, PermissionDeniedError
-from fleetpulse.events import AvroCodec
-from fleetpulse.topics import Topics
+from fleetpulse.contract.events import AvroCodec
+from fleetpulse.contract.topics import Topics
 
 from .helpers import consumer_from_start, process_env, read_all, wait_for
 
@@ -303,10 +303,10 @@ def test_least_privilege_in_the_sdk_and_on_the_stream(setup: Setup) -> None:
 
 
 def test_cli_through_the_api_and_the_audit_from_clickhouse(setup: Setup) -> None:
-    from fleetpulse.config import SinkSettings
+    from fleetpulse.contract.config import SinkSettings
     from fleetpulse.control.audit import AuditQuery, from_clickhouse, from_state
-    from fleetpulse.control.governance_log import GovernanceLog
     from fleetpulse.devstack.kafka import free_port
+    from fleetpulse.sdk.governance_log import GovernanceLog
     from fleetpulse.sink.query import open_analyst
 
     s = setup

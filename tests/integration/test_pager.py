@@ -23,11 +23,11 @@ import httpx
 import pytest
 from confluent_kafka import Producer, TopicPartition
 
-from fleetpulse.config import PagerSettings
+from fleetpulse.contract.config import PagerSettings
+from fleetpulse.contract.events import AvroCodec
+from fleetpulse.contract.topics import Topics
 from fleetpulse.devstack.kafka import free_port
-from fleetpulse.events import AvroCodec
 from fleetpulse.paging import PagerBridge, load_pager_config
-from fleetpulse.topics import Topics
 
 from .helpers import consumer_from_start, running, wait_for
 

@@ -8,8 +8,8 @@ import urllib.request
 import pytest
 from confluent_kafka import Producer
 
+from fleetpulse.contract.events import AvroCodec
 from fleetpulse.devstack import free_port
-from fleetpulse.events import AvroCodec
 
 from .helpers import consumer_from_start
 from .processors_support import (

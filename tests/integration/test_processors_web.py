@@ -11,11 +11,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from fleetpulse.config import ProcessorSettings
+from fleetpulse.contract.config import ProcessorSettings
+from fleetpulse.contract.topics import Topics
 from fleetpulse.devstack import free_port
 from fleetpulse.processors.metrics.faust_app import build_app
 from fleetpulse.processors.metrics.prom import ProcessorCollector, new_registry
-from fleetpulse.topics import Topics
 
 pytestmark = pytest.mark.integration
 

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from fleetpulse import Fleet
+from fleetpulse.contract.topics import Topics
 from fleetpulse.devstack import KafkaNode, ensure_topics
 from fleetpulse.testing import to_micros
-from fleetpulse.topics import Topics
 
 from .helpers import read_all
 

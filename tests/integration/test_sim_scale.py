@@ -10,10 +10,10 @@ from typing import Any
 
 import yaml
 
-from fleetpulse.config import SdkSettings, load_settings
+from fleetpulse.contract.config import SdkSettings, load_settings
+from fleetpulse.contract.topics import Topics
 from fleetpulse.sim.runner import Simulator
 from fleetpulse.sim.scenario import Scenario
-from fleetpulse.topics import Topics
 
 from .helpers import read_all
 

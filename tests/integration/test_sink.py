@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from fleetpulse.config import SinkSettings
-from fleetpulse.events import AvroCodec
+from fleetpulse.contract.config import SinkSettings
+from fleetpulse.contract.events import AvroCodec
+from fleetpulse.contract.topics import Topics
 from fleetpulse.sink.backend import BackendError, Columns
 from fleetpulse.sink.migrate import migrate
 from fleetpulse.sink.runner import SinkRunner
-from fleetpulse.topics import Topics
 
 from .helpers import consumer_from_start, read_all
 from .processors_support import produce_fleet

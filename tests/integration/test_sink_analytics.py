@@ -24,13 +24,13 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from fleetpulse.clock import ManualClock
-from fleetpulse.events import AvroCodec
+from fleetpulse.contract.clock import ManualClock
+from fleetpulse.contract.events import AvroCodec
+from fleetpulse.contract.topics import Topics
 from fleetpulse.sdk import Fleet
 from fleetpulse.sink.migrate import migrate
 from fleetpulse.sink.query import endpoint
 from fleetpulse.sink.runner import SinkRunner
-from fleetpulse.topics import Topics
 
 from .helpers import read_all
 from .processors_support import produce_fleet

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from confluent_kafka import Message
 
-from fleetpulse.clock import ManualClock
-from fleetpulse.config import SinkSettings
+from fleetpulse.contract.clock import ManualClock
+from fleetpulse.contract.config import SinkSettings
 from fleetpulse.sink.backend import ChdbBackend
 from fleetpulse.sink.migrate import migrate
 from fleetpulse.sink.query import QueryError, open_analyst, open_query_server

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from fleetpulse import Fleet
+from fleetpulse.contract.topics import Topics
 from fleetpulse.devstack import ensure_topics
-from fleetpulse.topics import Topics
 
 from .helpers import read_all
 

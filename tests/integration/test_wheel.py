@@ -22,15 +22,10 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from fleetpulse.events.codec import AvroCodec
-from fleetpulse.kafka_config import producer_config
-from fleetpulse.processors.breakers.machine import (
-    BreakerState,
-    State,
-    parse_breaker_id,
-    to_control,
-)
-from fleetpulse.topics import Topics
+from fleetpulse.contract.breakers import BreakerState, State, parse_breaker_id, to_control
+from fleetpulse.contract.events.codec import AvroCodec
+from fleetpulse.contract.kafka_config import producer_config
+from fleetpulse.contract.topics import Topics
 
 from .helpers import read_all
 

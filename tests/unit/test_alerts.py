@@ -9,14 +9,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from fleetpulse.clock import ManualClock
-from fleetpulse.control.governance import Silence
-from fleetpulse.errors import ConfigError
-from fleetpulse.policy import FleetPolicy, load_policy
+from fleetpulse.contract.alert_rules import Rule
+from fleetpulse.contract.clock import ManualClock
+from fleetpulse.contract.errors import ConfigError
+from fleetpulse.contract.governance import Silence
+from fleetpulse.contract.policy import FleetPolicy, load_policy
+from fleetpulse.contract.schedule import Budget, Schedule, add_run, check
 from fleetpulse.processors.alerts.evaluator import AlertEvaluator
 from fleetpulse.processors.alerts.lifecycle import AlertState, Condition, step
-from fleetpulse.processors.alerts.rules import Rule
-from fleetpulse.schedule import Budget, Schedule, add_run, check
 
 US = 1_000_000
 T0 = 1_800_000_000 * US  # 2027-01-15T08:00:00Z

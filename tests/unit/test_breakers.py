@@ -7,23 +7,25 @@ from pathlib import Path
 
 import pytest
 
-from fleetpulse.control.control_state import ControlView
-from fleetpulse.errors import ConfigError
-from fleetpulse.events.codec import AvroCodec
-from fleetpulse.policy import BreakerPolicy, FleetPolicy, load_policy
-from fleetpulse.processors.breakers.machine import (
-    US,
-    Breaker,
+from fleetpulse.contract.breakers import (
     BreakerKey,
     BreakerState,
-    CallWindow,
     State,
-    classify_call,
-    classify_task,
     from_control,
     next_sequence,
     parse_breaker_id,
     to_control,
+)
+from fleetpulse.contract.control_state import ControlView
+from fleetpulse.contract.errors import ConfigError
+from fleetpulse.contract.events.codec import AvroCodec
+from fleetpulse.contract.policy import BreakerPolicy, FleetPolicy, load_policy
+from fleetpulse.processors.breakers.machine import (
+    US,
+    Breaker,
+    CallWindow,
+    classify_call,
+    classify_task,
 )
 
 T0 = 1_800_000_000 * US  # a round second

@@ -9,8 +9,8 @@ import pytest
 from fastavro import schemaless_writer
 from fastavro.utils import generate_many
 
-from fleetpulse.errors import CodecError, UnknownSchemaError
-from fleetpulse.events import RECORD_NAMES, SINGLE_OBJECT_MARKER, AvroCodec, SchemaStore
+from fleetpulse.contract.errors import CodecError, UnknownSchemaError
+from fleetpulse.contract.events import RECORD_NAMES, SINGLE_OBJECT_MARKER, AvroCodec, SchemaStore
 from fleetpulse.testing import to_micros
 
 STORE = SchemaStore.default()

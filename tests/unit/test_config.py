@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from fleetpulse import ConfigError
-from fleetpulse.config import DevstackSettings, SdkSettings, load_settings
-from fleetpulse.devstack.state import write_state
+from fleetpulse.contract.config import DevstackSettings, SdkSettings, load_settings
+from fleetpulse.contract.stack_state import write_state
 
 
 @pytest.mark.parametrize(

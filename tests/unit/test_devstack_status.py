@@ -9,7 +9,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from fleetpulse.cli import app
-from fleetpulse.devstack.state import write_state
+from fleetpulse.contract.stack_state import write_state
 
 
 def test_status_after_a_crash_says_dev_up(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 from fleetpulse.extras import VERB_EXTRA, extra_for, missing_extra_line
 
 
-def run_cli(args: list[str], absent: tuple[str, ...], entry: str = "fleetpulse.extras") -> Any:
+def run_cli(args: list[str], absent: tuple[str, ...], entry: str = "fleetpulse.__main__") -> Any:
     """The console script (or ``python -m fleetpulse.cli``) with ``absent`` not importable."""
     code = (
         "import sys\n"

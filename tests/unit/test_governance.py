@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 
+from fleetpulse.contract.bundles import AgentBundle, diff, parse_bundle
+from fleetpulse.contract.errors import AccessDeniedError, AuthenticationError, ConfigError
+from fleetpulse.contract.governance import GovernanceState, new_event
+from fleetpulse.contract.policy import Permissions
 from fleetpulse.control import access
 from fleetpulse.control.access import ACTIONS, ROLES, Caller
-from fleetpulse.control.bundles import AgentBundle, diff, parse_bundle
-from fleetpulse.control.governance import GovernanceState, new_event
-from fleetpulse.control.server import approval_alerts
-from fleetpulse.errors import AccessDeniedError, AuthenticationError, ConfigError
-from fleetpulse.policy import Permissions
+from fleetpulse.control.watcher import approval_alerts
 
 BUNDLE = {
     "agent_id": "triage",

@@ -9,7 +9,7 @@ import logging
 import pytest
 from confluent_kafka import Producer
 
-from fleetpulse.kafka_config import KafkaLink, producer_config
+from fleetpulse.contract.kafka_config import KafkaLink, producer_config
 
 STARTING = (
     "Failed to acquire idempotence PID from broker 127.0.0.1:9092/1: "

@@ -7,8 +7,9 @@ import random
 import pytest
 from ddsketch import DDSketch
 
-from fleetpulse.clock import ManualClock
-from fleetpulse.processors.windows.aggregate import Agg
+from fleetpulse.contract.clock import ManualClock
+from fleetpulse.processors.figures.aggregate import Agg
+from fleetpulse.processors.figures.sketch import LatencySketch
 from fleetpulse.processors.windows.buckets import (
     US,
     Horizon,
@@ -18,7 +19,6 @@ from fleetpulse.processors.windows.buckets import (
     level_bounds,
 )
 from fleetpulse.processors.windows.engine import Engine, EngineConfig, scope_id
-from fleetpulse.processors.windows.sketch import LatencySketch
 
 T0 = 1_800_000_000 * US  # a whole multiple of every bucket width
 
@@ -285,7 +285,7 @@ def test_window_slide_emits_until_empty_then_forgets_scope():
 
 
 def test_inlined_bin_key_matches_the_library_mapping():
-    from fleetpulse.processors.windows.sketch import MAPPING, bin_key
+    from fleetpulse.processors.figures.sketch import MAPPING, bin_key
 
     r = random.Random(5)
     for v in [r.lognormvariate(3, 3) for _ in range(10_000)] + [1e-9, 1.0, 2.0, 1e6]:

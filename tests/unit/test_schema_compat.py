@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fleetpulse.events import RECORD_NAMES, SchemaStore, check_backward_compatible
+from fleetpulse.contract.events import RECORD_NAMES, SchemaStore, check_backward_compatible
 
 STORE = SchemaStore.default()
 PAIRS = [
@@ -66,7 +66,7 @@ def test_checker_rejects_a_removed_enum_symbol(tmp_path: Path) -> None:
 def test_decoder_resolves_an_old_writer_against_the_new_reader(tmp_path: Path) -> None:
     from fastavro.utils import generate_one
 
-    from fleetpulse.events import AvroCodec
+    from fleetpulse.contract.events import AvroCodec
 
     store = _store_with_v2(
         tmp_path,

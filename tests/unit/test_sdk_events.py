@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import pytest
 
 from fleetpulse import EventValidationError, PermissionDeniedError
-from fleetpulse.clock import ManualClock
-from fleetpulse.events import validator
+from fleetpulse.contract.clock import ManualClock
+from fleetpulse.contract.events import validator
 from fleetpulse.sdk import input_hash
 from fleetpulse.testing import memory_fleet
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from fleetpulse import AgentPausedError, CircuitOpenError
-from fleetpulse.clock import ManualClock
-from fleetpulse.control.control_state import ControlView
+from fleetpulse.contract.clock import ManualClock
+from fleetpulse.contract.control_state import ControlView
 from fleetpulse.sdk.guard import Guard
 from fleetpulse.testing import memory_fleet
 

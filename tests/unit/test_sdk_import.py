@@ -26,7 +26,7 @@ SERVER_SIDE = (
     "pydantic_settings",
     "yaml",
     "croniter",
-    "fleetpulse.config",
+    "fleetpulse.contract.config",
     "fleetpulse.control.plane",
     "fleetpulse.control.service",
     "fleetpulse.control.api",
@@ -55,7 +55,11 @@ def test_from_fleetpulse_import_fleet_loads_no_server_module() -> None:
 
 def test_import_fleetpulse_loads_only_the_errors() -> None:
     loaded = loaded_after("import fleetpulse")
-    assert {m for m in loaded if m.startswith("fleetpulse")} == {"fleetpulse", "fleetpulse.errors"}
+    assert {m for m in loaded if m.startswith("fleetpulse")} == {
+        "fleetpulse",
+        "fleetpulse.contract",
+        "fleetpulse.contract.errors",
+    }
     assert "pydantic" not in loaded and "confluent_kafka" not in loaded
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from fleetpulse.contract.semantics import FAILED_OUTCOMES, OUTCOMES, parse_scope_id, scope_id
 from fleetpulse.processors.windows.engine import scope_id as engine_scope_id
-from fleetpulse.semantics import FAILED_OUTCOMES, OUTCOMES, parse_scope_id, scope_id
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from fleetpulse.errors import ConfigError
+from fleetpulse.contract.errors import ConfigError
 from fleetpulse.sim.agents import (
     OutputValidationError,
     SimAgent,
@@ -226,7 +226,7 @@ def test_bulk_agents_plan_play_and_produce_in_one_tick() -> None:
 
 
 def test_bulk_agents_obey_open_breakers_and_pauses_like_the_sdk() -> None:
-    from fleetpulse.control.control_state import ControlView
+    from fleetpulse.contract.control_state import ControlView
     from fleetpulse.sdk.guard import Guard
     from fleetpulse.sim.bulk import BulkFleet
     from fleetpulse.testing import memory_fleet

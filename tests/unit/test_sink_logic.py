@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from fleetpulse.clock import ManualClock
-from fleetpulse.events import AvroCodec
+from fleetpulse.contract.clock import ManualClock
+from fleetpulse.contract.events import AvroCodec
 from fleetpulse.sink.migrate import migrations, statements
 from fleetpulse.sink.rows import CALL_COLUMNS, TASK_COLUMNS, add_task_event, empty
 from fleetpulse.testing import memory_fleet
@@ -145,7 +145,7 @@ def test_table_functions_are_found_anywhere_and_only_generators_pass() -> None:
 
 
 def test_report_literals_are_quoted() -> None:
-    from fleetpulse.sink.backend import quote
+    from fleetpulse.contract.sql import quote
 
     assert quote("customer/42") == "'customer/42'"
     assert quote("x' OR 1=1 --") == "'x\\' OR 1=1 --'"

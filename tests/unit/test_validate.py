@@ -6,8 +6,8 @@ from typing import Any
 import pytest
 from fastavro.utils import generate_many
 
-from fleetpulse.errors import EventValidationError
-from fleetpulse.events import RECORD_NAMES, SchemaStore, validator
+from fleetpulse.contract.errors import EventValidationError
+from fleetpulse.contract.events import RECORD_NAMES, SchemaStore, validator
 
 
 @pytest.mark.parametrize("name", RECORD_NAMES)

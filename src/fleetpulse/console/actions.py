@@ -15,8 +15,8 @@ from fastapi.responses import RedirectResponse, Response
 
 from fleetpulse.console.app import PEOPLE, Console, actor, form_of, gateway
 from fleetpulse.console.session import COOKIE, safe_next, same_origin
+from fleetpulse.contract.errors import AccessDeniedError, AuthenticationError, NotFoundError
 from fleetpulse.control.access import split_token
-from fleetpulse.errors import AccessDeniedError, AuthenticationError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNITS = {"": 60, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -114,8 +114,6 @@ def install(app: FastAPI, console: Console) -> None:
             row = gw.rollback(agent_id, reason)
             done = f"{agent_id} rolled back to v{row['version']}"
         else:
-            from fleetpulse.errors import NotFoundError
-
             raise NotFoundError(f"no action {verb!r} on agents")
         return _back(console, form, done)
 

@@ -19,13 +19,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 from urllib.parse import quote as urlquote
 
 import jinja2
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fleetpulse.console.session import (
@@ -37,17 +37,17 @@ from fleetpulse.console.session import (
     SessionKeys,
     same_origin,
 )
-from fleetpulse.control.access import Caller
-from fleetpulse.control.gateway import AuditFn, LocalGateway
-from fleetpulse.control.plane import ControlPlane
-from fleetpulse.errors import (
+from fleetpulse.contract.errors import (
     AccessDeniedError,
     AuthenticationError,
     ConfigError,
     ConflictError,
     NotFoundError,
 )
-from fleetpulse.sink.query import Analyst
+from fleetpulse.control.access import Caller
+from fleetpulse.control.gateway import AuditFn, LocalGateway
+from fleetpulse.control.plane import ControlPlane
+from fleetpulse.sink.query import Analyst, endpoint, open_analyst
 
 logger = logging.getLogger(__name__)
 
@@ -134,8 +134,6 @@ def current_viewer(console: Console, request: Request) -> Viewer:
 
 async def form_of(request: Request) -> dict[str, str]:
     """An urlencoded form body (the console's forms post nothing else)."""
-    from urllib.parse import parse_qsl
-
     body = (await request.body()).decode("utf-8", errors="replace")
     if len(body) > 64_000:
         raise ValueError("form too large")
@@ -159,53 +157,10 @@ def gateway(console: Console, viewer: Viewer) -> LocalGateway:
     return LocalGateway(console.plane, viewer.caller, console.audit)
 
 
-def create_console(console: Console) -> FastAPI:
-    """The console app; the API mounts it at ``console.base``."""
-    from fleetpulse.console import actions, pages
-
-    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.console = console
-    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
-    pages.install(app, console)
-    actions.install(app, console)
-    _errors(app, console)
-
-    @app.middleware("http")
-    async def headers(request: Request, call_next: Any) -> Response:
-        response: Response = await call_next(request)
-        response.headers.setdefault("Content-Security-Policy", CSP)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        if not request.url.path.startswith(f"{console.base}/static/"):
-            response.headers.setdefault("Cache-Control", "no-store")
-        return response
-
-    return app
-
-
-def mount_console(
-    app: FastAPI,
-    plane: ControlPlane,
-    audit: AuditFn,
-    history: History,
-    *,
-    database: str = "fleetpulse",
-    key: bytes | None = None,
-) -> Console:
-    """Serve the console under ``/ui`` of the control API ``app``."""
-    console = Console(plane, audit, history, database=database)
-    if key is not None:
-        console.keys = SessionKeys(key)
-    app.mount(console.base, create_console(console))
-    return console
-
-
 def clickhouse_history(settings: Any) -> History:
     """History for ``fleetpulse api run``: the ClickHouse server, or the embedded store's owner
     (the sink) through its read-only endpoint; None while neither answers (the API process
     never opens the embedded store itself: the sink could not start while it held it)."""
-    from fleetpulse.sink.query import endpoint, open_analyst
 
     def source() -> Analyst | None:
         if settings.clickhouse_url or endpoint(settings.store_dir) is not None:
@@ -215,7 +170,9 @@ def clickhouse_history(settings: Any) -> History:
     return source
 
 
-def _errors(app: FastAPI, console: Console) -> None:
+def install_errors(app: FastAPI, console: Console) -> None:
+    """The console's error pages (sign-in redirects, 403, 404, 422, 500 with a reference)."""
+
     def page(request: Request, status: int, title: str, message: str) -> HTMLResponse:
         return console.render(request, "error.html", status, title=title, message=message)
 

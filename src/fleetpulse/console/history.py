@@ -15,9 +15,10 @@ import re
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
-from fleetpulse.sink.backend import quote
-from fleetpulse.sink.backend import time_literal as _ts
+from fleetpulse.contract.sql import quote
+from fleetpulse.contract.sql import time_literal as _ts
 from fleetpulse.sink.query import Analyst
 
 RANGES = {"15m": 900, "1h": 3600, "24h": 86400, "7d": 7 * 86400}
@@ -67,8 +68,6 @@ class Filter:
 
     def query(self, **extra: str) -> str:
         """The filter as a query string, for links that keep it."""
-        from urllib.parse import urlencode
-
         params = {"range": self.range} | ({"label": self.label_text} if self.labels else {})
         return urlencode(params | extra)
 

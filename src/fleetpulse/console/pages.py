@@ -18,6 +18,7 @@ from fleetpulse.console.app import Console, Viewer, current_viewer, gateway
 from fleetpulse.console.health import budget_rows, firing_by_agent, health
 from fleetpulse.console.history import Filter
 from fleetpulse.console.session import safe_next
+from fleetpulse.contract.errors import NotFoundError
 
 SORTABLE = ("agent_id", "role", "team", "version", "health", "tasks", "failure_rate", "cost_usd")
 
@@ -193,8 +194,6 @@ def install(app: FastAPI, console: Console) -> None:
         with console.history() as analyst:
             found = history.task(analyst, db, agent_id, task_id) if analyst else None
         if found is None:
-            from fleetpulse.errors import NotFoundError
-
             raise NotFoundError(f"no task {task_id!r} of {agent_id} in ClickHouse")
         return console.render(
             request, "task.html", agent_id=agent_id, t=found,

@@ -15,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from fleetpulse.sink.backend import Backend, quote
+from fleetpulse.contract.sql import quote
+from fleetpulse.sink.backend import Backend
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from fleetpulse.errors import AccessDeniedError, AuthenticationError
+from fleetpulse.contract.errors import AccessDeniedError, AuthenticationError
 
 ROLES = ("engineering", "operations", "compliance", "approver", "agent")
 

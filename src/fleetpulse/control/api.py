@@ -20,6 +20,8 @@ from fastapi.dependencies.models import Dependant
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
+from fleetpulse.contract.errors import AccessDeniedError
+from fleetpulse.contract.governance import PRODUCTION
 from fleetpulse.control import api_errors
 from fleetpulse.control.access import ACTIONS, Caller
 from fleetpulse.control.api_models import (
@@ -39,7 +41,6 @@ from fleetpulse.control.api_models import (
 )
 from fleetpulse.control.audit import AuditQuery
 from fleetpulse.control.gateway import AuditFn, LocalGateway
-from fleetpulse.control.governance import PRODUCTION
 from fleetpulse.control.models import (
     ActivateBody,
     AlertStatus,
@@ -53,7 +54,6 @@ from fleetpulse.control.models import (
     SilenceBody,
 )
 from fleetpulse.control.plane import ControlPlane
-from fleetpulse.errors import AccessDeniedError
 
 logger = logging.getLogger(__name__)
 

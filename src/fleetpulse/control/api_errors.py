@@ -33,8 +33,7 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fleetpulse.control.models import ErrorBody
-from fleetpulse.errors import (
+from fleetpulse.contract.errors import (
     AccessDeniedError,
     AuthenticationError,
     ConfigError,
@@ -42,6 +41,7 @@ from fleetpulse.errors import (
     DeliveryError,
     NotFoundError,
 )
+from fleetpulse.control.models import ErrorBody
 
 logger = logging.getLogger(__name__)
 

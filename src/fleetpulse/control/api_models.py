@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import Path, Query
 from pydantic import AfterValidator
 
-from fleetpulse.control import limits
+from fleetpulse.contract import limits
 
 
 def _epoch(where: str) -> AfterValidator:

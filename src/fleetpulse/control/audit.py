@@ -6,14 +6,16 @@ Both sources give the same columns. The log also knows whether each event took e
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from fleetpulse.control.governance import GovernanceState
-from fleetpulse.control.limits import LIMIT_MAX, check_epoch
-from fleetpulse.sink.backend import quote
-from fleetpulse.sink.backend import time_literal as _ts
+from fleetpulse.contract.governance import GovernanceState
+from fleetpulse.contract.limits import LIMIT_MAX, check_epoch
+from fleetpulse.contract.sql import quote
+from fleetpulse.contract.sql import time_literal as _ts
+from fleetpulse.sdk.governance_log import GovernanceLog
 
 COLUMNS = ["at", "actor", "actor_role", "action", "entity_type", "entity_id", "agent_id",
            "version", "reason", "outcome"]  # fmt: skip
@@ -97,3 +99,23 @@ def from_clickhouse(analyst: Any, db: str, q: AuditQuery) -> list[dict[str, Any]
 
 def _us(t: datetime) -> int:
     return int(t.timestamp() * 1_000_000)
+
+
+def audit_source(
+    log: GovernanceLog, database: str, clickhouse: Callable[[], Any | None]
+) -> Callable[[AuditQuery], list[dict[str, Any]]]:
+    """Audit answers from ClickHouse when ``clickhouse()`` opens a read-only analyst (the
+    sink's store answers: ``sink.query.running_analyst``), else from the governance log this
+    process follows."""
+
+    def audit(q: AuditQuery) -> list[dict[str, Any]]:
+        analyst = clickhouse()
+        if analyst is not None:
+            try:
+                return from_clickhouse(analyst, database, q)
+            finally:
+                analyst.close()
+        log.refresh(0)
+        return log.read(lambda s: from_state(s, q))
+
+    return audit

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from fleetpulse.contract.governance import PRODUCTION
 from fleetpulse.control.audit import AuditQuery
-from fleetpulse.control.governance import PRODUCTION
 
 Row = dict[str, Any]  # one JSON object, as the API answers it
 Rows = list[dict[str, Any]]

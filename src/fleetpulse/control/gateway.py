@@ -19,11 +19,18 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from fleetpulse.contract.bundles import parse_bundle
+from fleetpulse.contract.errors import (
+    AccessDeniedError,
+    AuthenticationError,
+    ConflictError,
+    FleetpulseError,
+    NotFoundError,
+)
+from fleetpulse.contract.governance import PRODUCTION
 from fleetpulse.control.access import Caller
 from fleetpulse.control.audit import AuditQuery
-from fleetpulse.control.bundles import parse_bundle
 from fleetpulse.control.client import ControlClient, Row, Rows
-from fleetpulse.control.governance import PRODUCTION
 from fleetpulse.control.models import (
     ActivateBody,
     ApprovalBody,
@@ -35,13 +42,6 @@ from fleetpulse.control.models import (
     SilenceBody,
 )
 from fleetpulse.control.plane import ControlPlane
-from fleetpulse.errors import (
-    AccessDeniedError,
-    AuthenticationError,
-    ConflictError,
-    FleetpulseError,
-    NotFoundError,
-)
 
 AuditFn = Callable[[AuditQuery], list[dict[str, Any]]]
 

@@ -9,9 +9,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from fleetpulse.control import limits
-from fleetpulse.control.bundles import AgentBundle
-from fleetpulse.control.governance import PRODUCTION
+from fleetpulse.contract import limits
+from fleetpulse.contract.bundles import AgentBundle
+from fleetpulse.contract.governance import PRODUCTION
 
 Role = Literal["engineering", "operations", "compliance", "approver", "agent"]
 ApprovalStatus = Literal["pending", "approved", "denied", "expired", ""]

@@ -19,14 +19,18 @@ import logging
 import os
 from typing import Any
 
-from fleetpulse.clock import Clock, SystemClock
-from fleetpulse.config import CommonSettings
-from fleetpulse.control import access, limits
-from fleetpulse.control.access import Caller, IssuedToken, check_role, issue_token
-from fleetpulse.control.alerts_state import AlertsView, read_alerts
-from fleetpulse.control.bundles import AgentBundle, diff
-from fleetpulse.control.control_state import ControlView
-from fleetpulse.control.governance import (
+from fleetpulse.contract import limits
+from fleetpulse.contract.bundles import AgentBundle, diff
+from fleetpulse.contract.clock import Clock, SystemClock
+from fleetpulse.contract.config import CommonSettings
+from fleetpulse.contract.control_state import ControlView
+from fleetpulse.contract.errors import (
+    AccessDeniedError,
+    AuthenticationError,
+    ConflictError,
+    NotFoundError,
+)
+from fleetpulse.contract.governance import (
     PRODUCTION,
     Approval,
     Event,
@@ -36,16 +40,13 @@ from fleetpulse.control.governance import (
     Version,
     new_event,
 )
-from fleetpulse.control.governance_log import GovernanceLog
+from fleetpulse.contract.policy import FleetPolicy
+from fleetpulse.control import access
+from fleetpulse.control.access import Caller, IssuedToken, check_role, issue_token
 from fleetpulse.control.service import ControlService, ControlWriter
-from fleetpulse.control.topic_follower import read_control
-from fleetpulse.errors import (
-    AccessDeniedError,
-    AuthenticationError,
-    ConflictError,
-    NotFoundError,
-)
-from fleetpulse.policy import FleetPolicy
+from fleetpulse.sdk.alerts_state import AlertsView, read_alerts
+from fleetpulse.sdk.governance_log import GovernanceLog
+from fleetpulse.sdk.topic_follower import read_control
 
 logger = logging.getLogger(__name__)
 _MAX_SILENCE_S = limits.MAX_SILENCE_S

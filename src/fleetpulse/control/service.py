@@ -18,14 +18,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from fleetpulse.clock import Clock, SystemClock
-from fleetpulse.config import CommonSettings
-from fleetpulse.control.control_state import ControlRecord, ControlView
-from fleetpulse.control.topic_follower import read_control
-from fleetpulse.errors import ConfigError, DeliveryError
-from fleetpulse.events.codec import AvroCodec
-from fleetpulse.kafka_config import producer_config
-from fleetpulse.processors.breakers.machine import (
+from fleetpulse.contract.breakers import (
     BreakerState,
     State,
     from_control,
@@ -33,6 +26,13 @@ from fleetpulse.processors.breakers.machine import (
     parse_breaker_id,
     to_control,
 )
+from fleetpulse.contract.clock import Clock, SystemClock
+from fleetpulse.contract.config import CommonSettings
+from fleetpulse.contract.control_state import ControlRecord, ControlView
+from fleetpulse.contract.errors import ConfigError, DeliveryError
+from fleetpulse.contract.events.codec import AvroCodec
+from fleetpulse.contract.kafka_config import producer_config
+from fleetpulse.sdk.topic_follower import read_control
 
 logger = logging.getLogger(__name__)
 

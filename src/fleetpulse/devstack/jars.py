@@ -8,8 +8,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from fleetpulse.errors import DevstackError, MissingToolError
-from fleetpulse.resources import resource_dir
+from fleetpulse.contract.errors import DevstackError, MissingToolError
+from fleetpulse.contract.resources import resource_dir
 
 logger = logging.getLogger(__name__)
 

@@ -28,12 +28,12 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
+from fleetpulse.contract.errors import DevstackError, PortInUseError
+from fleetpulse.contract.kafka_config import admin_config
+from fleetpulse.contract.resources import resource_dir
+from fleetpulse.contract.stack_state import pid_alive
 from fleetpulse.devstack.jars import require_tool
 from fleetpulse.devstack.services import reap, stop_process
-from fleetpulse.devstack.state import pid_alive
-from fleetpulse.errors import DevstackError, PortInUseError
-from fleetpulse.kafka_config import admin_config
-from fleetpulse.resources import resource_dir
 
 logger = logging.getLogger(__name__)
 

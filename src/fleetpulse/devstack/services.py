@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fleetpulse.devstack.state import pid_alive, read_state, write_state
-from fleetpulse.errors import DevstackError
+from fleetpulse.contract.errors import DevstackError
+from fleetpulse.contract.stack_state import pid_alive, read_state, write_state
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def wait_ready(svc: Service, pattern: str, *, timeout: float, offset: int = 0) -
 
 def wait_http(svc: Service, url: str, *, timeout: float, ok_only: bool = False) -> None:
     """Wait until ``url`` answers (any status, or 200 with ``ok_only``) while ``svc`` runs."""
-    import httpx
+    import httpx  # noqa: PLC0415  (lazy on purpose: the `cli` extra, for the services' probes)
 
     deadline = time.monotonic() + timeout
     while True:

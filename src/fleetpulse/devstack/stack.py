@@ -14,14 +14,14 @@ from typing import Any
 
 from confluent_kafka.admin import AdminClient
 
-from fleetpulse.config import DevstackSettings
+from fleetpulse.contract.config import DevstackSettings
+from fleetpulse.contract.errors import DevstackError
+from fleetpulse.contract.kafka_config import admin_config
+from fleetpulse.contract.stack_state import clear_state, pid_alive, read_state, write_state
 from fleetpulse.devstack.jars import ensure_jars
 from fleetpulse.devstack.kafka import KafkaNode, KafkaNodeConfig
 from fleetpulse.devstack.services import services, stop_services
-from fleetpulse.devstack.state import clear_state, pid_alive, read_state, write_state
 from fleetpulse.devstack.topics import ensure_topics
-from fleetpulse.errors import DevstackError
-from fleetpulse.kafka_config import admin_config
 
 logger = logging.getLogger(__name__)
 

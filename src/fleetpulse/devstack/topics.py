@@ -9,9 +9,9 @@ import uuid
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from fleetpulse.errors import DevstackError
-from fleetpulse.kafka_config import admin_config, consumer_config
-from fleetpulse.topics import TOPIC_SPECS, Topics
+from fleetpulse.contract.errors import DevstackError
+from fleetpulse.contract.kafka_config import admin_config, consumer_config
+from fleetpulse.contract.topics import TOPIC_SPECS, Topics
 
 logger = logging.getLogger(__name__)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import random
+import signal
 import threading
 import time
 from collections import OrderedDict
@@ -23,13 +24,13 @@ from typing import Any
 import httpx
 from confluent_kafka import Consumer, Message, Producer
 
-from fleetpulse.config import PagerSettings
-from fleetpulse.errors import CodecError
-from fleetpulse.events.codec import AvroCodec
-from fleetpulse.kafka_config import consumer_config, producer_config
+from fleetpulse.contract.config import PagerSettings
+from fleetpulse.contract.errors import CodecError
+from fleetpulse.contract.events.codec import AvroCodec
+from fleetpulse.contract.kafka_config import consumer_config, producer_config
+from fleetpulse.contract.topics import dlq_headers
 from fleetpulse.paging.config import PagerConfig
 from fleetpulse.paging.receivers import DeliveryError, idempotency_key, labels_of, send
-from fleetpulse.topics import dlq_headers
 
 logger = logging.getLogger(__name__)
 _REMEMBER = 100_000  # delivered (receiver, event) pairs kept for idempotency
@@ -177,8 +178,6 @@ class PagerBridge:
 
 
 def run_pager(settings: PagerSettings, config: PagerConfig) -> None:
-    import signal
-
     bridge = PagerBridge(settings, config)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: bridge.stop_event.set())

@@ -36,9 +36,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-from fleetpulse.errors import ConfigError
-from fleetpulse.policy import invalid
-from fleetpulse.processors.alerts.rules import labels_match
+from fleetpulse.contract.alert_rules import labels_match
+from fleetpulse.contract.errors import ConfigError
+from fleetpulse.contract.policy import invalid
 
 
 class _Strict(BaseModel):

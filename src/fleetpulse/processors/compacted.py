@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from fleetpulse.kafka_config import consumer_config
+from fleetpulse.contract.kafka_config import consumer_config
 
 
 def read_all(

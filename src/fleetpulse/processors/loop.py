@@ -22,6 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka.admin import AdminClient
+
+from fleetpulse.contract.kafka_config import admin_config
 
 logger = logging.getLogger(__name__)
 
@@ -134,3 +137,14 @@ class StageLoop:
                 self.producer.poll(0)
             if max_records is not None and self.records >= max_records:
                 return
+
+
+def partition_count(bootstrap: str, topic: str) -> int:
+    """How many partitions ``topic`` has; a clear error when it does not exist."""
+    md = AdminClient(admin_config(bootstrap)).list_topics(topic, timeout=30)
+    meta = md.topics.get(topic)
+    if meta is None or meta.error is not None or not meta.partitions:
+        raise RuntimeError(
+            f"topic {topic} is missing: run `fleetpulse dev up` (or create the topics) first"
+        )
+    return len(meta.partitions)

@@ -11,19 +11,31 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from fleetpulse.control.governance import Approval, new_event
-from fleetpulse.errors import ApprovalDeniedError, ApprovalExpiredError, ConflictError
+from fleetpulse.contract.errors import ApprovalDeniedError, ApprovalExpiredError, ConflictError
+from fleetpulse.contract.governance import Approval, new_event
 
 if TYPE_CHECKING:
-    from fleetpulse.sdk.fleet import Fleet
+    from fleetpulse.contract.clock import Clock
+    from fleetpulse.sdk.governance_log import GovernanceLog
 
 logger = logging.getLogger(__name__)
 
 
+class ApprovalsHost(Protocol):
+    """What the approval gates need from the agent's ``Fleet`` (which owns them)."""
+
+    @property
+    def agent_id(self) -> str: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def governance(self) -> GovernanceLog | None: ...
+
+
 class Approvals:
-    def __init__(self, fleet: Fleet) -> None:
+    def __init__(self, fleet: ApprovalsHost) -> None:
         self._fleet = fleet
 
     @property

@@ -18,24 +18,24 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from fleetpulse.clock import Clock, SystemClock
-from fleetpulse.control.bundles import AgentBundle
-from fleetpulse.control.governance_log import GovernanceLog
-from fleetpulse.control.topic_follower import ControlFollower
-from fleetpulse.errors import EventValidationError
-from fleetpulse.events.codec import AvroCodec
-from fleetpulse.events.validate import validator
-from fleetpulse.kafka_config import producer_config
-from fleetpulse.policy import Permissions, load_policy
+from fleetpulse.contract.bundles import AgentBundle
+from fleetpulse.contract.clock import Clock, SystemClock
+from fleetpulse.contract.errors import EventValidationError
+from fleetpulse.contract.events.codec import AvroCodec
+from fleetpulse.contract.events.validate import validator
+from fleetpulse.contract.kafka_config import producer_config
+from fleetpulse.contract.policy import Permissions, load_policy
 from fleetpulse.sdk.approvals import Approvals
+from fleetpulse.sdk.governance_log import GovernanceLog
 from fleetpulse.sdk.guard import Guard
 from fleetpulse.sdk.pricing import PriceTable
 from fleetpulse.sdk.spool import Spool
 from fleetpulse.sdk.task import Task, _name
+from fleetpulse.sdk.topic_follower import ControlFollower
 from fleetpulse.sdk.transport import KafkaTransport, Transport
 
 if TYPE_CHECKING:
-    from fleetpulse.config import SdkSettings
+    from fleetpulse.contract.config import SdkSettings
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ class Fleet:
         """
         # loaded on connect, not with `from fleetpulse import Fleet`: pydantic-settings imports
         # asyncio, argparse and email, ~70 ms on our 2-core VM (README "Install")
-        from fleetpulse.config import SdkSettings, load_settings
+        from fleetpulse.contract.config import SdkSettings, load_settings  # noqa: PLC0415
 
         settings = load_settings(
             SdkSettings, agent_version=agent_version, agent_role=agent_role, **overrides

@@ -19,8 +19,8 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from fleetpulse.control.control_state import ControlRecord, ControlView
-from fleetpulse.errors import AgentPausedError, CircuitOpenError
+from fleetpulse.contract.control_state import ControlRecord, ControlView
+from fleetpulse.contract.errors import AgentPausedError, CircuitOpenError
 
 # breakers the guard must look at on every call: the ones that can stop it
 _GUARDED = ("OPEN", "FORCED_OPEN", "HALF_OPEN")
@@ -38,7 +38,7 @@ class Guard:
         >>> guard.check_tool("triage", "crm")
         Traceback (most recent call last):
         ...
-        fleetpulse.errors.CircuitOpenError: circuit integration:crm is OPEN: call to crm not made
+        fleetpulse.contract.errors.CircuitOpenError: circuit integration:crm is OPEN: ...
     """
 
     def __init__(

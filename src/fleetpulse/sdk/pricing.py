@@ -22,7 +22,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from fleetpulse.errors import ConfigError
+from fleetpulse.contract.errors import ConfigError
 
 _DEFAULT = Path(__file__).with_name("prices.json")
 

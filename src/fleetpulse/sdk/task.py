@@ -10,11 +10,11 @@ import contextvars
 import hashlib
 import os
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
-from fleetpulse.errors import (
+from fleetpulse.contract.errors import (
     AgentPausedError,
     ApprovalDeniedError,
     ApprovalExpiredError,
@@ -25,12 +25,44 @@ from fleetpulse.errors import (
 )
 
 if TYPE_CHECKING:
-    from fleetpulse.control.governance import Approval
-    from fleetpulse.sdk.fleet import Fleet
+    from fleetpulse.contract.bundles import AgentBundle
+    from fleetpulse.contract.clock import Clock
+    from fleetpulse.contract.governance import Approval
+    from fleetpulse.contract.policy import Permissions
+    from fleetpulse.sdk.approvals import Approvals
+    from fleetpulse.sdk.guard import Guard
+    from fleetpulse.sdk.pricing import PriceTable
 
 _current_task: contextvars.ContextVar[Task | None] = contextvars.ContextVar(
     "fleetpulse_current_task", default=None
 )
+
+
+class TaskHost(Protocol):
+    """What a task needs from the agent's ``Fleet`` (which makes it): who runs, under which
+    bundle and permissions, the clock, the guards, and where the finished event goes."""
+
+    @property
+    def agent_id(self) -> str: ...
+    @property
+    def agent_version(self) -> str: ...
+    @property
+    def agent_role(self) -> str: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def config(self) -> AgentBundle | None: ...
+    @property
+    def guard(self) -> Guard | None: ...
+    @property
+    def permissions(self) -> Permissions: ...
+    @property
+    def prices(self) -> PriceTable: ...
+    @property
+    def approvals(self) -> Approvals | None: ...
+    def role_in(self, bundle: AgentBundle | None) -> str: ...
+    def _emit(self, event: dict[str, Any]) -> None: ...
+
 
 OUTCOMES = frozenset({"success", "failure", "timeout", "cancelled", "denied"})
 TOOL_STATUSES = frozenset({"ok", "error", "timeout", "denied", "short_circuited"})
@@ -168,7 +200,7 @@ class ToolCall:
                 raise
         return self
 
-    def _permission_error(self, fleet: Fleet) -> PermissionDeniedError | None:
+    def _permission_error(self, fleet: TaskHost) -> PermissionDeniedError | None:
         """Least privilege: the fleet policy's grants for the agent's role, narrowed by the
         tools its bundle declares; and operations the bundle gates behind an approval."""
         bundle = fleet.config
@@ -250,7 +282,7 @@ class Task:
 
     def __init__(
         self,
-        fleet: Fleet,
+        fleet: TaskHost,
         task_type: str,
         *,
         input: Any = None,

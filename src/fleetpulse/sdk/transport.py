@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from fleetpulse.kafka_config import KafkaLink
+from fleetpulse.contract.kafka_config import KafkaLink
 from fleetpulse.sdk.spool import Spool
 
 logger = logging.getLogger(__name__)

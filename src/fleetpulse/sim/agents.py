@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleetpulse.errors import (
+from fleetpulse.contract.errors import (
     AgentPausedError,
     ApprovalDeniedError,
     ApprovalExpiredError,

@@ -30,8 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleetpulse.errors import AgentPausedError, CircuitOpenError
-from fleetpulse.events import AvroCodec
+from fleetpulse.contract.errors import AgentPausedError, CircuitOpenError
+from fleetpulse.contract.events import AvroCodec
 from fleetpulse.sdk.fleet import Fleet
 from fleetpulse.sdk.task import input_hash
 from fleetpulse.sim.agents import Plan, World, plan_task

@@ -32,7 +32,10 @@ import yaml
 from confluent_kafka import Consumer, TopicPartition
 from rich.console import Console
 
-from fleetpulse.config import DevstackSettings, SdkSettings, SinkSettings, load_settings
+from fleetpulse.contract.config import DevstackSettings, SdkSettings, SinkSettings, load_settings
+from fleetpulse.contract.errors import DevstackError
+from fleetpulse.contract.events.codec import AvroCodec
+from fleetpulse.contract.kafka_config import consumer_config
 from fleetpulse.devstack import Devstack, free_port
 from fleetpulse.devstack.kafka import port_free
 from fleetpulse.devstack.services import (
@@ -42,12 +45,10 @@ from fleetpulse.devstack.services import (
     wait_http,
     wait_ready,
 )
-from fleetpulse.errors import DevstackError
-from fleetpulse.events.codec import AvroCodec
-from fleetpulse.kafka_config import consumer_config
 from fleetpulse.sim import report
 from fleetpulse.sim.runner import SimResult, Simulator
 from fleetpulse.sim.scenario import Scenario, load_scenario
+from fleetpulse.sink.query import endpoint, open_analyst
 from fleetpulse.tables import print_table
 
 _WIDE = ("task_id", "trace_id", "call_id")  # ids the terminal report leaves to --report-json
@@ -228,8 +229,6 @@ def _pager_config(
 
 
 def _wait_sink(svc: Service, store: Path, *, timeout: float) -> None:
-    from fleetpulse.sink.query import endpoint
-
     deadline = time.monotonic() + timeout
     while endpoint(store) is None:
         check_alive(svc)
@@ -337,8 +336,6 @@ def _run(demo: DemoStack, settings: DevstackSettings, sc: Scenario, console: Con
         f"{len(produced):,} task events produced; waiting for ClickHouse to have them all..."
     )
     sink = load_settings(SinkSettings, home=demo.home, bootstrap_servers=demo.bootstrap)
-    from fleetpulse.sink.query import open_analyst
-
     analyst = open_analyst(sink)
     try:
         db = sink.clickhouse_database

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from fleetpulse.contract.sql import time_literal as _ts
 from fleetpulse.sink import reports
-from fleetpulse.sink.backend import time_literal as _ts
 from fleetpulse.sink.query import Analyst, Table
 from fleetpulse.sink.reports import Section
 

@@ -21,10 +21,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleetpulse.config import ControlSettings, SdkSettings, load_settings
+from fleetpulse.contract.config import ControlSettings, SdkSettings, load_settings
+from fleetpulse.contract.errors import ConflictError, FleetpulseError
+from fleetpulse.contract.policy import load_policy
 from fleetpulse.control.client import ControlClient
-from fleetpulse.errors import ConflictError, FleetpulseError
 from fleetpulse.sdk.fleet import Fleet
+from fleetpulse.sdk.governance_log import GovernanceLog
 from fleetpulse.sim.agents import Emitted, SimAgent, SimClock, World
 from fleetpulse.sim.bulk import BulkFleet, BulkStats
 from fleetpulse.sim.scenario import AgentGroup, Scenario, Step
@@ -79,7 +81,8 @@ class Simulator:
         """The control plane as the scenario's ``who`` (release, oncall, approver)."""
         if who in self._gateways:
             return self._gateways[who]
-        from fleetpulse.control.gateway import HttpGateway
+        # lazy on purpose: the control plane loads when the simulated people first act
+        from fleetpulse.control.gateway import HttpGateway  # noqa: PLC0415
 
         if self.api_url and who in self.tokens:
             gw: ControlClient = HttpGateway(self.api_url, self.tokens[who])
@@ -89,12 +92,12 @@ class Simulator:
         return gw
 
     def _local(self, name: str, role: str) -> ControlClient:
-        from fleetpulse.control.access import Caller
-        from fleetpulse.control.gateway import LocalGateway
-        from fleetpulse.control.governance_log import GovernanceLog
-        from fleetpulse.control.plane import ControlPlane
-        from fleetpulse.control.server import audit_source
-        from fleetpulse.policy import load_policy
+        # lazy on purpose, as in gateway()
+        from fleetpulse.control.access import Caller  # noqa: PLC0415
+        from fleetpulse.control.audit import audit_source  # noqa: PLC0415
+        from fleetpulse.control.gateway import LocalGateway  # noqa: PLC0415
+        from fleetpulse.control.plane import ControlPlane  # noqa: PLC0415
+        from fleetpulse.sink.query import running_analyst  # noqa: PLC0415
 
         if self._plane is None:
             cs = load_settings(
@@ -107,11 +110,12 @@ class Simulator:
             log = GovernanceLog.open(cs, client_id="fleetpulse-sim")
             self._plane = (ControlPlane(cs, load_policy(cs.policy), log), cs, log)
         plane, cs, log = self._plane
-        return LocalGateway(plane, Caller(name, role), audit_source(cs, log))
+        audit = audit_source(log, cs.clickhouse_database, lambda: running_analyst(cs))
+        return LocalGateway(plane, Caller(name, role), audit)
 
     def enroll(self) -> None:
         """Principals with tokens for the simulated people, who then act over the API."""
-        from fleetpulse.control.plane import local_caller
+        from fleetpulse.control.plane import local_caller  # noqa: PLC0415  (as in gateway)
 
         gw = self._local(local_caller().name, "engineering")
         for who, role in OPERATORS.items():

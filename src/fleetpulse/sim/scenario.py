@@ -58,9 +58,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from fleetpulse.errors import ConfigError
-from fleetpulse.policy import FleetPolicy, invalid
-from fleetpulse.schedule import Budget, Schedule
+from fleetpulse.contract.errors import ConfigError
+from fleetpulse.contract.policy import FleetPolicy, invalid
+from fleetpulse.contract.schedule import Budget, Schedule
 
 
 class _Strict(BaseModel):

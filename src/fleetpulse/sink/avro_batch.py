@@ -12,12 +12,12 @@ writer schemas and the Confluent framing (which need schema resolution) take the
 and so does a whole batch if ClickHouse cannot parse it (so a corrupt body still reaches the
 DLQ with its reason).
 
-Validity (events/task_event.py) holds here too. Each body is followed by an 8-byte sentinel,
-random per batch, read as a trailing ``_end`` field: a body with junk after it puts the junk
-where the sentinel should be. The task_events insert (the first of the two) carries `guard`:
-``throwIf`` on any row whose sentinel is wrong or that fails ``sql_accepts``, so one invalid
-record fails the insert before anything is written (the batch is one insert block) and the
-whole batch takes the Python path, which dead-letters exactly those records with
+Validity (contract/events/task_event.py) holds here too. Each body is followed by an 8-byte
+sentinel, random per batch, read as a trailing ``_end`` field: a body with junk after it puts
+the junk where the sentinel should be. The task_events insert (the first of the two) carries
+`guard`: ``throwIf`` on any row whose sentinel is wrong or that fails ``sql_accepts``, so one
+invalid record fails the insert before anything is written (the batch is one insert block) and
+the whole batch takes the Python path, which dead-letters exactly those records with
 `check_task_event`'s reasons. The check costs no extra pass over the batch.
 """
 
@@ -27,10 +27,10 @@ import json
 import os
 from typing import Any
 
-from fleetpulse.events.codec import HEADER_LEN, MAX_BYTES, SINGLE_OBJECT_MARKER, AvroCodec
-from fleetpulse.events.container import container, zigzag
-from fleetpulse.events.task_event import sql_accepts
-from fleetpulse.sink.backend import quote
+from fleetpulse.contract.events.codec import HEADER_LEN, MAX_BYTES, SINGLE_OBJECT_MARKER, AvroCodec
+from fleetpulse.contract.events.container import container, zigzag
+from fleetpulse.contract.events.task_event import sql_accepts
+from fleetpulse.contract.sql import quote
 from fleetpulse.sink.rows import CALL_COLUMNS, TASK_COLUMNS
 
 

@@ -10,9 +10,10 @@ it; migration 0005).
 
 from __future__ import annotations
 
+import json
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 Columns = dict[str, list[Any]]
@@ -29,21 +30,6 @@ def _dedup_sql(token: str) -> str:
 
 # Columns that hold epoch microseconds in the batch and DateTime64 in ClickHouse.
 _TIME_NAMES = frozenset({"since", "window_start", "window_end", "at"})
-
-
-def quote(value: str) -> str:
-    """A ClickHouse string literal.
-
-    Example:
-        >>> quote("it's")
-        "'it\\\\'s'"
-    """
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def time_literal(t: datetime) -> str:
-    """A ClickHouse DateTime64(6, 'UTC') literal of an aware datetime."""
-    return f"toDateTime64({quote(t.astimezone(UTC).strftime('%Y-%m-%d %H:%M:%S.%f'))}, 6, 'UTC')"
 
 
 def is_time(column: str) -> bool:
@@ -90,7 +76,7 @@ class ChdbBackend:
     """
 
     def __init__(self, path: str, database: str = "fleetpulse") -> None:
-        from chdb import session
+        from chdb import session  # noqa: PLC0415  (lazy on purpose: the `sink` extra)
 
         self.database = database
         try:
@@ -152,8 +138,6 @@ class ChdbBackend:
 
     def table(self, sql: str) -> tuple[list[str], list[list[Any]]]:
         """Column names and rows (also for a result with no rows)."""
-        import json
-
         text = self._query(sql, "JSONCompact")
         if not text.strip():  # a statement without a result
             return [], []
@@ -183,7 +167,7 @@ def as_records(columns: list[str], rows: list[list[Any]]) -> list[dict[str, Any]
 def _arrow(columns: Columns) -> Any:
     """An Arrow table of the columns; dict columns become maps of strings to strings, or to
     doubles when their values are numbers (``measurements``)."""
-    import pyarrow as pa
+    import pyarrow as pa  # noqa: PLC0415  (lazy on purpose: the `sink` extra)
 
     arrays = {}
     for name, values in columns.items():
@@ -200,8 +184,6 @@ def _arrow(columns: Columns) -> Any:
 
 def _datetimes(columns: Columns) -> Columns:
     """Epoch-micros time columns as aware datetimes, for clickhouse-connect."""
-    from datetime import UTC, datetime, timedelta
-
     epoch = datetime(1970, 1, 1, tzinfo=UTC)
     return {
         k: [epoch + timedelta(microseconds=v) for v in vals] if is_time(k) else vals
@@ -213,7 +195,7 @@ class ServerBackend:
     """A ClickHouse server through clickhouse-connect (HTTP)."""
 
     def __init__(self, url: str, *, user: str, password: str, database: str = "fleetpulse"):
-        import clickhouse_connect
+        import clickhouse_connect  # noqa: PLC0415  (lazy on purpose: the `sink` extra)
 
         self.database = database
         try:

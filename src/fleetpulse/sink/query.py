@@ -40,8 +40,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Protocol
 
-from fleetpulse.devstack.state import pid_alive
-from fleetpulse.sink.backend import Backend, BackendError, as_records
+from fleetpulse.contract.stack_state import pid_alive
+from fleetpulse.sink.backend import (
+    Backend,
+    BackendError,
+    ChdbBackend,
+    StoreBusyError,
+    as_records,
+)
+from fleetpulse.sink.runner import open_backend
 
 logger = logging.getLogger(__name__)
 
@@ -326,9 +333,6 @@ def endpoint(store_dir: Path) -> dict[str, Any] | None:
 def open_analyst(settings: Any, *, wait_s: float = 30.0) -> Analyst:
     """A read-only connection for ``fleetpulse sql`` and ``fleetpulse report``: the server,
     the process that owns the embedded store, or the embedded store itself when nobody does."""
-    from fleetpulse.sink.backend import ChdbBackend, StoreBusyError
-    from fleetpulse.sink.runner import open_backend
-
     limits = QueryLimits.of(settings)
     if settings.clickhouse_url:
         return ReadOnly(open_backend(settings), limits)
@@ -351,10 +355,17 @@ def open_analyst(settings: Any, *, wait_s: float = 30.0) -> Analyst:
             time.sleep(0.2)
 
 
+def running_analyst(settings: Any) -> Analyst | None:
+    """The analysts' path when ClickHouse answers (a server, or the embedded store's owner is
+    up: the sink), else None; the caller closes it."""
+    if settings.clickhouse_url or endpoint(settings.store_dir) is not None:
+        return open_analyst(settings)
+    return None
+
+
 def open_query_server(settings: Any) -> QueryServer:
     """The embedded store's query endpoint, on a chDB session of its own (the sink process
     has opened the store already, so this one shares it)."""
-    from fleetpulse.sink.backend import ChdbBackend
 
     def open_session() -> Backend:
         return ChdbBackend(str(settings.store_dir), settings.clickhouse_database)

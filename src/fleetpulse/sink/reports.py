@@ -22,8 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from fleetpulse.sink.backend import quote
-from fleetpulse.sink.backend import time_literal as _ts
+from fleetpulse.contract.sql import quote
+from fleetpulse.contract.sql import time_literal as _ts
 from fleetpulse.sink.query import Analyst, Table
 
 

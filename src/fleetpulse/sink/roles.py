@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import os
 
-from fleetpulse.sink.backend import Backend, BackendError, quote
+from fleetpulse.contract.sql import quote
+from fleetpulse.sink.backend import Backend, BackendError
 from fleetpulse.sink.rows import TABLES
 
 AUDIT_TABLES = ("task_events", "tool_calls", "governance", "breaker_transitions")

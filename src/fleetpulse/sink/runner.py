@@ -16,7 +16,8 @@ Exactly once on replay, three lines deep:
 
 While ClickHouse fails, the consumer pauses its partitions and retries with exponential backoff
 and jitter; nothing is skipped and nothing is committed. Undecodable records go to the DLQ, and
-so do task events that are not valid (events/task_event.py: the processors' definition too).
+so do task events that are not valid (contract/events/task_event.py: the processors' definition
+too).
 """
 
 from __future__ import annotations
@@ -33,17 +34,22 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
-from fleetpulse.clock import Clock, SystemClock
-from fleetpulse.config import SinkSettings
-from fleetpulse.errors import CodecError
-from fleetpulse.events.codec import AvroCodec
-from fleetpulse.events.task_event import read_task_event
-from fleetpulse.kafka_config import KafkaLink, consumer_config, producer_config, static_member
+from fleetpulse.contract.clock import Clock, SystemClock
+from fleetpulse.contract.config import SinkSettings
+from fleetpulse.contract.errors import CodecError
+from fleetpulse.contract.events.codec import AvroCodec
+from fleetpulse.contract.events.task_event import read_task_event
+from fleetpulse.contract.kafka_config import (
+    KafkaLink,
+    consumer_config,
+    producer_config,
+    static_member,
+)
+from fleetpulse.contract.topics import dlq_headers
 from fleetpulse.sink.avro_batch import INVALID, AvroBatch, guard
 from fleetpulse.sink.avro_batch import selects as avro_selects
-from fleetpulse.sink.backend import Backend, BackendError, Columns
+from fleetpulse.sink.backend import Backend, BackendError, Columns, ServerBackend, open_chdb
 from fleetpulse.sink.rows import COLUMNS, ROUTES, TABLES, Route, empty
-from fleetpulse.topics import dlq_headers
 
 logger = logging.getLogger(__name__)
 _UNREACHABLE = (KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE)
@@ -359,8 +365,6 @@ def _extend(ranges: dict[tuple[str, int], list[int]], tp: tuple[str, int], off: 
 
 def open_backend(settings: SinkSettings) -> Any:
     """The configured backend: a server when FLEETPULSE_CLICKHOUSE_URL is set, else chDB."""
-    from fleetpulse.sink.backend import ServerBackend, open_chdb
-
     if settings.clickhouse_url:
         return ServerBackend(
             settings.clickhouse_url,

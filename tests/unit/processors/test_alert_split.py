@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from fleetpulse.clock import ManualClock
-from fleetpulse.policy import FleetPolicy
+from fleetpulse.contract.clock import ManualClock
+from fleetpulse.contract.policy import FleetPolicy
 from fleetpulse.processors.alerts.evaluator import AlertEvaluator
 from fleetpulse.processors.alerts.split import (
     Ownership,

@@ -7,15 +7,10 @@ import random
 
 import orjson
 
-from fleetpulse.policy import BreakersSection
+from fleetpulse.contract.breakers import agent_breaker_id, agent_integration_id, integration_id
+from fleetpulse.contract.policy import BreakersSection
 from fleetpulse.processors.breakers.counts import BreakerCounts, owner_partition
-from fleetpulse.processors.breakers.machine import (
-    agent_breaker_id,
-    agent_integration_id,
-    classify_call,
-    classify_task,
-    integration_id,
-)
+from fleetpulse.processors.breakers.machine import classify_call, classify_task
 from fleetpulse.processors.ingest.cells import CallGroup, TaskGroup
 
 SECTION = BreakersSection.model_validate(

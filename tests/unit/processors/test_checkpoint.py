@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from fleetpulse.clock import ManualClock
+from fleetpulse.contract.clock import ManualClock
 from fleetpulse.processors.windows.buckets import US
 from fleetpulse.processors.windows.checkpoint import decode_source, encode_source
 from fleetpulse.processors.windows.engine import Engine, EngineConfig

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from fleetpulse.events import AvroCodec
+from fleetpulse.contract.events import AvroCodec
 from fleetpulse.processors.ingest import IngestParams, NativeIngest, reference_partials
 from fleetpulse.processors.ingest.params import AlertSpec, BreakerSpec
 

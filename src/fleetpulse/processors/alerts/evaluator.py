@@ -30,18 +30,18 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleetpulse.clock import Clock
-from fleetpulse.control.governance import Silence
-from fleetpulse.policy import FleetPolicy, Permissions
+from fleetpulse.contract.alert_rules import AlertsSection, Rule
+from fleetpulse.contract.clock import Clock
+from fleetpulse.contract.governance import Silence
+from fleetpulse.contract.policy import FleetPolicy, Permissions
+from fleetpulse.contract.schedule import Budget, Schedule, add_run, check
+from fleetpulse.contract.semantics import parse_scope_id, scope_id
 from fleetpulse.processors.alerts.lifecycle import AlertState, Condition, restore, step
-from fleetpulse.processors.alerts.rules import AlertsSection, Rule
 from fleetpulse.processors.alerts.split import Ownership, ScopeOutbox, ScopeRows, phase_record
 from fleetpulse.processors.alerts.windows import US, Cell, Ledger, Rolling, period_bounds
 from fleetpulse.processors.ingest.cells import AlertCallRow, AlertGroups, AlertTaskRow
 from fleetpulse.processors.ingest.params import AlertSpec
 from fleetpulse.processors.ingest.reference import alert_groups
-from fleetpulse.schedule import Budget, Schedule, add_run, check
-from fleetpulse.semantics import parse_scope_id, scope_id
 
 FAILURE_KINDS = frozenset({"failure_rate", "latency_p95", "latency_degradation"})
 

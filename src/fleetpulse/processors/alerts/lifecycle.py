@@ -7,7 +7,7 @@ in Prometheus, whose pending alerts never reach Alertmanager). A firing alert is
 when its severity or its suppression changes, and every ``repeat_interval_s``.
 
 Example:
-    >>> from fleetpulse.processors.alerts.rules import Rule
+    >>> from fleetpulse.contract.alert_rules import Rule
     >>> rule = Rule(name="r", kind="failure_rate", threshold=0.2, for_s=60)
     >>> s = AlertState("r:agent=a", rule.name)
     >>> c = Condition(True, 0.5, 0.2, "warning", "50% failed")
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fleetpulse.processors.alerts.rules import Rule
+from fleetpulse.contract.alert_rules import Rule
 
 US = 1_000_000
 

@@ -52,8 +52,8 @@ from typing import Any
 
 import orjson
 
+from fleetpulse.contract.semantics import parse_scope_id
 from fleetpulse.processors.ingest.cells import AlertGroups, AlertTaskRow
-from fleetpulse.semantics import parse_scope_id
 
 # cross-agent rows, per (source, second): an integration's
 #   (tasks, attempted calls, errors, denied, unpermitted, unapproved)

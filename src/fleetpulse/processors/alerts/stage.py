@@ -35,31 +35,31 @@ are recognised by their source offsets and counted once.
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 from typing import Any
 
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from fleetpulse.clock import Clock, SystemClock
-from fleetpulse.config import ProcessorSettings
-from fleetpulse.control.alerts_state import read_alerts
-from fleetpulse.control.control_state import ControlView
-from fleetpulse.control.governance import PRODUCTION, GovernanceState
-from fleetpulse.control.governance_log import GovernanceLog
-from fleetpulse.control.topic_follower import ControlFollower
-from fleetpulse.events.codec import AvroCodec
-from fleetpulse.kafka_config import consumer_config, producer_config
-from fleetpulse.policy import FleetPolicy
+from fleetpulse.contract.clock import Clock, SystemClock
+from fleetpulse.contract.config import ProcessorSettings
+from fleetpulse.contract.control_state import ControlView
+from fleetpulse.contract.events.codec import AvroCodec
+from fleetpulse.contract.governance import PRODUCTION, GovernanceState
+from fleetpulse.contract.kafka_config import consumer_config, producer_config
+from fleetpulse.contract.policy import FleetPolicy
+from fleetpulse.contract.semantics import parse_scope_id
 from fleetpulse.processors.alerts.evaluator import FAILURE_KINDS, AlertEvaluator, Context
 from fleetpulse.processors.alerts.split import Ownership, ScopeRows, owner_partition, read_phase
 from fleetpulse.processors.alerts.windows import US, period_bounds
 from fleetpulse.processors.compacted import read_all
 from fleetpulse.processors.ingest.cells import AlertGroups
-from fleetpulse.processors.loop import StageLoop
-from fleetpulse.processors.metrics.worker import partition_count
+from fleetpulse.processors.loop import StageLoop, partition_count
 from fleetpulse.processors.produce import produce
-from fleetpulse.semantics import parse_scope_id
+from fleetpulse.sdk.alerts_state import read_alerts
+from fleetpulse.sdk.governance_log import GovernanceLog
+from fleetpulse.sdk.topic_follower import ControlFollower
 
 logger = logging.getLogger(__name__)
 
@@ -420,8 +420,6 @@ def _governance_context(state: GovernanceState, now_us: int) -> Context:
 
 def run_alert_stage(settings: ProcessorSettings, policy: FleetPolicy) -> None:
     """Run the alert stage until SIGTERM/SIGINT."""
-    import signal
-
     stage = AlertStage(settings, policy)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stage.stop_event.set())

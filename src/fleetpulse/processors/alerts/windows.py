@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from fleetpulse.processors.windows.sketch import LatencySketch
+from fleetpulse.processors.figures.sketch import LatencySketch
 
 US = 1_000_000
 

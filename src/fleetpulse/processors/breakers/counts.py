@@ -22,17 +22,17 @@ import zlib
 
 import orjson
 
-from fleetpulse.policy import BreakerPolicy, BreakersSection, FleetPolicy
-from fleetpulse.processors.breakers.machine import (
+from fleetpulse.contract.breakers import (
     agent_breaker_id,
     agent_integration_id,
-    call_verdict,
     integration_id,
     parse_breaker_id,
 )
+from fleetpulse.contract.policy import BreakerPolicy, BreakersSection, FleetPolicy
+from fleetpulse.contract.semantics import FAILED_OUTCOMES, UNCOUNTED_OUTCOMES
+from fleetpulse.processors.breakers.machine import call_verdict
 from fleetpulse.processors.ingest.cells import CallGroup, TaskGroup
 from fleetpulse.processors.ingest.params import BreakerSpec
-from fleetpulse.semantics import FAILED_OUTCOMES, UNCOUNTED_OUTCOMES
 
 
 def lookback_s(policy: FleetPolicy) -> int:

@@ -22,6 +22,7 @@ now minus the longest breaker window (nothing is committed: only recent calls ma
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -30,17 +31,7 @@ from dataclasses import replace
 import orjson
 from confluent_kafka import OFFSET_END, Consumer, Message, Producer, TopicPartition
 
-from fleetpulse.clock import Clock, SystemClock
-from fleetpulse.config import ProcessorSettings
-from fleetpulse.control.control_state import ControlRecord, ControlView
-from fleetpulse.control.topic_follower import ControlFollower
-from fleetpulse.events.codec import AvroCodec
-from fleetpulse.kafka_config import consumer_config, producer_config, static_member
-from fleetpulse.policy import FleetPolicy
-from fleetpulse.processors.breakers.counts import BreakerPolicies, lookback_s, owner_partition
-from fleetpulse.processors.breakers.machine import (
-    US,
-    Breaker,
+from fleetpulse.contract.breakers import (
     BreakerState,
     State,
     from_control,
@@ -48,9 +39,17 @@ from fleetpulse.processors.breakers.machine import (
     parse_breaker_id,
     to_control,
 )
-from fleetpulse.processors.loop import StageLoop
-from fleetpulse.processors.metrics.worker import partition_count
+from fleetpulse.contract.clock import Clock, SystemClock
+from fleetpulse.contract.config import ProcessorSettings
+from fleetpulse.contract.control_state import ControlRecord, ControlView
+from fleetpulse.contract.events.codec import AvroCodec
+from fleetpulse.contract.kafka_config import consumer_config, producer_config, static_member
+from fleetpulse.contract.policy import FleetPolicy
+from fleetpulse.processors.breakers.counts import BreakerPolicies, lookback_s, owner_partition
+from fleetpulse.processors.breakers.machine import US, Breaker
+from fleetpulse.processors.loop import StageLoop, partition_count
 from fleetpulse.processors.produce import produce
+from fleetpulse.sdk.topic_follower import ControlFollower
 
 logger = logging.getLogger(__name__)
 
@@ -292,8 +291,6 @@ class BreakerStage:
 
 def run_breaker_stage(settings: ProcessorSettings, policy: FleetPolicy) -> None:
     """Run one breaker-stage worker until SIGTERM/SIGINT."""
-    import signal
-
     stage = BreakerStage(settings, policy)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stage.stop_event.set())

@@ -5,7 +5,7 @@ The native pass (``native.py``) and the pure-Python reference (``reference.py``)
 ``Partials``; a unit test proves they agree exactly on a seeded batch. The window engine adds
 cells into its buckets at every level (a coarse bucket is the sum of the fine ones it holds).
 
-Scopes and what their counters mean are those of ``processors/windows/aggregate.py``:
+Scopes and what their counters mean are those of ``processors/figures/aggregate.py``:
 
 * task scopes (``agent``, ``agent_version``, ``agent_task_type``, ``model``) count tasks;
 * integration scopes (``integration``, ``agent_integration``) count each task that called the
@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from fleetpulse.processors.windows.aggregate import COUNTERS
+from fleetpulse.processors.figures.aggregate import COUNTERS
 
 # scope type -> its dimensions, in the order of the cell's (d1, d2)
 DIMENSIONS: dict[str, tuple[str, ...]] = {

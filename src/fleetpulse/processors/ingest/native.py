@@ -46,10 +46,11 @@ from typing import Any
 import pyarrow as pa
 from fastavro import schemaless_writer
 
-from fleetpulse.errors import CodecError
-from fleetpulse.events.codec import HEADER_LEN, MAX_BYTES, SINGLE_OBJECT_MARKER, AvroCodec
-from fleetpulse.events.container import container, zigzag
-from fleetpulse.events.task_event import read_task_event
+from fleetpulse.contract.errors import CodecError
+from fleetpulse.contract.events.codec import HEADER_LEN, MAX_BYTES, SINGLE_OBJECT_MARKER, AvroCodec
+from fleetpulse.contract.events.container import container, zigzag
+from fleetpulse.contract.events.task_event import read_task_event
+from fleetpulse.processors.figures.aggregate import COUNTERS
 from fleetpulse.processors.ingest.cells import (
     AlertGroups,
     Cell,
@@ -74,7 +75,6 @@ from fleetpulse.processors.ingest.sql import (
     raw_sql,
     task_cells_sql,
 )
-from fleetpulse.processors.windows.aggregate import COUNTERS
 
 logger = logging.getLogger(__name__)
 

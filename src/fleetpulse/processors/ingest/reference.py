@@ -8,8 +8,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from fleetpulse.events.codec import AvroCodec
-from fleetpulse.events.task_event import read_task_event
+from fleetpulse.contract.events.codec import AvroCodec
+from fleetpulse.contract.events.task_event import read_task_event
+from fleetpulse.contract.semantics import (
+    ATTEMPTED_STATUSES,
+    CALL_ERROR_STATUSES,
+    FAILED_OUTCOMES,
+    FAILING_CALL_STATUSES,
+)
+from fleetpulse.processors.figures.aggregate import COUNTERS
+from fleetpulse.processors.figures.sketch import bin_key
 from fleetpulse.processors.ingest.cells import (
     AlertGroups,
     AlertTaskRow,
@@ -20,14 +28,6 @@ from fleetpulse.processors.ingest.cells import (
     TaskGroup,
 )
 from fleetpulse.processors.ingest.params import AlertSpec, BreakerSpec, IngestParams, Where
-from fleetpulse.processors.windows.aggregate import COUNTERS
-from fleetpulse.processors.windows.sketch import bin_key
-from fleetpulse.semantics import (
-    ATTEMPTED_STATUSES,
-    CALL_ERROR_STATUSES,
-    FAILED_OUTCOMES,
-    FAILING_CALL_STATUSES,
-)
 
 US = 1_000_000
 

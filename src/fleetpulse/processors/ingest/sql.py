@@ -15,17 +15,17 @@ A bin is ``ceil(log(v) / log(2) * multiplier) + offset``, bit-identical to ``ske
 
 from __future__ import annotations
 
-from fleetpulse.events.task_event import sql_accepts
-from fleetpulse.processors.ingest.params import IngestParams
-from fleetpulse.processors.windows.aggregate import COUNTERS
-from fleetpulse.processors.windows.sketch import _MIN_INDEXABLE, _MULTIPLIER, _OFFSET
-from fleetpulse.semantics import (
+from fleetpulse.contract.events.task_event import sql_accepts
+from fleetpulse.contract.semantics import (
     ATTEMPTED_STATUSES,
     CALL_ERROR_STATUSES,
     FAILED_OUTCOMES,
     FAILING_CALL_STATUSES,
     sql_set,
 )
+from fleetpulse.processors.figures.aggregate import COUNTERS
+from fleetpulse.processors.figures.sketch import _MIN_INDEXABLE, _MULTIPLIER, _OFFSET
+from fleetpulse.processors.ingest.params import IngestParams
 
 _ERR = sql_set(CALL_ERROR_STATUSES)
 

@@ -24,7 +24,7 @@ import faust
 from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from fleetpulse.config import ProcessorSettings
+from fleetpulse.contract.config import ProcessorSettings
 from fleetpulse.processors.metrics.plain import PlainRunner
 from fleetpulse.processors.metrics.prom import exposition
 from fleetpulse.processors.metrics.worker import ProcessorCore, Record
@@ -114,7 +114,7 @@ def build_app(core: ProcessorCore, settings: ProcessorSettings, *, index: int = 
 def _only_our_routes(app: faust.App) -> Any:
     """faust's web server without its own pages (``/router/``, ``/table/``, ``/graph``,
     statistics, the index): only what the processors add (``/metrics``)."""
-    from faust.web import drivers
+    from faust.web import drivers  # noqa: PLC0415  (faust: `--runtime faust` only)
 
     base: Any = drivers.by_url(app.conf.web)
 

@@ -17,8 +17,8 @@ from typing import Any
 from confluent_kafka import Consumer, Message, TopicPartition
 from prometheus_client import start_http_server
 
-from fleetpulse.config import ProcessorSettings
-from fleetpulse.kafka_config import consumer_config
+from fleetpulse.contract.config import ProcessorSettings
+from fleetpulse.contract.kafka_config import consumer_config
 from fleetpulse.processors.loop import StageLoop
 from fleetpulse.processors.metrics.worker import ProcessorCore, Record
 

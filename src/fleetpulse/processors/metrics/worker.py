@@ -30,13 +30,14 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from confluent_kafka import KafkaException, Message, Producer
-from confluent_kafka.admin import AdminClient
 
-from fleetpulse.clock import Clock, SystemClock
-from fleetpulse.config import ProcessorSettings
-from fleetpulse.events.codec import AvroCodec
-from fleetpulse.kafka_config import admin_config, producer_config
-from fleetpulse.policy import FleetPolicy, load_policy
+from fleetpulse.contract.clock import Clock, SystemClock
+from fleetpulse.contract.config import ProcessorSettings
+from fleetpulse.contract.events.codec import AvroCodec
+from fleetpulse.contract.horizons import parse_horizons
+from fleetpulse.contract.kafka_config import producer_config
+from fleetpulse.contract.policy import FleetPolicy, load_policy
+from fleetpulse.contract.topics import dlq_headers
 from fleetpulse.processors.alerts.evaluator import alert_spec
 from fleetpulse.processors.alerts.split import route_groups
 from fleetpulse.processors.breakers.counts import BreakerCounts
@@ -44,13 +45,13 @@ from fleetpulse.processors.breakers.counts import lookback_s as breaker_lookback
 from fleetpulse.processors.ingest import NativeIngest
 from fleetpulse.processors.ingest.cells import Partials
 from fleetpulse.processors.ingest.params import Where
+from fleetpulse.processors.loop import partition_count
 from fleetpulse.processors.metrics.prom import ProcessorCollector, new_registry
 from fleetpulse.processors.produce import produce
-from fleetpulse.processors.windows.buckets import US, WindowConfig, parse_horizons
+from fleetpulse.processors.windows.buckets import US, WindowConfig
 from fleetpulse.processors.windows.checkpoint import CheckpointStore, encode_source
 from fleetpulse.processors.windows.engine import Engine, EngineConfig
 from fleetpulse.processors.windows.replay import replay_partition
-from fleetpulse.topics import dlq_headers
 
 logger = logging.getLogger(__name__)
 
@@ -68,17 +69,6 @@ class Record:
     @classmethod
     def of(cls, m: Message) -> Record:
         return cls(m.topic() or "", m.partition() or 0, m.offset() or 0, m.key(), m.value())
-
-
-def partition_count(bootstrap: str, topic: str) -> int:
-    """How many partitions ``topic`` has; a clear error when it does not exist."""
-    md = AdminClient(admin_config(bootstrap)).list_topics(topic, timeout=30)
-    meta = md.topics.get(topic)
-    if meta is None or meta.error is not None or not meta.partitions:
-        raise RuntimeError(
-            f"topic {topic} is missing: run `fleetpulse dev up` (or create the topics) first"
-        )
-    return len(meta.partitions)
 
 
 class _Marks:

@@ -41,7 +41,7 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from fleetpulse.kafka_config import consumer_config
+from fleetpulse.contract.kafka_config import consumer_config
 from fleetpulse.processors.compacted import read_all
 from fleetpulse.processors.produce import produce
 from fleetpulse.processors.windows.buckets import ScopeWindows

@@ -31,12 +31,12 @@ from typing import Any
 
 import orjson
 
-from fleetpulse import semantics
-from fleetpulse.clock import Clock
+from fleetpulse.contract import semantics
+from fleetpulse.contract.clock import Clock
+from fleetpulse.processors.figures.aggregate import Agg
 from fleetpulse.processors.ingest.cells import Partials, dims_of
 from fleetpulse.processors.ingest.params import IngestParams
 from fleetpulse.processors.ingest.reference import aggregate_events
-from fleetpulse.processors.windows.aggregate import Agg
 from fleetpulse.processors.windows.buckets import (
     US,
     LevelBounds,

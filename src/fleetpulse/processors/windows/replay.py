@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
-from fleetpulse.kafka_config import consumer_config
+from fleetpulse.contract.kafka_config import consumer_config
 
 logger = logging.getLogger(__name__)
 

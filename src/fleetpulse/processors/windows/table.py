@@ -35,8 +35,8 @@ from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from functools import partial
 
-from fleetpulse.processors.windows.aggregate import COUNTERS, Agg
-from fleetpulse.processors.windows.sketch import LatencySketch
+from fleetpulse.processors.figures.aggregate import COUNTERS, Agg
+from fleetpulse.processors.figures.sketch import LatencySketch
 
 N_COUNTERS = len(COUNTERS)
 ROW = N_COUNTERS + 1  # a row's cells: the counters, then the zero-bin count

@@ -14,8 +14,10 @@ from typing import Any, Literal, TypeVar
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fleetpulse.errors import ConfigError
-from fleetpulse.topics import Topics
+from fleetpulse.contract.errors import ConfigError
+from fleetpulse.contract.horizons import parse_horizons
+from fleetpulse.contract.stack_state import read_state
+from fleetpulse.contract.topics import Topics
 
 _HOSTPORT = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
 _PREFIX = re.compile(r"^[A-Za-z0-9._\-]*$")
@@ -75,9 +77,6 @@ class CommonSettings(BaseSettings):
         """The bootstrap servers: the setting, else the running devstack's."""
         if self.bootstrap_servers:
             return self.bootstrap_servers
-        # imported here: the devstack package itself builds on these settings
-        from fleetpulse.devstack.state import read_state
-
         state = read_state(self.home)
         if state and state.get("kafka", {}).get("bootstrap_servers"):
             return str(state["kafka"]["bootstrap_servers"])
@@ -119,7 +118,7 @@ class SdkSettings(CommonSettings):
 
 
 # One knob, FLEETPULSE_PROCESSORS_MAX_FUTURE_S, read by the processors and the sink alike, so
-# both reject the same task events (events/task_event.py).
+# both reject the same task events (contract/events/task_event.py).
 MAX_FUTURE_S: Any = Field(
     300,
     ge=0,
@@ -220,8 +219,6 @@ class ProcessorSettings(CommonSettings):
     @field_validator("processors_horizons")
     @classmethod
     def _check_horizons(cls, v: str) -> str:
-        from fleetpulse.processors.windows.buckets import parse_horizons
-
         parse_horizons(v)  # raises ValueError naming the bad entry
         return v
 

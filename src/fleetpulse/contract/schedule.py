@@ -33,7 +33,7 @@ _MAX_SLOTS = 10_000  # counting slots in a window stops here (a per-minute cron 
 def _cron() -> Any:
     """croniter, loaded with the first cron schedule: with dateutil and pytz it costs ~35 ms of
     import, which `from fleetpulse import Fleet` should not pay for agents without one."""
-    from croniter import croniter
+    from croniter import croniter  # noqa: PLC0415  (lazy on purpose, see above)
 
     return croniter
 

@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from confluent_kafka import Producer
 
-from fleetpulse.control.governance import Event, GovernanceState
-from fleetpulse.control.topic_follower import TopicFollower, catch_up
-from fleetpulse.errors import ConflictError, DeliveryError
-from fleetpulse.events.codec import AvroCodec
-from fleetpulse.kafka_config import producer_config
+from fleetpulse.contract.errors import ConflictError, DeliveryError
+from fleetpulse.contract.events.codec import AvroCodec
+from fleetpulse.contract.governance import Event, GovernanceState
+from fleetpulse.contract.kafka_config import producer_config
+from fleetpulse.sdk.topic_follower import TopicFollower, catch_up
 
 if TYPE_CHECKING:  # the settings are built by a service's main(); the SDK never loads them here
-    from fleetpulse.config import CommonSettings
+    from fleetpulse.contract.config import CommonSettings
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

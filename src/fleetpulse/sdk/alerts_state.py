@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from fleetpulse.control.topic_follower import TopicFollower, catch_up
+from fleetpulse.sdk.topic_follower import TopicFollower, catch_up
 
 
 class AlertsView:

@@ -28,8 +28,8 @@ from typing import Any
 
 import orjson
 
-from fleetpulse.control.bundles import AgentBundle, content_hash
-from fleetpulse.processors.alerts.rules import labels_match
+from fleetpulse.contract.alert_rules import labels_match
+from fleetpulse.contract.bundles import AgentBundle, content_hash
 
 Event = dict[str, Any]
 PRODUCTION = "production"

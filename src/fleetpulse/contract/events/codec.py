@@ -24,8 +24,8 @@ from typing import Any, cast
 
 from fastavro import schemaless_reader, schemaless_writer
 
-from fleetpulse.errors import CodecError, ConfigError, UnknownSchemaError
-from fleetpulse.events.schemas import SchemaStore, SchemaVersion
+from fleetpulse.contract.errors import CodecError, ConfigError, UnknownSchemaError
+from fleetpulse.contract.events.schemas import SchemaStore, SchemaVersion
 
 logger = logging.getLogger(__name__)
 
@@ -154,8 +154,8 @@ class AvroCodec:
             # the Confluent wire format is optional (the `registry` extra): its serializers and
             # their HTTP client are imported only when FLEETPULSE_SCHEMA_REGISTRY_URL is set
             try:
-                from confluent_kafka.schema_registry import SchemaRegistryClient
-                from confluent_kafka.schema_registry.avro import AvroSerializer  # noqa: F401
+                from confluent_kafka.schema_registry import SchemaRegistryClient  # noqa: PLC0415
+                from confluent_kafka.schema_registry.avro import AvroSerializer  # noqa: F401, PLC0415
             except ModuleNotFoundError as exc:
                 raise ConfigError(
                     f"FLEETPULSE_SCHEMA_REGISTRY_URL is set but {exc.name} is not installed: "
@@ -169,8 +169,9 @@ class AvroCodec:
 
     def _confluent_encoder(self, name: str, topic: str) -> Encoder:
         client = self._registry_client()  # first: it says which extra is missing
-        from confluent_kafka.schema_registry.avro import AvroSerializer
-        from confluent_kafka.serialization import MessageField, SerializationContext
+        # lazy on purpose: the `registry` extra, only with FLEETPULSE_SCHEMA_REGISTRY_URL
+        from confluent_kafka.schema_registry.avro import AvroSerializer  # noqa: PLC0415
+        from confluent_kafka.serialization import MessageField, SerializationContext  # noqa: PLC0415
 
         key = (name, topic)
         if key not in self._confluent_serializers:
@@ -197,8 +198,9 @@ class AvroCodec:
                 **where,
             )
         client = self._registry_client()
-        from confluent_kafka.schema_registry.avro import AvroDeserializer
-        from confluent_kafka.serialization import MessageField, SerializationContext
+        # lazy on purpose: the `registry` extra, only with FLEETPULSE_SCHEMA_REGISTRY_URL
+        from confluent_kafka.schema_registry.avro import AvroDeserializer  # noqa: PLC0415
+        from confluent_kafka.serialization import MessageField, SerializationContext  # noqa: PLC0415
 
         if name not in self._confluent_deserializers:
             self._confluent_deserializers[name] = AvroDeserializer(

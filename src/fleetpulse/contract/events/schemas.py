@@ -16,7 +16,7 @@ from typing import Any
 from fastavro import parse_schema
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from fleetpulse.resources import resource_dir
+from fleetpulse.contract.resources import resource_dir
 
 _FILE_RE = re.compile(r"^(?P<name>[A-Za-z][A-Za-z0-9]*)\.v(?P<version>\d+)\.avsc$")
 

@@ -12,7 +12,7 @@ from io import BytesIO
 from fastavro import schemaless_reader, schemaless_writer
 from fastavro.utils import generate_many
 
-from fleetpulse.events.schemas import SchemaVersion
+from fleetpulse.contract.events.schemas import SchemaVersion
 
 
 def check_backward_compatible(old: SchemaVersion, new: SchemaVersion, samples: int = 50) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-_PACKAGE = Path(__file__).resolve().parent
+_PACKAGE = Path(__file__).resolve().parents[1]  # src/fleetpulse (this file is in contract/)
 _REPO = _PACKAGE.parents[1]
 
 _LOCATIONS = {

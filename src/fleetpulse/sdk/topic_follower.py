@@ -18,10 +18,10 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
-from fleetpulse.control.control_state import ControlView
-from fleetpulse.errors import CodecError
-from fleetpulse.events.codec import AvroCodec
-from fleetpulse.kafka_config import KafkaLink, consumer_config
+from fleetpulse.contract.control_state import ControlView
+from fleetpulse.contract.errors import CodecError
+from fleetpulse.contract.events.codec import AvroCodec
+from fleetpulse.contract.kafka_config import KafkaLink, consumer_config
 
 logger = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from fleetpulse.errors import EventValidationError
-from fleetpulse.events.schemas import SchemaStore
+from fleetpulse.contract.errors import EventValidationError
+from fleetpulse.contract.events.schemas import SchemaStore
 
 Check = Callable[[Any, str], None]
 _LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1

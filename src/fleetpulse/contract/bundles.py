@@ -33,10 +33,10 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from fleetpulse.control.limits import check_json_value
-from fleetpulse.errors import ConfigError
-from fleetpulse.policy import BreakerPolicy, Permissions, invalid
-from fleetpulse.schedule import Budget, Schedule
+from fleetpulse.contract.errors import ConfigError
+from fleetpulse.contract.limits import check_json_value
+from fleetpulse.contract.policy import BreakerPolicy, Permissions, invalid
+from fleetpulse.contract.schedule import Budget, Schedule
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$")
 
@@ -168,7 +168,8 @@ def parse_bundle(data: Any, *, source: str = "bundle") -> AgentBundle:
 
 def load_bundle(path: Path) -> AgentBundle:
     """Read and validate a bundle YAML file."""
-    import yaml  # with the first bundle file: ~15 ms `from fleetpulse import Fleet` never pays
+    # lazy on purpose: with the first bundle file, ~15 ms `from fleetpulse import Fleet` never pays
+    import yaml  # noqa: PLC0415
 
     try:
         raw = yaml.safe_load(Path(path).read_text())
@@ -184,7 +185,7 @@ def load_bundle(path: Path) -> AgentBundle:
 
 
 def to_yaml(data: dict[str, Any]) -> str:
-    import yaml  # see load_bundle
+    import yaml  # noqa: PLC0415  (lazy on purpose, see load_bundle)
 
     return yaml.safe_dump(data, sort_keys=True, allow_unicode=True, width=100)
 

@@ -39,7 +39,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from fleetpulse.schedule import Budget, Schedule
+from fleetpulse.contract.schedule import Budget, Schedule
 
 Kind = Literal[
     "failure_rate",

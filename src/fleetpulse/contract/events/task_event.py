@@ -25,8 +25,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from fleetpulse.errors import CodecError
-from fleetpulse.events.codec import MAX_BYTES, AvroCodec
+from fleetpulse.contract.errors import CodecError
+from fleetpulse.contract.events.codec import MAX_BYTES, AvroCodec
 
 MAX_TASK_EVENT_BYTES = MAX_BYTES["TaskEvent"]  # Kafka's default message size
 _US = 1_000_000

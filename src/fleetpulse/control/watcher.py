@@ -1,52 +1,24 @@
-"""``fleetpulse api run``: the control API process, and the watcher that pages on approvals
-left pending too long.
-
-The process follows three topics live (governance, control, alerts), so reads are answered
-from memory and a write returns once the log has folded it.
-"""
+"""The watcher that pages on approvals left pending too long (run by ``fleetpulse api run``,
+which is assembled in ``console/server.py``)."""
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import Producer
 
-from fleetpulse.clock import Clock, SystemClock
-from fleetpulse.config import ControlSettings
-from fleetpulse.control.alerts_state import AlertsView, follow_alerts
-from fleetpulse.control.audit import AuditQuery, from_clickhouse, from_state
-from fleetpulse.control.governance import Approval, GovernanceState
-from fleetpulse.control.governance_log import GovernanceLog
-from fleetpulse.control.plane import ControlPlane
-from fleetpulse.control.topic_follower import ControlFollower
-from fleetpulse.events.codec import AvroCodec
-from fleetpulse.kafka_config import producer_config
-from fleetpulse.policy import FleetPolicy
+from fleetpulse.contract.clock import Clock, SystemClock
+from fleetpulse.contract.config import ControlSettings
+from fleetpulse.contract.events.codec import AvroCodec
+from fleetpulse.contract.governance import Approval, GovernanceState
+from fleetpulse.contract.kafka_config import producer_config
+from fleetpulse.contract.policy import FleetPolicy
+from fleetpulse.sdk.alerts_state import AlertsView
+from fleetpulse.sdk.governance_log import GovernanceLog
 
 logger = logging.getLogger(__name__)
-
-
-def audit_source(
-    settings: ControlSettings, log: GovernanceLog
-) -> Callable[[AuditQuery], list[dict[str, Any]]]:
-    """Audit answers from ClickHouse when the sink runs (a server, or the embedded store's
-    owner is up), else from the governance log this process follows."""
-    from fleetpulse.sink.query import endpoint, open_analyst
-
-    def audit(q: AuditQuery) -> list[dict[str, Any]]:
-        if settings.clickhouse_url or endpoint(settings.store_dir) is not None:
-            analyst = open_analyst(settings)
-            try:
-                return from_clickhouse(analyst, settings.clickhouse_database, q)
-            finally:
-                analyst.close()
-        log.refresh(0)
-        return log.read(lambda s: from_state(s, q))
-
-    return audit
 
 
 # -- approvals pending too long ---------------------------------------------------------------
@@ -146,37 +118,3 @@ class ApprovalWatcher:
                 self.check()
             except Exception:
                 logger.exception("approval watcher failed; retrying")
-
-
-def run_api(settings: ControlSettings, policy: FleetPolicy) -> None:
-    """Serve the control API until interrupted."""
-    import uvicorn
-
-    from fleetpulse.control.api import create_app
-
-    bootstrap = settings.resolved_bootstrap()
-    log = GovernanceLog.open(settings, client_id="fleetpulse-api")
-    control = ControlFollower(
-        bootstrap, settings.topics.control, client_id="fleetpulse-api"
-    ).start()
-    control.wait_caught_up(15)
-    alerts_view, alerts_follower = follow_alerts(bootstrap, settings.topics.alerts, background=True)
-    alerts_follower.wait_caught_up(15)
-    plane = ControlPlane(settings, policy, log, control_view=control.view, alerts_view=alerts_view)
-    watcher = ApprovalWatcher(settings, policy, log, alerts_view).start()
-    app = create_app(plane, audit_source(settings, log))
-    from fleetpulse.console import clickhouse_history, mount_console  # the console, at /ui/
-
-    history = clickhouse_history(settings)
-    mount_console(
-        app, plane, audit_source(settings, log), history, database=settings.clickhouse_database
-    )
-    logger.info("control API on http://%s:%d (docs at /docs)", settings.api_host, settings.api_port)
-    try:
-        uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="warning")
-    finally:
-        watcher.close()
-        plane.close()
-        alerts_follower.close()
-        control.close()
-        log.close()

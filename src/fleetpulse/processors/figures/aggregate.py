@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fleetpulse.processors.windows.sketch import LatencySketch
-from fleetpulse.semantics import OUTCOMES
+from fleetpulse.contract.semantics import OUTCOMES
+from fleetpulse.processors.figures.sketch import LatencySketch
 
 __all__ = ["COUNTERS", "OUTCOMES", "Agg"]
 

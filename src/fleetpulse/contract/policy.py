@@ -3,7 +3,7 @@
 Sections: ``breakers`` (thresholds), ``permissions`` (least privilege: which integrations each
 agent role may read or write) and ``governance`` (who may move the production label, when a
 pending approval pages) and ``alerts`` (rules, teams, budgets, schedules: see
-``processors/alerts/rules.py``). A bad file fails at start
+``alert_rules.py``). A bad file fails at start
 with a ``ConfigError`` naming the file, the field and the fix.
 
 Example policy::
@@ -39,8 +39,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from fleetpulse.errors import ConfigError
-from fleetpulse.processors.alerts.rules import AlertsSection
+from fleetpulse.contract.alert_rules import AlertsSection
+from fleetpulse.contract.errors import ConfigError
 
 FailureStatus = Literal["error", "timeout", "denied"]
 
@@ -235,7 +235,8 @@ def load_policy(path: Path | None) -> FleetPolicy:
     """
     if path is None:
         return FleetPolicy()
-    import yaml  # with the first policy file: ~15 ms `from fleetpulse import Fleet` never pays
+    # lazy on purpose: with the first policy file, ~15 ms `from fleetpulse import Fleet` never pays
+    import yaml  # noqa: PLC0415
 
     try:
         raw = yaml.safe_load(Path(path).read_text())
