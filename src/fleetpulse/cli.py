@@ -209,7 +209,7 @@ def processors_run(
         from fleetpulse.processors.metrics.plain import PlainRunner
         from fleetpulse.processors.metrics.worker import ProcessorCore
 
-        runner = PlainRunner(ProcessorCore(settings, policy=policy), settings)
+        runner = PlainRunner(ProcessorCore(settings, policy=policy), settings, index=index)
         import signal
 
         for sig in (signal.SIGTERM, signal.SIGINT):

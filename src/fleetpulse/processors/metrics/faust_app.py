@@ -131,7 +131,7 @@ def run_worker(settings: ProcessorSettings, *, index: int = 0, loglevel: str = "
     """Run one faust worker until SIGTERM/SIGINT; flushes outputs on the way out."""
     core = ProcessorCore(settings, client_id=f"fleetpulse-processors-{index}")
     app = build_app(core, settings, index=index)
-    events = PlainRunner(core, settings, topics=[core.topics.task_events], web=False)
+    events = PlainRunner(core, settings, topics=[core.topics.task_events], web=False, index=index)
     events.close_core = False
     thread = threading.Thread(target=events.run, name="task-events", daemon=True)
     thread.start()

@@ -36,6 +36,7 @@ class PlainRunner:
         *,
         topics: list[str] | None = None,
         web: bool = True,
+        index: int = 0,
     ) -> None:
         self.core = core
         self.settings = settings
@@ -48,21 +49,22 @@ class PlainRunner:
                 "enable.auto.offset.store": False,
                 "auto.commit.interval.ms": 1000,
                 "fetch.max.bytes": 64 * 1024 * 1024,
-                **self._membership(settings, core.group_id),
+                **self._membership(settings, core.group_id, index),
             }
         )
         self.records = 0
         self.close_core = True  # False when another runtime shares the core and closes it
 
     @staticmethod
-    def _membership(settings: ProcessorSettings, group: str) -> dict[str, Any]:
+    def _membership(settings: ProcessorSettings, group: str, index: int) -> dict[str, Any]:
         """Static membership when the worker has a stable name: restarted after a crash, it
         gets its partitions back at once (and restores them from its checkpoints) instead of
-        waiting out the dead member's session."""
+        waiting out the dead member's session. ``index``: the worker's among those one
+        ``processors run --workers N`` starts."""
         if not settings.processors_instance_id:
             return {}
         return {
-            "group.instance.id": f"{group}-{settings.processors_instance_id}",
+            "group.instance.id": f"{group}-{settings.processors_instance_id}-{index}",
             "session.timeout.ms": 30_000,
         }
 
