@@ -7,6 +7,11 @@
 * ``new_topic`` / ``group_id``: one fresh topic or consumer group per call.
 * ``docker_kafka``: the testcontainers Kafka, only where a Docker engine answers; skipped with
   the reason otherwise.
+
+``make test`` runs the suite on two pytest-xdist workers, a whole module per worker
+(``--dist loadfile``: a module's fixtures are built once), each worker with its own session
+broker. The longest modules are handed out first (`pytest_collection_modifyitems`), so that
+neither worker is left with a long module at the end.
 """
 
 from __future__ import annotations
@@ -23,6 +28,37 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from fleetpulse.config import DevstackSettings
 from fleetpulse.devstack import KafkaNode, KafkaNodeConfig, ensure_jars, ensure_topics, free_port
 from fleetpulse.topics import Topics
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # an xdist worker starts with LINES=24 and COLUMNS=80 in its environment, and rich fixes a
+    # Console's width from COLUMNS when it is made: the CLI's module-level consoles would print
+    # 80 columns wide there whatever a test asks for, and nowhere else
+    for name in ("COLUMNS", "LINES"):
+        os.environ.pop(name, None)
+
+# The modules that take longest, longest first: each is a few minutes of wall clock that is
+# mostly waiting (the demo's 150 s scenario, session timeouts, process start-ups). Every other
+# module keeps its place after them.
+LONGEST_FIRST = (
+    "integration/test_demo.py",
+    "integration/test_governance.py",
+    "integration/test_processors.py",
+    "integration/test_sdk_kafka.py",
+    "integration/test_sink.py",
+    "integration/test_broker_outage.py",
+    "integration/test_breakers.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.path.as_posix()
+        return next(
+            (i for i, m in enumerate(LONGEST_FIRST) if path.endswith(m)), len(LONGEST_FIRST)
+        )
+
+    items.sort(key=rank)  # stable: each module's own order is kept
 
 
 @dataclass
