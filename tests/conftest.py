@@ -2,7 +2,8 @@
 
 * ``kafka``: a session-scoped real Apache Kafka: the devstack's KafkaNode in a temp dir on free
   ports, or an existing cluster named by ``FLEETPULSE_TEST_BOOTSTRAP``.
-* ``own_broker``: a broker of the test's own, to kill and start again.
+* ``own_broker``: a broker apart from the shared one, to kill and start again (one per
+  session, running when each test begins).
 * ``fresh_prefix``: every fleetpulse topic created under a prefix unique to the test.
 * ``new_topic`` / ``group_id``: one fresh topic or consumer group per call.
 * ``docker_kafka``: the testcontainers Kafka, only where a Docker engine answers; skipped with
@@ -97,12 +98,13 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaUnderTest]:
         node.stop()
 
 
-@pytest.fixture
-def own_broker(kafka_jars: Path, tmp_path: Path) -> Iterator[KafkaNode]:
-    """A broker this test may kill and start again (the session one is shared)."""
+@pytest.fixture(scope="session")
+def _restartable_broker(
+    kafka_jars: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[KafkaNode]:
     node = KafkaNode(
         KafkaNodeConfig(
-            home=tmp_path / "kafka",
+            home=tmp_path_factory.mktemp("own-kafka"),
             jars=kafka_jars,
             port=free_port(),
             controller_port=free_port(),
@@ -114,6 +116,24 @@ def own_broker(kafka_jars: Path, tmp_path: Path) -> Iterator[KafkaNode]:
         yield node
     finally:
         node.stop()
+
+
+@pytest.fixture
+def own_broker(_restartable_broker: KafkaNode) -> KafkaNode:
+    """A broker this test may stop, kill and start again, apart from the shared session one.
+
+    One per session (a start costs a JVM and a KRaft format), running and holding no topic when
+    the test begins, as a new one would: started again if the test before left it down, and the
+    topics that test made deleted (a restart then loads only the test's own partitions).
+    """
+    node = _restartable_broker
+    if not node.is_running():
+        node.start()
+    admin = AdminClient({"bootstrap.servers": node.bootstrap_servers})
+    left = [t for t in admin.list_topics(timeout=30).topics if not t.startswith("__")]
+    for future in admin.delete_topics(left, operation_timeout=30).values() if left else []:
+        future.result()
+    return node
 
 
 @pytest.fixture
