@@ -30,7 +30,6 @@ from fleetpulse.config import DevstackSettings
 from fleetpulse.devstack import KafkaNode, KafkaNodeConfig, ensure_jars, ensure_topics, free_port
 from fleetpulse.topics import Topics
 
-
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # an xdist worker starts with LINES=24 and COLUMNS=80 in its environment, and rich fixes a
     # Console's width from COLUMNS when it is made: the CLI's module-level consoles would print
@@ -38,9 +37,9 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     for name in ("COLUMNS", "LINES"):
         os.environ.pop(name, None)
 
-# The modules that take longest, longest first: each is a few minutes of wall clock that is
-# mostly waiting (the demo's 150 s scenario, session timeouts, process start-ups). Every other
-# module keeps its place after them.
+# The modules that take longest, longest first (from `--durations`): the demo's 150 s scenario,
+# process start-ups, session timeouts. Handed out first, they leave the short modules to even
+# out the two workers at the end. Every other module keeps its place after them.
 LONGEST_FIRST = (
     "integration/test_demo.py",
     "integration/test_governance.py",
@@ -49,6 +48,12 @@ LONGEST_FIRST = (
     "integration/test_sink.py",
     "integration/test_broker_outage.py",
     "integration/test_breakers.py",
+    "integration/test_api.py",
+    "integration/test_sink_analytics.py",
+    "integration/test_wheel.py",
+    "integration/test_console_browser.py",
+    "integration/test_api_contract.py",
+    "integration/test_devstack_cli.py",
 )
 
 
