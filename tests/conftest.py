@@ -2,11 +2,17 @@
 
 * ``kafka``: a session-scoped real Apache Kafka: the devstack's KafkaNode in a temp dir on free
   ports, or an existing cluster named by ``FLEETPULSE_TEST_BOOTSTRAP``.
-* ``own_broker``: a broker of the test's own, to kill and start again.
+* ``own_broker``: a broker apart from the shared one, to kill and start again (one per
+  session, running when each test begins).
 * ``fresh_prefix``: every fleetpulse topic created under a prefix unique to the test.
 * ``new_topic`` / ``group_id``: one fresh topic or consumer group per call.
 * ``docker_kafka``: the testcontainers Kafka, only where a Docker engine answers; skipped with
   the reason otherwise.
+
+``make test`` runs the suite on two pytest-xdist workers, a whole module per worker
+(``--dist loadfile``: a module's fixtures are built once), each worker with its own session
+broker. The longest modules are handed out first (`pytest_collection_modifyitems`), so that
+neither worker is left with a long module at the end.
 """
 
 from __future__ import annotations
@@ -23,6 +29,42 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from fleetpulse.contract.config import DevstackSettings
 from fleetpulse.contract.topics import Topics
 from fleetpulse.devstack import KafkaNode, KafkaNodeConfig, ensure_jars, ensure_topics, free_port
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # an xdist worker starts with LINES=24 and COLUMNS=80 in its environment, and rich fixes a
+    # Console's width from COLUMNS when it is made: the CLI's module-level consoles would print
+    # 80 columns wide there whatever a test asks for, and nowhere else
+    for name in ("COLUMNS", "LINES"):
+        os.environ.pop(name, None)
+
+# The modules that take longest, longest first (from `--durations`): the demo's 150 s scenario,
+# process start-ups, session timeouts. Handed out first, they leave the short modules to even
+# out the two workers at the end. Every other module keeps its place after them.
+LONGEST_FIRST = (
+    "integration/test_demo.py",
+    "integration/test_governance.py",
+    "integration/test_processors.py",
+    "integration/test_sdk_kafka.py",
+    "integration/test_sink.py",
+    "integration/test_broker_outage.py",
+    "integration/test_breakers.py",
+    "integration/test_api.py",
+    "integration/test_sink_analytics.py",
+    "integration/test_wheel.py",
+    "integration/test_console_browser.py",
+    "integration/test_api_contract.py",
+    "integration/test_devstack_cli.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.path.as_posix()
+        return next(
+            (i for i, m in enumerate(LONGEST_FIRST) if path.endswith(m)), len(LONGEST_FIRST)
+        )
+
+    items.sort(key=rank)  # stable: each module's own order is kept
 
 
 @dataclass
@@ -61,12 +103,13 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaUnderTest]:
         node.stop()
 
 
-@pytest.fixture
-def own_broker(kafka_jars: Path, tmp_path: Path) -> Iterator[KafkaNode]:
-    """A broker this test may kill and start again (the session one is shared)."""
+@pytest.fixture(scope="session")
+def _restartable_broker(
+    kafka_jars: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[KafkaNode]:
     node = KafkaNode(
         KafkaNodeConfig(
-            home=tmp_path / "kafka",
+            home=tmp_path_factory.mktemp("own-kafka"),
             jars=kafka_jars,
             port=free_port(),
             controller_port=free_port(),
@@ -78,6 +121,24 @@ def own_broker(kafka_jars: Path, tmp_path: Path) -> Iterator[KafkaNode]:
         yield node
     finally:
         node.stop()
+
+
+@pytest.fixture
+def own_broker(_restartable_broker: KafkaNode) -> KafkaNode:
+    """A broker this test may stop, kill and start again, apart from the shared session one.
+
+    One per session (a start costs a JVM and a KRaft format), running and holding no topic when
+    the test begins, as a new one would: started again if the test before left it down, and the
+    topics that test made deleted (a restart then loads only the test's own partitions).
+    """
+    node = _restartable_broker
+    if not node.is_running():
+        node.start()
+    admin = AdminClient({"bootstrap.servers": node.bootstrap_servers})
+    left = [t for t in admin.list_topics(timeout=30).topics if not t.startswith("__")]
+    for future in admin.delete_topics(left, operation_timeout=30).values() if left else []:
+        future.result()
+    return node
 
 
 @pytest.fixture

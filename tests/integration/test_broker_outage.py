@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,7 @@ def test_a_broker_outage_under_load_loses_nothing_and_every_stage_resumes(
 ) -> None:
     node = own_broker
     bootstrap = node.bootstrap_servers
-    topics = Topics("outage.")
+    topics = Topics(f"outage-{uuid.uuid4().hex[:8]}.")
     ensure_topics(bootstrap, topics)
     env = {
         **process_env(bootstrap, topics, tmp_path, POLICY),

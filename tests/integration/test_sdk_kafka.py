@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,7 @@ def test_ten_thousand_events_from_several_sdk_instances_arrive_field_by_field(
 def test_broker_outage_spools_to_disk_and_replays_every_event_once(
     own_broker: KafkaNode, tmp_path: Path
 ) -> None:
-    topics = Topics("outage.")
+    topics = Topics(f"outage-{uuid.uuid4().hex[:8]}.")
     ensure_topics(own_broker.bootstrap_servers, topics)
     fleet = Fleet.connect(
         "resilient",
@@ -123,7 +124,7 @@ def test_broker_outage_spools_to_disk_and_replays_every_event_once(
 def test_events_left_in_the_spool_are_replayed_by_the_next_process(
     own_broker: KafkaNode, tmp_path: Path
 ) -> None:
-    topics = Topics("restart.")
+    topics = Topics(f"restart-{uuid.uuid4().hex[:8]}.")
     ensure_topics(own_broker.bootstrap_servers, topics)
     settings = {
         "bootstrap_servers": own_broker.bootstrap_servers,
