@@ -227,6 +227,7 @@ class Worker:
         web_port: int,
         runtime: str = "kafka",
         checkpoint_s: float = 60,
+        instance_id: str | None = None,
     ):
         env = {
             **os.environ,
@@ -241,6 +242,8 @@ class Worker:
             "FLEETPULSE_PROCESSORS_CHECKPOINT_INTERVAL_S": str(checkpoint_s),
             "FLEETPULSE_LOG_LEVEL": "INFO",  # tests read what the worker did off its log
         }
+        if instance_id:  # a static member: its restart takes the partitions back at once
+            env["FLEETPULSE_PROCESSORS_INSTANCE_ID"] = instance_id
         self.log = home / f"worker-{web_port}.log"
         home.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(

@@ -104,12 +104,13 @@ def test_two_workers_split_partitions_and_produce_the_same_numbers(kafka, fresh_
 
 
 def test_windows_survive_sigkill(kafka, fresh_prefix, tmp_path):
-    """Killed after a checkpoint of its windows and a few more events, the restarted worker
-    restores the checkpoint, replays only what came after it, and its snapshots equal the
-    oracle over every event."""
+    """Killed after a checkpoint of its windows and a few more events, the restarted worker (a
+    static member: it takes its partitions back at once) restores the checkpoint, replays only
+    what came after it, and its snapshots equal the oracle over every event."""
     bootstrap = kafka.bootstrap_servers
     port = free_port()
-    worker = Worker(bootstrap, fresh_prefix, tmp_path, web_port=port, checkpoint_s=1)
+    named = {"checkpoint_s": 1, "instance_id": "w0"}
+    worker = Worker(bootstrap, fresh_prefix, tmp_path, web_port=port, **named)
     reader = SnapshotReader(bootstrap, fresh_prefix.metrics)
     try:
         n1 = produce_fleet(bootstrap, fresh_prefix, seed=1, tasks=15)
@@ -119,7 +120,7 @@ def test_windows_survive_sigkill(kafka, fresh_prefix, tmp_path):
         n3 = produce_fleet(bootstrap, fresh_prefix, seed=3, tasks=3)  # after the checkpoint
         worker.kill()
         n2 = produce_fleet(bootstrap, fresh_prefix, seed=2, tasks=15)
-        worker = Worker(bootstrap, fresh_prefix, tmp_path, web_port=port, checkpoint_s=1)
+        worker = Worker(bootstrap, fresh_prefix, tmp_path, web_port=port, **named)
         everything = read_events(bootstrap, fresh_prefix.task_events, n1 + n3 + n2)
         problems = reader.wait_until_exact(everything, timeout=180)
         assert not problems, (list(problems.items())[:5], worker.tail())
