@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import orjson
 from confluent_kafka import KafkaException, Message, Producer
 
 from fleetpulse.contract.clock import Clock, SystemClock
@@ -69,6 +70,16 @@ class Record:
     @classmethod
     def of(cls, m: Message) -> Record:
         return cls(m.topic() or "", m.partition() or 0, m.offset() or 0, m.key(), m.value())
+
+
+def _as_of(value: bytes | None) -> int | None:
+    """The source offset a partials cell is complete up to (``Engine.take_partials``), or
+    None when the value is not a cell."""
+    try:
+        as_of = orjson.loads(value or b"")[0]
+    except (orjson.JSONDecodeError, IndexError, KeyError, TypeError):
+        return None
+    return as_of if isinstance(as_of, int) else None
 
 
 class _Marks:
@@ -334,8 +345,22 @@ class ProcessorCore:
             since_ms = (self.clock.time_us() - self._replay_since_us) // 1000
             from_offset = self._restore(partition, manifests)
 
+        # a partials partition holds every version of each cell until compaction catches up:
+        # only the newest (highest as_of) of each is applied, once the replay is read
+        newest: dict[bytes, tuple[int, int, Record]] = {}
+
         def apply(batch: list[Message]) -> None:
-            self._apply([Record.of(m) for m in batch], replay=True)
+            if topic != self.topics.partials:
+                self._apply([Record.of(m) for m in batch], replay=True)
+                return
+            for m in batch:
+                r = Record.of(m)
+                as_of = _as_of(r.value)
+                key = r.key or b""
+                if as_of is None:
+                    newest[key + b"\x00%d" % r.offset] = (0, r.offset, r)  # the engine says why
+                elif key not in newest or newest[key][:2] <= (as_of, r.offset):
+                    newest[key] = (as_of, r.offset, r)
 
         end = replay_partition(
             self.bootstrap,
@@ -347,6 +372,9 @@ class ProcessorCore:
             from_offset=from_offset,
             batch_size=self.settings.processors_ingest_batch_max,
         )
+        if newest:
+            cells = [r for _, _, r in sorted(newest.values(), key=lambda n: n[1])]
+            self._windows.submit(lambda: self._apply_cells(cells, replay=True))
         with self._ingest_lock:
             self._windows.drain()  # the replayed passes are in the windows
             with self.lock:

@@ -68,7 +68,8 @@ def replay_partition(
         logger.info("replaying %s[%d] offsets %d..%d", topic, partition, start, end - 1)
         position = start
         while position < end:
-            msgs = consumer.consume(batch_size, timeout=1.0)
+            # consume() waits until it has as many records as asked: ask for what is left
+            msgs = consumer.consume(min(batch_size, end - position), timeout=1.0)
             batch = []
             for m in msgs:
                 err = m.error()
