@@ -410,6 +410,7 @@ class ProcessorCore:
             self.engine.restore_source(cp, ready=False)
             marks = self._marks[partition]
             marks.offset, marks.watermark_us = cp.offset, cp.watermark_us
+            self._checkpointed[partition] = cp.offset  # no need to write it again
         logger.info(
             "restored the windows of %s[%d] up to offset %d from a checkpoint (%d scopes, "
             "%.1f MB, %.2f s)",
