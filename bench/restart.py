@@ -49,7 +49,31 @@ DAY_S = 86_400
 SAMPLE = 30
 
 
-class WorkerProcess:
+class _Stage:
+    """A ``processors run --stage <stage>`` child process, its output in ``log``."""
+
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def start(self, stage: str, env: dict[str, str]) -> None:
+        cmd = [sys.executable, "-m", "fleetpulse.cli", "processors", "run", "--stage", stage]
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+class WorkerProcess(_Stage):
     """One ``processors run --stage metrics`` process."""
 
     def __init__(self, bootstrap: str, topics: Topics, home: Path, group: str, checkpoint_s: float):
@@ -68,9 +92,7 @@ class WorkerProcess:
             # a stable name: the restarted worker takes the dead one's partitions at once
             "FLEETPULSE_PROCESSORS_INSTANCE_ID": "bench-worker-0",
         }
-        cmd = [sys.executable, "-m", "fleetpulse.cli", "processors", "run", "--stage", "metrics"]
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        self.start("metrics", env)
 
     def records(self) -> int:
         """Task events counted (on time or late), from its /metrics."""
@@ -100,20 +122,8 @@ class WorkerProcess:
                 raise RuntimeError(f"worker never logged {text!r}; see {self.log}")
             time.sleep(0.2)
 
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(30)
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-
-class AlertProcess:
+class AlertProcess(_Stage):
     """One ``processors run --stage alerts`` process (alert worker 0 of 1)."""
 
     def __init__(self, bootstrap: str, topics: Topics, home: Path) -> None:
@@ -125,9 +135,7 @@ class AlertProcess:
             "FLEETPULSE_HOME": str(home),
             "FLEETPULSE_LOG_LEVEL": "INFO",
         }
-        cmd = [sys.executable, "-m", "fleetpulse.cli", "processors", "run", "--stage", "alerts"]
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        self.start("alerts", env)
 
     def wait_evaluating(self, timeout: float) -> float:
         """When (time.time()) it logged that its replay is done and it evaluates."""
@@ -139,18 +147,6 @@ class AlertProcess:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the alert worker never evaluated; see {self.log}")
             time.sleep(0.05)
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(30)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
 
 
 def alert_restore_s(bootstrap: str, topics: Topics, home: Path, timeout: float) -> float:
