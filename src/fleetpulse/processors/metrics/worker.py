@@ -140,7 +140,7 @@ class _WindowsThread:
                 try:
                     job = self.jobs.get(timeout=0.1)
                 except queue.Empty:
-                    job = _IDLE
+                    job = _idle
                 if job is None:
                     return
                 with core.lock:
@@ -155,9 +155,6 @@ def _idle() -> None:
     """No job: only the output that is due."""
 
 
-_IDLE = _idle
-
-
 class _CheckpointWriter:
     """Writes encoded window checkpoints to Kafka on a thread and producer of its own, so a
     checkpoint of many megabytes never holds up the windows or the breakers' inputs. One
@@ -167,7 +164,6 @@ class _CheckpointWriter:
         self.store = store
         self.producer = producer
         self.jobs: queue.Queue[tuple[int, list[tuple[int, int, bytes]]] | None] = queue.Queue(1)
-        self.written = 0  # checkpoints written (introspection, tests)
         self.thread = threading.Thread(target=self._run, name="metric-checkpoints", daemon=True)
         self.thread.start()
 
@@ -196,7 +192,6 @@ class _CheckpointWriter:
                 except (RuntimeError, KafkaException) as exc:
                     logger.warning("checkpoint of partition %d not written: %s", p, exc)
                     continue
-                self.written += 1
                 logger.info(
                     "checkpointed the windows of partition %d up to offset %d (%.1f MB, %.2f s)",
                     p,
@@ -439,9 +434,7 @@ class ProcessorCore:
         events wait in a buffer until it holds ``processors_ingest_batch_max`` records or its
         oldest is ``processors_ingest_wait_s`` old (``tick`` flushes it too): one native pass
         costs a few milliseconds whatever its size, so it should see many records at once."""
-        cells = [r for r in records if r.topic == self.topics.partials]
-        if cells:
-            self._windows.submit(lambda: self._apply_cells(cells, replay=False))
+        self._submit_cells(records, replay=False)
         with self._ingest_lock:
             for r in records:
                 if r.topic != self.topics.partials:
@@ -466,6 +459,10 @@ class ProcessorCore:
         if events:
             with self._ingest_lock:
                 self._ingest(events, replay=replay)
+        self._submit_cells(records, replay=replay)
+
+    def _submit_cells(self, records: Sequence[Record], *, replay: bool) -> None:
+        """Hand the partials records among ``records`` to the windows thread."""
         cells = [r for r in records if r.topic == self.topics.partials]
         if cells:
             self._windows.submit(lambda: self._apply_cells(cells, replay=replay))
