@@ -158,10 +158,10 @@ class ProcessorSettings(CommonSettings):
         50_000, gt=0, le=1_000_000, description="task events per native ingest pass at most"
     )
     processors_ingest_native_min: int = Field(
-        2000,
+        300,
         ge=0,
         description="smaller batches are aggregated in Python (a native pass costs "
-        "~70 ms of planning whatever its size)",
+        "~20 ms of decoding and planning whatever its size)",
     )
     processors_ingest_wait_s: float = Field(
         0.25, gt=0, le=10, description="how long task events wait for a native ingest pass"

@@ -206,3 +206,38 @@ def test_alert_groups_equal_the_reference(native):
     assert {r[5] for r in a.calls} == {True, False}
     assert all(len(runs) >= 1 for _, runs in a.runs)
     assert {agent for agent, _ in a.versions} == {f"agent-{i:02d}" for i in range(40)}
+
+
+@pytest.mark.parametrize("shape", ["one event", "no calls", "no model", "all late but one"])
+def test_small_and_degenerate_batches_equal_the_reference(native, shape):
+    """The columnar grouping on batches where some column or scope is empty."""
+    parts, events = fleet_batch(60, 7)
+    if shape == "one event":
+        parts, events = parts[:1], events[:1]
+    for e in events:
+        if shape == "no calls":
+            e["tool_calls"] = []
+        if shape == "no model":
+            e["model"] = None
+    marks = {p: NOW for p in range(6)} if shape == "all late but one" else {}
+    if marks:
+        events[0]["ended_at"] = NOW
+    enc = AvroCodec().encoder("TaskEvent")
+    values = [enc(e) for e in events]
+    p = IngestParams(
+        now_us=NOW,
+        lateness_us=60 * US,
+        watermarks=marks,
+        breakers=BreakerSpec(call_slow_ms=(50.0,), task_slow_ms=(400.0,)),
+        alerts=AlertSpec(run_gap_us=30 * US),
+    )
+
+    got = native.run(parts, values, p)
+    want = reference_partials(parts, values, p)
+
+    assert got.canonical() == want.canonical()
+    assert got.progress == want.progress
+    assert sorted(got.breaker_calls, key=repr) == sorted(want.breaker_calls, key=repr)
+    assert sorted(got.breaker_tasks) == sorted(want.breaker_tasks)
+    assert got.alerts is not None and want.alerts is not None
+    assert got.alerts.canonical() == want.alerts.canonical()

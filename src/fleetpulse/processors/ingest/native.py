@@ -1,5 +1,5 @@
-"""Phase 1, natively: a batch of raw TaskEvents decoded and grouped in one columnar pass by the
-embedded ClickHouse engine (chDB), never record by record in Python.
+"""Phase 1, natively: a batch of raw TaskEvents decoded in one pass by the embedded ClickHouse
+engine (chDB) and grouped in columns, never record by record in Python.
 
 How a batch goes through:
 
@@ -10,71 +10,46 @@ How a batch goes through:
    Confluent framing are decoded and re-encoded with the latest schema first (rare: per record).
    A sentinel record closes the block, so that junk after any body shifts what follows and is
    caught by the row check below instead of being read as data.
-2. **Decode once** into an in-memory table: the columns the windows need, whether the row is
-   countable (``events/task_event.py``'s checks, as SQL), its partition's running watermark
-   (window function over earlier rows) and so whether it is late.
-3. **Group** with one ``UNION ALL`` per scope type (task scopes per event, integration scopes
-   per call with ``ARRAY JOIN``), latency sketch bins as ``sumMap`` of
-   ``ceil(log(v) / log(2) * multiplier) + offset`` (bit-identical to ``sketch.bin_key``).
+2. **Decode once** into an Arrow table (``sql.py``): the columns the scopes need, whether the
+   row is countable (``events/task_event.py``'s checks, as SQL) and the latency sketch bins.
+3. **Group** in numpy (``columns.py``): each row's lateness against its partition's running
+   watermark, then every scope's cells, the breakers' counts and the alert rules' groups.
 4. **Check** that every row came back exactly once, with the sentinel last. If not, or if the
    engine refused the container, each record is decoded strictly in Python to find the bad
    ones, which are rejected with their reason (the caller dead-letters them), and the rest is
    passed again.
 
-One ``chdb`` session is kept open per process (a fresh engine per call costs ~45 ms). Even so a
-pass costs 50 to 100 ms of query analysis and planning whatever its size (measured here on 2
-cores: ~20 ms for the decode, ~35 ms for each grouping query on 1,000 events), while the
-reference aggregation costs ~25 us per event. So a batch smaller than ``native_min`` records
-(default 2,000) is aggregated by ``reference.py`` (same figures, proven by the same test) and
-the native pass takes every batch above it: light traffic costs little CPU, heavy traffic is
-never aggregated record by record.
+One ``chdb`` session is kept open per process (a fresh engine per call costs ~45 ms). Even so
+the decode costs ~20 ms of query analysis and planning whatever the batch's size (measured here
+on 2 cores), while the reference aggregation costs ~70-110 us per event. So a batch smaller than
+``native_min`` records (default 300, about where the two cost the same) is aggregated by
+``reference.py`` (same figures, proven by the same test) and the native pass takes every batch
+above it: light traffic costs little CPU, heavy traffic is never aggregated record by record.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import os
 import tempfile
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from io import BytesIO
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
 from fastavro import schemaless_writer
 
 from fleetpulse.contract.errors import CodecError
 from fleetpulse.contract.events.codec import HEADER_LEN, MAX_BYTES, SINGLE_OBJECT_MARKER, AvroCodec
 from fleetpulse.contract.events.container import container, zigzag
 from fleetpulse.contract.events.task_event import read_task_event
-from fleetpulse.processors.figures.aggregate import COUNTERS
-from fleetpulse.processors.ingest.cells import (
-    AlertGroups,
-    Cell,
-    Partials,
-    PartitionProgress,
-)
-from fleetpulse.processors.ingest.params import AlertSpec, IngestParams, Where
+from fleetpulse.processors.ingest.cells import Partials
+from fleetpulse.processors.ingest.columns import BatchError, aggregate
+from fleetpulse.processors.ingest.params import IngestParams, Where
 from fleetpulse.processors.ingest.reference import reference_partials
-from fleetpulse.processors.ingest.sql import (
-    ALERT_VERSIONS_SQL,
-    BOUNDS_SQL,
-    META_SQL,
-    ON_TIME_SOURCE,
-    alert_calls_sql,
-    alert_runs_sql,
-    alert_tasks_sql,
-    breaker_calls_sql,
-    breaker_tasks_sql,
-    call_cells_sql,
-    late_bounds_sql,
-    late_source,
-    raw_sql,
-    task_cells_sql,
-)
+from fleetpulse.processors.ingest.sql import decode_sql
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +63,7 @@ class NativeIngest:
         codec: AvroCodec | None = None,
         *,
         workdir: Path | None = None,
-        native_min: int = 2000,
+        native_min: int = 300,
     ) -> None:
         self.codec = codec or AvroCodec(logical_types=False)
         self.native_min = native_min
@@ -197,44 +172,14 @@ class NativeIngest:
             self._sync,
         )
         self._path.write_bytes(blob)
-        s = self._open()
         try:
-            s.query(raw_sql(str(self._path), params), "CSV")
-            meta = s.query(META_SQL, "ArrowTable").to_pylist()[0]
-            if (
-                meta["rows"] != len(kept) + 1
-                or meta["row_sum"] != sum(kept) + n
-                or meta["last_p"] != -1
-            ):
-                raise _Misread(
-                    f"{meta['rows']} rows came back for {len(kept)} records and the sentinel"
-                )
-            bounds = s.query(BOUNDS_SQL, "ArrowTable").to_pylist()
-            source = ON_TIME_SOURCE
-            if any(_may_be_late(b, params) for b in bounds):
-                source = late_source(params)
-                bounds = s.query(late_bounds_sql(source), "ArrowTable").to_pylist()
-            tasks = s.query(task_cells_sql(source, params.bucket_us), "ArrowTable")
-            calls = s.query(call_cells_sql(source, params.bucket_us), "ArrowTable")
-            spec = params.breakers
-            if spec is not None and spec.call_slow_ms:
-                out.breaker_calls = _rows(
-                    s.query(breaker_calls_sql(spec.call_slow_ms), "ArrowTable"), _CALL_GROUP
-                )
-            if spec is not None and spec.task_slow_ms:
-                out.breaker_tasks = _rows(
-                    s.query(breaker_tasks_sql(spec.task_slow_ms), "ArrowTable"), _TASK_GROUP
-                )
-            if params.alerts is not None:
-                out.alerts = _alert_groups(s, params.alerts)
-        except _Misread:
-            raise
+            table = self._open().query(decode_sql(str(self._path), params), "ArrowTable")
         except Exception as exc:  # chDB raises a bare error with the engine's message
             raise _Misread(f"the engine could not read the batch: {exc}") from None
-        out.progress = _progress(bounds, params)
-        out.rejected = [(r, "") for r in meta["bad_rows"]]
-        out.cells = _cells(tasks) + _cells(calls)
-        return out
+        try:
+            return aggregate(table, n, kept, params)
+        except BatchError as exc:
+            raise _Misread(str(exc)) from None
 
     def _sentinel_at(self, n: int) -> bytes:
         return self._sentinel[:1] + zigzag(n) + self._sentinel[1:]
@@ -320,129 +265,6 @@ def _remove_stale(folder: Path) -> None:
 def _shm() -> str | None:
     """A memory-backed folder for the batch file when the machine has one."""
     return "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
-
-
-def _may_be_late(b: dict[str, Any], params: IngestParams) -> bool:
-    """Whether some row of a partition could be late: its oldest row is behind the newest
-    watermark the partition can have had before any of its rows."""
-    before = params.watermarks.get(b["p"], 0)
-    return bool(b["oldest"] < max(before, b["newest"]) - params.lateness_us)
-
-
-def _progress(bounds: list[dict[str, Any]], params: IngestParams) -> dict[int, PartitionProgress]:
-    out = {}
-    for b in bounds:
-        before = params.watermarks.get(b["p"])
-        newest = b["newest"] if b["events"] > b.get("late_events", 0) else None
-        wm = newest if newest is not None and (before is None or newest > before) else before
-        out[b["p"]] = PartitionProgress(
-            watermark_us=wm, events=b["events"], late=b.get("late_events", 0)
-        )
-    return out
-
-
-class _Columns:
-    """A result table's columns as Python lists. Numbers go through numpy (Arrow's own
-    ``to_pylist`` costs 10x more here) and each list column is split by its offsets."""
-
-    def __init__(self, t: pa.Table) -> None:
-        self.t = t.combine_chunks()
-
-    def ints(self, name: str) -> list[int]:
-        return list(self.t.column(name).chunk(0).to_numpy(zero_copy_only=False).tolist())
-
-    def lists(self, name: str) -> list[list[int]]:
-        arr = self.t.column(name).chunk(0)
-        offsets = arr.offsets.to_numpy().tolist()
-        values = arr.values.to_numpy(zero_copy_only=False).tolist()
-        return [values[a:b] for a, b in itertools.pairwise(offsets)]
-
-    def strings(self, name: str) -> list[Any]:
-        return list(self.t.column(name).to_pylist())
-
-    def string_lists(self, name: str) -> list[list[str]]:
-        arr = self.t.column(name).chunk(0)
-        offsets = arr.offsets.to_numpy().tolist()
-        values = arr.values.to_pylist()
-        return [values[a:b] for a, b in itertools.pairwise(offsets)]
-
-    def read(self, name: str, kind: str) -> Iterable[Any]:
-        """One column as ``kind``: int, str, bool, ints (lists), strs (lists), tuple (of ints)."""
-        if kind == "int":
-            return self.ints(name)
-        if kind == "str":
-            return self.strings(name)
-        if kind == "bool":
-            return map(bool, self.ints(name))
-        if kind == "strs":
-            return self.string_lists(name)
-        lists = self.lists(name)
-        return map(tuple, lists) if kind == "tuple" else lists
-
-
-def _rows(t: pa.Table, layout: Sequence[tuple[str, str]]) -> list[Any]:
-    """A result table as tuples of its columns ``layout`` (name, kind) in that order."""
-    if t.num_rows == 0:
-        return []
-    c = _Columns(t)
-    return list(zip(*(c.read(name, kind) for name, kind in layout), strict=True))
-
-
-def _layout(spec: str) -> tuple[tuple[str, str], ...]:
-    """``"p:int agent:str"`` -> (("p", "int"), ("agent", "str"))."""
-    return tuple((n, k) for n, _, k in (f.partition(":") for f in spec.split()))
-
-
-# the column layouts of the groups (cells.CallGroup, TaskGroup, AlertTaskRow, AlertCallRow)
-_CALL_GROUP = _layout("p:int agent:str integ:str st:str et:str sec:int n:int slow:tuple")
-_TASK_GROUP = _layout("p:int agent:str outcome:str sec:int n:int slow:tuple")
-_ALERT_TASK = _layout(
-    "scope:str d1:str d2:str sec:int tasks:int failures:int cost:int zero:int bin_keys:ints "
-    "bin_counts:ints via_keys:strs via_counts:ints after_keys:strs after_counts:ints"
-)
-_ALERT_CALL = _layout(
-    "agent:str integ:str role:str op:str acc:str appr:bool sec:int tasks:int attempted:int "
-    "errors:int denied:int calls:int"
-)
-
-
-def _alert_groups(s: Any, spec: AlertSpec) -> AlertGroups:
-    """The alert rules' groups of the batch in ``fp_ingest.raw``."""
-    out = AlertGroups(
-        tasks=_rows(s.query(alert_tasks_sql(), "ArrowTable"), _ALERT_TASK),
-        calls=_rows(s.query(alert_calls_sql(), "ArrowTable"), _ALERT_CALL),
-        versions=_rows(s.query(ALERT_VERSIONS_SQL, "ArrowTable"), _layout("agent:str version:str")),
-    )
-    if spec.run_gap_us is not None:
-        out.runs = _rows(
-            s.query(alert_runs_sql(spec.run_gap_us), "ArrowTable"), _layout("agent:str runs:ints")
-        )
-    return out
-
-
-def _cells(t: pa.Table) -> list[Cell]:
-    """The cells of one result table as Python tuples."""
-    if t.num_rows == 0:
-        return []
-    c = _Columns(t)
-    ints, lists = c.ints, c.lists
-    scope, d1, d2 = (c.strings(name) for name in ("scope", "d1", "d2"))
-    counters = list(zip(*(ints(name) for name in COUNTERS), strict=True))
-    return [
-        ((s, a, b, p, w), c, z, k, n)
-        for s, a, b, p, w, c, z, k, n in zip(
-            scope,
-            d1,
-            d2,
-            ints("p"),
-            ints("bucket"),
-            counters,
-            ints("zero"),
-            lists("bin_keys"),
-            lists("bin_counts"),
-            strict=True,
-        )
-    ]
 
 
 # a valid TaskEvent whose only job is to close the block (see the module docstring)
