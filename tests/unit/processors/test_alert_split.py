@@ -7,13 +7,14 @@ and adopts only the alerts it owns."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from fleetpulse.contract.clock import ManualClock
 from fleetpulse.contract.policy import FleetPolicy
-from fleetpulse.processors.alerts.evaluator import AlertEvaluator
+from fleetpulse.processors.alerts.evaluator import AlertEvaluator, alert_spec
 from fleetpulse.processors.alerts.split import (
     Ownership,
     ScopeRows,
@@ -144,14 +145,18 @@ class Workers:
         return out
 
 
-def whole_run(batches: list[list[dict[str, Any]]]) -> list[tuple[Any, ...]]:
+def whole_run(
+    batches: list[list[dict[str, Any]]], policy: FleetPolicy = POLICY, step_s: int | None = None
+) -> list[tuple[Any, ...]]:
+    """One evaluator over every batch; ``step_s`` overrides the groups' step."""
     clock = ManualClock(T0)
-    ev = AlertEvaluator(POLICY, clock, since_us=T0)
+    ev = AlertEvaluator(policy, clock, since_us=T0)
     ev.context.open_breakers["mail"] = "integration:mail"
+    spec = ev.spec if step_s is None else replace(ev.spec, step_s=step_s)
     out = []
     for batch in batches:
         clock.advance(ms=5000)
-        ev.ingest_groups(alert_groups(batch, ev.spec), events=len(batch))
+        ev.ingest_groups(alert_groups(batch, spec), events=len(batch))
         out += [_key(a) for a in ev.evaluate()]
     return out
 
@@ -271,3 +276,18 @@ def test_a_restart_resumes_for_timers_and_adopts_only_its_own_alerts() -> None:
     assert {k: (s.phase, s.pending_since) for k, s in new.states.items()} == {
         k: (s.phase, s.pending_since) for k, s in old.states.items() if s.phase != "inactive"
     }
+
+
+def test_groups_per_step_raise_the_alerts_of_groups_per_second() -> None:
+    """With every window 300 s or longer, the ingest pass groups per 5 s (``alert_spec``):
+    fewer rows, and not one alert event differs from per-second groups."""
+    rules = [{**r, "window_s": r["window_s"] * 5} if "window_s" in r else r for r in RULES]
+    policy = FleetPolicy.model_validate({"alerts": {**SECTION, "rules": rules}})
+    assert alert_spec(policy.alerts).step_s == 5
+    assert alert_spec(POLICY.alerts).step_s == 1  # a 60 s window has 1 s buckets
+    batches = seeded_batches(4, 60)
+
+    per_step = whole_run(batches, policy)
+
+    assert {k[1].split(":")[0] for k in per_step} >= {"fail", "int-errors", "team-budget"}
+    assert per_step == whole_run(batches, policy, step_s=1)

@@ -182,7 +182,8 @@ def test_breaker_counts_per_second_equal_the_reference(native):
     assert got.canonical() == want.canonical()  # the cells are unchanged by the breakers
 
 
-def test_alert_groups_equal_the_reference(native):
+@pytest.mark.parametrize("step_s", [1, 5])
+def test_alert_groups_equal_the_reference(native, step_s):
     """The alert rules' groups: task scopes per second with failing integrations and upstream
     agents, calls per (agent, integration, role, operation, access, approval, second), runs
     and first-seen versions."""
@@ -193,7 +194,9 @@ def test_alert_groups_equal_the_reference(native):
     enc = AvroCodec().encoder("TaskEvent")
     values = [enc(e) for e in events]
     values[3] = enc({**events[3], "duration_ms": -1.0})  # rejected: counts nowhere
-    p = IngestParams(now_us=NOW, lateness_us=60 * US, alerts=AlertSpec(run_gap_us=30 * US))
+    p = IngestParams(
+        now_us=NOW, lateness_us=60 * US, alerts=AlertSpec(run_gap_us=30 * US, step_s=step_s)
+    )
 
     got = native.run(parts, values, p)
     want = reference_partials(parts, values, p)
@@ -206,6 +209,7 @@ def test_alert_groups_equal_the_reference(native):
     assert {r[5] for r in a.calls} == {True, False}
     assert all(len(runs) >= 1 for _, runs in a.runs)
     assert {agent for agent, _ in a.versions} == {f"agent-{i:02d}" for i in range(40)}
+    assert {r[3] % step_s for r in a.tasks} == {r[6] % step_s for r in a.calls} == {0}
 
 
 @pytest.mark.parametrize("shape", ["one event", "no calls", "no model", "all late but one"])

@@ -38,7 +38,14 @@ from fleetpulse.contract.schedule import Budget, Schedule, add_run, check
 from fleetpulse.contract.semantics import parse_scope_id, scope_id
 from fleetpulse.processors.alerts.lifecycle import AlertState, Condition, restore, step
 from fleetpulse.processors.alerts.split import Ownership, ScopeOutbox, ScopeRows, phase_record
-from fleetpulse.processors.alerts.windows import US, Cell, Ledger, Rolling, period_bounds
+from fleetpulse.processors.alerts.windows import (
+    US,
+    Cell,
+    Ledger,
+    Rolling,
+    bucket_s,
+    period_bounds,
+)
 from fleetpulse.processors.ingest.cells import AlertCallRow, AlertGroups, AlertTaskRow
 from fleetpulse.processors.ingest.params import AlertSpec
 from fleetpulse.processors.ingest.reference import alert_groups
@@ -64,12 +71,16 @@ class Context:
 
 
 def alert_spec(section: AlertsSection) -> AlertSpec:
-    """What the rules of ``section`` need the ingest pass to count: runs are computed only when
-    a schedule rule exists."""
+    """What the rules of ``section`` need the ingest pass to count: groups per ``step_s``
+    seconds, the largest step every rolling window's bucket and the calendar day are multiples
+    of (so a group falls in the same bucket and period as each of its events: 5 s with the
+    default rules, where per-second groups would make about a row per event); runs only when a
+    schedule rule exists."""
+    step = math.gcd(86400, *(bucket_s(w) for ws in section.windows.values() for w in ws))
     schedules = [r for r in section.rules if r.kind == "schedule"]
     if not schedules or not max(r.window_s for r in schedules):
-        return AlertSpec()
-    return AlertSpec(run_gap_us=round(min(r.run_gap_s for r in schedules) * US))
+        return AlertSpec(step_s=step)
+    return AlertSpec(run_gap_us=round(min(r.run_gap_s for r in schedules) * US), step_s=step)
 
 
 class _Fmt(dict[str, str]):

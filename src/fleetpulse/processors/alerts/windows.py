@@ -100,6 +100,11 @@ class Cell:
         return not (self.tasks or self.attempted or self.denied or self.unpermitted)
 
 
+def bucket_s(window_s: int) -> int:
+    """The bucket width of a rolling window of ``window_s`` seconds: ~60 buckets."""
+    return max(1, window_s // 60)
+
+
 class Rolling:
     """One scope's figures over the last ``window_s`` seconds, in ~60 buckets."""
 
@@ -107,7 +112,7 @@ class Rolling:
 
     def __init__(self, window_s: int) -> None:
         self.window_s = window_s
-        self.bucket_s = max(1, window_s // 60)
+        self.bucket_s = bucket_s(window_s)
         self.buckets: dict[int, Cell] = {}
         self.total = Cell()
 

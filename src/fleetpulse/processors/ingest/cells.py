@@ -50,8 +50,9 @@ CallGroup = tuple[int, str, str, str, str | None, int, int, tuple[int, ...]]
 # (source partition, agent, outcome, second, tasks, tasks as slow as each task_slow_ms)
 TaskGroup = tuple[int, str, str, int, int, tuple[int, ...]]
 
-# what the alert rules count, per second of the task's end, for every accepted event (the alert
-# windows decide what is too old): a task scope's figures
+# what the alert rules count, per step of the task's end (``AlertSpec.step_s`` seconds; "second"
+# below is the step's first), for every accepted event (the alert windows decide what is too
+# old): a task scope's figures
 #   (scope, agent, version or task type or "", second, tasks, failed tasks, cost micros,
 #    zero-latency tasks, latency bin keys, their counts,
 #    integrations with a failing call in failed tasks, how many such tasks,

@@ -488,15 +488,18 @@ def _breaker_groups(b: _Batch, spec: BreakerSpec) -> tuple[list[Any], list[Any]]
 
 def _alert_groups(b: _Batch, spec: AlertSpec) -> AlertGroups:
     """See ``cells.AlertGroups``: every accepted event counts (the alert windows decide what
-    is too old), per second of the task's end."""
-    out = AlertGroups(tasks=_alert_tasks(b), calls=_alert_calls(b), versions=_versions(b))
+    is too old), per step of the task's end."""
+    step = spec.step_s
+    out = AlertGroups(
+        tasks=_alert_tasks(b, step), calls=_alert_calls(b, step), versions=_versions(b)
+    )
     if spec.run_gap_us is not None:
         out.runs = _runs(b, spec.run_gap_us)
     return out
 
 
-def _alert_tasks(b: _Batch) -> list[Any]:
-    sec = b.ts // US
+def _alert_tasks(b: _Batch, step: int) -> list[Any]:
+    sec = b.ts // US // step * step
     sec_code, secs = _dense(sec)
     failed = b.outcome.flags(FAILED_OUTCOMES)
     indexable = b.dur > _MIN_INDEXABLE
@@ -548,12 +551,12 @@ def _alert_tasks(b: _Batch) -> list[Any]:
     return out
 
 
-def _alert_calls(b: _Batch) -> list[Any]:
+def _alert_calls(b: _Batch, step: int) -> list[Any]:
     """Calls per (agent, integration, role, operation, access, approved, second)."""
     if not len(b.parent):
         return []
     row = b.parent
-    sec = b.ts[row] // US
+    sec = b.ts[row] // US // step * step
     sec_code, secs = _dense(sec)
     agent, role = b.agent.take(row), _Codes(b.t.column("role")).take(row)
     op, acc = _Codes(_flat(b.t, "co")), _Codes(_flat(b.t, "ca"))

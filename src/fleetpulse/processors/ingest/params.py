@@ -43,7 +43,9 @@ class BreakerSpec:
 
 @dataclass(frozen=True)
 class AlertSpec:
-    """The alert rules' groups are wanted. ``run_gap_us``: task starts no further than this
+    """The alert rules' groups are wanted, per ``step_s`` seconds of the task's end (a group's
+    ``sec`` is its step's first second). ``run_gap_us``: task starts no further than this
     from a run's start belong to that run (schedules); None: no schedule rule, no runs."""
 
     run_gap_us: int | None = None
+    step_s: int = 1

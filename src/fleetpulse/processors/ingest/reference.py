@@ -137,7 +137,7 @@ def alert_groups(events: Sequence[dict[str, Any]], spec: AlertSpec) -> AlertGrou
     starts: dict[str, list[int]] = {}
     versions: dict[tuple[str, str], None] = {}
     for ev in events:
-        agent, sec = ev["agent_id"], ev["ended_at"] // US
+        agent, sec = ev["agent_id"], ev["ended_at"] // US // spec.step_s * spec.step_s
         failed = ev["outcome"] in FAILED_OUTCOMES
         key = bin_key(ev["duration_ms"])
         upstream = ev["upstream_agent_id"] or ""
