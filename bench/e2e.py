@@ -103,14 +103,22 @@ class Watch(threading.Thread):
                 if m.error():
                     continue
                 now = time.time()
-                if m.topic() == self.topics.control:
-                    r = self.codec.decode(m.value(), "ControlMessage")
-                    if r["state"] == "OPEN":
-                        self.opened.setdefault(r["target_id"], now)
-                else:
-                    a = self.codec.decode(m.value(), "Alert")
-                    if a["status"] == "firing":
-                        self.alerted.setdefault(a["dedup_key"], now)
+                try:
+                    self.stamp(m.topic(), m.value(), now)
+                except Exception as exc:  # a watcher that dies would measure nothing, silently
+                    print(f"watch: {m.topic()}@{m.offset()}: {exc!r}", file=sys.stderr)
+
+    def stamp(self, topic: str, value: bytes | None, now: float) -> None:
+        if value is None:  # a tombstone of the compacted control topic
+            return
+        if topic == self.topics.control:
+            r = self.codec.decode(value, "ControlMessage")
+            if r["state"] == "OPEN":
+                self.opened.setdefault(r["target_id"], now)
+        else:
+            a = self.codec.decode(value, "Alert")
+            if a["status"] == "firing":
+                self.alerted.setdefault(a["dedup_key"], now)
 
 
 def behind(admin: AdminClient, c: Consumer, groups: list[str], topic: str) -> dict[str, int]:

@@ -126,15 +126,22 @@ def test_bad_records_are_rejected_with_the_reference_reasons_and_the_rest_counte
     values[20] = enc({**events[20], "duration_ms": -5.0})
     values[33] = enc({**events[33], "agent_id": ""})
     values[40] = enc({**events[40], "ended_at": NOW + 3600 * US})
+    values[41] = enc({**events[41], "cached_tokens": -1})
+    call = {"call_id": "x", "integration": "int-1", "operation": "get", "access": "read",
+            "target": None, "status": "ok", "error_type": None, "started_at": NOW - US,
+            "latency_ms": 5.0, "cost_micros": 0}  # fmt: skip
+    values[42] = enc({**events[42], "tool_calls": [{**call, "latency_ms": float("nan")}]})
+    values[43] = enc({**events[43], "tool_calls": [call, {**call, "integration": ""}]})
+    values[44] = enc({**events[44], "tool_calls": [{**call, "cost_micros": -3}, call]})
 
     got = native.run(parts, values, params())
     want = reference_partials(parts, values, params())
 
-    assert [i for i, _ in got.rejected] == [5, 9, 14, 20, 33, 40]
+    assert [i for i, _ in got.rejected] == [5, 9, 14, 20, 33, 40, 41, 42, 43, 44]
     assert got.rejected == want.rejected
     assert "duration_ms is -5.0" in dict(got.rejected)[20]
     assert got.canonical() == want.canonical()
-    assert sum(p.events for p in got.progress.values()) == 294
+    assert sum(p.events for p in got.progress.values()) == 290
 
 
 def test_junk_after_a_valid_body_is_rejected_not_misread(native):

@@ -17,8 +17,10 @@ How a grouping goes (``_Groups``):
 * latency sketch bins are counted per (group, bin) the same way, so they come out run-length
   encoded and in bin order.
 
-The bins themselves are computed by the engine in the decode (``dbin``, ``cbin``), with the
-arithmetic ``sketch.bin_key`` uses, so they stay bit-identical to the reference's.
+Before grouping, each row is checked as ``events/task_event.py``'s ``check_task_event`` does
+(``_refused``), and latencies get their sketch bins with the arithmetic of ``sketch.bin_key``
+(``_bins``: the logarithm is Arrow's, the C library's as in Python's ``math.log``), so they are
+bit-identical to the reference's.
 
 ``reference.py`` is the definition; ``tests/unit/processors/test_ingest.py`` proves this equals
 it on seeded batches, every figure of every scope.
@@ -26,6 +28,7 @@ it on seeded batches, every figure of every scope.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,7 +43,7 @@ from fleetpulse.contract.semantics import (
     FAILING_CALL_STATUSES,
 )
 from fleetpulse.processors.figures.aggregate import COUNTERS, OUTCOMES
-from fleetpulse.processors.figures.sketch import _MIN_INDEXABLE
+from fleetpulse.processors.figures.sketch import _MIN_INDEXABLE, _MULTIPLIER, _OFFSET
 from fleetpulse.processors.ingest.cells import (
     AlertGroups,
     Cell,
@@ -173,7 +176,7 @@ class _Batch:
         self.p = _ints(t, "p")
         self.ts = _ints(t, "ts")
         self.dur = _floats(t, "dur")
-        self.dbin = _ints(t, "dbin")
+        self.dbin = _bins(self.dur)
         self.agent = _Codes(t.column("agent"))
         self.outcome = _Codes(t.column("outcome"))
         self.late, self.wm = _lateness(self.p, self.ts, params)
@@ -183,7 +186,7 @@ class _Batch:
         self.integ = _Codes(pc.list_flatten(ci))
         self.status = _Codes(_flat(t, "cs"))
         self.lat = _flat(t, "cl").to_numpy()
-        self.cbin = _flat(t, "cbin").to_numpy().astype(np.int64)
+        self.cbin = _bins(self.lat)
         self.ncalls = np.bincount(self.parent, minlength=self.n)
         # the first call of its row to each integration (a task counts once per integration)
         pair = self.parent * self.integ.size + self.integ.codes
@@ -213,7 +216,7 @@ def aggregate(table: pa.Table, sent: int, kept: Sequence[int], params: IngestPar
         or p[-1] != -1
     ):
         raise BatchError(f"{len(row)} rows came back for {len(kept)} records and the sentinel")
-    bad = _ints(table, "bad").astype(bool)
+    bad = _refused(table, params)
     out = Partials()
     out.rejected = [(int(r), "") for r in row[bad & (p >= 0)]]
     good = np.flatnonzero(~bad)
@@ -242,6 +245,39 @@ def _floats(t: pa.Table, name: str) -> np.ndarray:
 
 def _flat(t: pa.Table, name: str) -> pa.Array:
     return pc.list_flatten(t.column(name).combine_chunks())
+
+
+def _refused(t: pa.Table, params: IngestParams) -> np.ndarray:
+    """Per row, whether ``check_task_event`` refuses it (the sentinel, partition -1, too)."""
+    dur = _floats(t, "dur")
+    bad = (_ints(t, "p") < 0) | (_lengths(t.column("agent")) == 0)
+    bad |= ~(np.isfinite(dur) & (dur >= 0))
+    for name in ("tin", "tout", "tcached", "cost"):
+        bad |= _ints(t, name) < 0
+    bad |= _ints(t, "ts") > params.now_us + params.max_future_us
+    ci = t.column("ci").combine_chunks()
+    lat = _flat(t, "cl").to_numpy()
+    wrong = ~(np.isfinite(lat) & (lat >= 0))
+    wrong |= _lengths(pc.list_flatten(ci)) == 0
+    wrong |= _flat(t, "cc").to_numpy() < 0
+    if wrong.any():
+        bad[pc.list_parent_indices(ci).to_numpy()[wrong]] = True
+    return bad
+
+
+def _lengths(strings: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    return pc.binary_length(strings).to_numpy(zero_copy_only=False)
+
+
+_LN2 = math.log(2)
+
+
+def _bins(values: np.ndarray) -> np.ndarray:
+    """Each value's sketch bin, as ``sketch.bin_key`` computes it (``ceil(log(v, 2) *
+    multiplier) + offset``); values too small to index get the bin of 1.0, never read."""
+    safe = np.where(values > _MIN_INDEXABLE, values, 1.0)
+    logs = pc.ln(pa.array(safe, pa.float64())).to_numpy()
+    return (np.ceil(logs / _LN2 * _MULTIPLIER) + _OFFSET).astype(np.int64)
 
 
 def _lateness(p: np.ndarray, ts: np.ndarray, params: IngestParams) -> tuple[np.ndarray, np.ndarray]:

@@ -10,17 +10,18 @@ How a batch goes through:
    Confluent framing are decoded and re-encoded with the latest schema first (rare: per record).
    A sentinel record closes the block, so that junk after any body shifts what follows and is
    caught by the row check below instead of being read as data.
-2. **Decode once** into an Arrow table (``sql.py``): the columns the scopes need, whether the
-   row is countable (``events/task_event.py``'s checks, as SQL) and the latency sketch bins.
-3. **Group** in numpy (``columns.py``): each row's lateness against its partition's running
-   watermark, then every scope's cells, the breakers' counts and the alert rules' groups.
+2. **Decode once** into an Arrow table (``sql.py``): the columns the scopes need.
+3. **Check and group** in numpy (``columns.py``): whether each row is countable
+   (``events/task_event.py``'s checks), its latency sketch bins, its lateness against its
+   partition's running watermark, then every scope's cells, the breakers' counts and the
+   alert rules' groups.
 4. **Check** that every row came back exactly once, with the sentinel last. If not, or if the
    engine refused the container, each record is decoded strictly in Python to find the bad
    ones, which are rejected with their reason (the caller dead-letters them), and the rest is
    passed again.
 
 One ``chdb`` session is kept open per process (a fresh engine per call costs ~45 ms). Even so
-the decode costs ~20 ms of query analysis and planning whatever the batch's size (measured here
+the decode costs ~10 ms of query analysis and planning whatever the batch's size (measured here
 on 2 cores), while the reference aggregation costs ~70-110 us per event. So a batch smaller than
 ``native_min`` records (default 300, about where the two cost the same) is aggregated by
 ``reference.py`` (same figures, proven by the same test) and the native pass takes every batch
@@ -173,7 +174,7 @@ class NativeIngest:
         )
         self._path.write_bytes(blob)
         try:
-            table = self._open().query(decode_sql(str(self._path), params), "ArrowTable")
+            table = self._open().query(decode_sql(str(self._path)), "ArrowTable")
         except Exception as exc:  # chDB raises a bare error with the engine's message
             raise _Misread(f"the engine could not read the batch: {exc}") from None
         try:
