@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import signal
 import statistics
 import subprocess
@@ -313,6 +314,9 @@ def main() -> None:
                 p.send_signal(signal.SIGTERM)
             for p in procs:
                 p.wait(30)
+            if os.environ.get("FLEETPULSE_BENCH_LOGS"):  # keep the stages' logs to study them
+                for stage in ("breakers", "metrics"):
+                    shutil.copy(work / f"{stage}.log", os.environ["FLEETPULSE_BENCH_LOGS"])
     report(args, result)
 
 

@@ -175,6 +175,7 @@ def run(outage_s: float, rate: float, work: Path) -> dict[str, Any]:
         "FLEETPULSE_LOG_LEVEL": "WARNING",
         "FLEETPULSE_POLICY": str(work / "policy.yaml"),
         "FLEETPULSE_PROCESSORS_CADENCE_S": "1",
+        "FLEETPULSE_PROCESSORS_LONG_CADENCE_S": "1",
         "FLEETPULSE_PROCESSORS_WEB_PORT": "0",
     }
     (work / "policy.yaml").write_text(POLICY)

@@ -86,6 +86,7 @@ class WorkerProcess(_Stage):
             "FLEETPULSE_HOME": str(home),
             "FLEETPULSE_PROCESSORS_GROUP": group,
             "FLEETPULSE_PROCESSORS_CADENCE_S": "1",
+            "FLEETPULSE_PROCESSORS_LONG_CADENCE_S": "1",
             "FLEETPULSE_PROCESSORS_WEB_PORT": str(self.port),
             "FLEETPULSE_PROCESSORS_CHECKPOINT_INTERVAL_S": str(checkpoint_s),
             "FLEETPULSE_LOG_LEVEL": "INFO",

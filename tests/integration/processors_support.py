@@ -235,6 +235,7 @@ class Worker:
             "FLEETPULSE_TOPIC_PREFIX": topics.prefix,
             "FLEETPULSE_HOME": str(home),
             "FLEETPULSE_PROCESSORS_CADENCE_S": "1",
+            "FLEETPULSE_PROCESSORS_LONG_CADENCE_S": "2",
             "FLEETPULSE_PROCESSORS_PARTIALS_INTERVAL_S": "0.5",
             "FLEETPULSE_PROCESSORS_WEB_PORT": str(web_port),
             # the test fleets are small: make every batch take the native pass anyway

@@ -114,6 +114,7 @@ def test_a_broker_outage_under_load_loses_nothing_and_every_stage_resumes(
         **process_env(bootstrap, topics, tmp_path, POLICY),
         "FLEETPULSE_DATA_DIR": str(tmp_path / "ch"),
         "FLEETPULSE_PROCESSORS_CADENCE_S": "1",
+        "FLEETPULSE_PROCESSORS_LONG_CADENCE_S": "1",
         "FLEETPULSE_PROCESSORS_WEB_PORT": "0",
     }
     procs = [

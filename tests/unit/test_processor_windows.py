@@ -189,6 +189,11 @@ def test_sketch_zero_and_empty():
         s.add(v)
     assert s.quantile(0.5) == 0.0
     assert s.quantile(1.0) == pytest.approx(5.0, rel=0.01)
+    qs = (0.0, 0.5, 0.66, 0.67, 0.9, 1.0)
+    for extra in ((), (7.0, 7.0), (1e-9, 3.0, 90_000.0)):
+        for v in extra:
+            s.add(v)
+        assert s.quantiles(qs) == [s.quantile(q) for q in qs]
 
 
 def test_merge_then_subtract_is_exact():
@@ -371,3 +376,29 @@ def test_streamed_snapshots_are_the_list_one_at_a_time():
     clock.advance(s=3 * 86400)
     assert engines[0].snapshots() == list(engines[1].iter_snapshots())
     assert engines[0].scope_count() == engines[1].scope_count() == 0
+
+
+def test_long_horizons_go_out_at_their_own_cadence_with_what_came_meanwhile():
+    """With snapshot rounds every 5 s and long horizons every 60 s, a round sends the 1 min and
+    5 min windows of the scopes that changed; the 1 h and 24 h windows go out at the first
+    round and then once a minute, for every scope that changed since, new events included."""
+    clock = ManualClock(T0 + 10 * US)
+    eng = Engine(clock, EngineConfig(cadence_us=5 * US, long_every_us=60 * US))
+
+    def agent_round(force: bool = False) -> dict[int, int]:
+        snaps = eng.snapshots(force=force)
+        return {s["horizon_s"]: s["task_count"] for s in snaps if s["scope_type"] == "agent"}
+
+    eng.ingest_batch(0, [(0, event(T0 + 9 * US))])
+    assert agent_round() == {60: 1, 300: 1, 3600: 1, 86400: 1}  # the first round: all
+    clock.advance(s=5)
+    eng.ingest_batch(0, [(1, event(T0 + 14 * US))])
+    assert agent_round() == {60: 2, 300: 2}  # the long horizons wait
+    for _ in range(10):  # the 1 min window slides (its figures change), the long ones wait
+        clock.advance(s=5)
+        assert set(agent_round()) <= {60, 300}
+    clock.advance(s=5)  # 60 s after the first round
+    assert agent_round() == {60: 0, 300: 2, 3600: 2, 86400: 2}  # with the second event
+    clock.advance(s=5)
+    eng.ingest_batch(0, [(2, event(T0 + 74 * US))])
+    assert agent_round(force=True) == {60: 1, 300: 3, 3600: 3, 86400: 3}  # shutdown: all

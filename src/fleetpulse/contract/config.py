@@ -144,6 +144,12 @@ class ProcessorSettings(CommonSettings):
     """The stream processors (``fleetpulse processors run``)."""
 
     processors_cadence_s: float = Field(5.0, gt=0, description="MetricSnapshot cadence")
+    processors_long_cadence_s: float = Field(
+        60.0,
+        ge=0,
+        description="MetricSnapshot cadence of the horizons built of buckets longer than "
+        "processors_cadence_s (1 h, 24 h); 0: every round",
+    )
     processors_partials_interval_s: float = Field(
         1.0, gt=0, description="how often changed global cells are repartitioned"
     )
@@ -164,7 +170,7 @@ class ProcessorSettings(CommonSettings):
         "~20 ms of decoding and planning whatever its size)",
     )
     processors_ingest_wait_s: float = Field(
-        0.25, gt=0, le=10, description="how long task events wait for a native ingest pass"
+        0.1, gt=0, le=10, description="how long task events wait for a native ingest pass"
     )
     processors_checkpoint_interval_s: float = Field(
         60.0,

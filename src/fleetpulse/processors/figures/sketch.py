@@ -14,7 +14,9 @@ identical to one summed from scratch.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections.abc import Iterable
+from itertools import accumulate
 
 from ddsketch.mapping import LogarithmicMapping
 
@@ -111,23 +113,23 @@ class LatencySketch:
         return float(MAPPING.value(max(self.bins)))  # pragma: no cover - rank < count always
 
     def quantiles(self, qs: Iterable[float]) -> list[float]:
-        """Several quantiles in one pass over the sorted bins (qs ascending)."""
+        """Several quantiles with ``quantile``'s rule: the running counts of the sorted bins
+        are summed and searched in C (a snapshot round asks this of every scope and horizon,
+        and a wide sketch has hundreds of bins)."""
         qs = list(qs)
-        out = [0.0] * len(qs)
-        if self.count == 0:
-            return out
-        ranks = [q * (self.count - 1) for q in qs]
-        i = 0
-        while i < len(ranks) and ranks[i] < self.zero:
-            i += 1
-        running = self.zero
-        for key in sorted(self.bins):
-            if i == len(ranks):
-                break
-            running += self.bins[key]
-            while i < len(ranks) and running > ranks[i]:
-                out[i] = float(MAPPING.value(key))
-                i += 1
+        if self.count == 0 or not self.bins:
+            return [0.0] * len(qs)
+        keys = sorted(self.bins)
+        # running[j]: how many values are in the zero bin and the first j bins
+        running = list(accumulate(map(self.bins.__getitem__, keys), initial=self.zero))
+        out = []
+        for q in qs:
+            rank = q * (self.count - 1)
+            if rank < self.zero:
+                out.append(0.0)
+                continue
+            j = bisect_right(running, rank)  # the first bin whose running count passes rank
+            out.append(float(MAPPING.value(keys[min(j, len(keys)) - 1])))
         return out
 
     def copy(self) -> LatencySketch:

@@ -99,7 +99,10 @@ class PlainRunner:
             c,
             None,  # the core polls its producer on every tick
             batch_max=self.settings.processors_batch_max,
-            wait_s=self.settings.processors_batch_wait_s,
+            # the buffered task events' deadline is checked at least twice per ingest wait
+            wait_s=min(
+                self.settings.processors_batch_wait_s, self.settings.processors_ingest_wait_s / 2
+            ),
             stop_event=self.stop_event,
         )
         loop.every(interval / 2, self.core.tick)

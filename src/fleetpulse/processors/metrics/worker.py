@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -55,6 +56,8 @@ from fleetpulse.processors.windows.engine import Engine, EngineConfig
 from fleetpulse.processors.windows.replay import replay_partition
 
 logger = logging.getLogger(__name__)
+
+SWITCH_INTERVAL_S = 0.0005  # see _WindowsThread
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,11 @@ class _WindowsThread:
     raised again in the ingest thread at its next call, as if it had happened there."""
 
     def __init__(self, core: ProcessorCore, depth: int = 4) -> None:
+        # The ingest thread releases the GIL in every engine call and numpy operation of a
+        # pass, and must get it back each time; with CPython's default 5 ms switch interval a
+        # snapshot round on this thread made each of those waits up to 5 ms, and a pass of
+        # 100 ms took 500-700 ms. A shorter interval hands the GIL back sooner.
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         self.core = core
         self.jobs: queue.Queue[Callable[[], object] | None] = queue.Queue(maxsize=depth)
         self.error: BaseException | None = None
@@ -228,6 +236,8 @@ class ProcessorCore:
             EngineConfig(
                 window=window,
                 partials_partitions=partition_count(self.bootstrap, self.topics.partials),
+                cadence_us=int(settings.processors_cadence_s * US),
+                long_every_us=int(settings.processors_long_cadence_s * US),
             ),
         )
         self.codec = AvroCodec(registry_url=settings.schema_registry_url, logical_types=False)
@@ -489,6 +499,7 @@ class ProcessorCore:
             # a replayed event's groups went to the alert stage when it was first read
             alerts=None if replay else self._alert_spec,
         )
+        started = time.monotonic()
         partials = self.ingest.run(
             [r.partition for r in fresh],
             [r.value or b"" for r in fresh],
@@ -508,6 +519,13 @@ class ProcessorCore:
                 for value in part.records():  # each agent to its alert worker's partition
                     self._produce(self.topics.alert_cells, value, b"", partition=dest)
         self.producer.poll(0)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "ingest: %d events in %.0f ms, after %.0f ms in the buffer",
+                len(fresh),
+                (time.monotonic() - started) * 1000,
+                (started - self._pending_since) * 1000,
+            )
         offsets = {r.partition: r.offset for r in fresh}
         for p, prog in partials.progress.items():
             if p in marks:
@@ -553,8 +571,9 @@ class ProcessorCore:
                 self._produce(self.topics.partials, value, key, partition=part)
         if force or now >= self._next_snapshots:
             self._next_snapshots = now + int(self.settings.processors_cadence_s * US)
+            started = time.monotonic()
             # streamed: the records of every scope at once would outweigh the windows
-            for s in self.engine.iter_snapshots():
+            for s in self.engine.iter_snapshots(force=force):
                 self._produce(
                     self.topics.metrics,
                     self._encode_snapshot(s),
@@ -562,6 +581,7 @@ class ProcessorCore:
                 )
                 self.collector.observe((s,))
                 sent += 1
+            logger.debug("%d snapshots in %.0f ms", sent, (time.monotonic() - started) * 1000)
         if self._checkpointer is not None and now >= self._next_checkpoint:
             self._next_checkpoint = now + self._checkpoint_every_us
             self._checkpoint(now)

@@ -65,8 +65,15 @@ def partials_partition(key: ScopeKey, partitions: int) -> int:
 
 @dataclass(frozen=True)
 class EngineConfig:
+    """``long_every_us``: how often the snapshots of *long* horizons (those built of buckets
+    longer than ``cadence_us``, the snapshot rounds' interval) go out. Such a window's edge
+    moves once per bucket, so re-sending it every round mostly repeats it; its new events wait
+    at most ``long_every_us`` instead. 0: every horizon at every round."""
+
     window: WindowConfig = field(default_factory=WindowConfig)
     partials_partitions: int = 6
+    cadence_us: int = 5 * US
+    long_every_us: int = 0
 
 
 @dataclass
@@ -80,6 +87,8 @@ class SourceState:
     glob: dict[ScopeKey, ScopeWindows] = field(default_factory=dict)
     dirty_local: set[ScopeKey] = field(default_factory=set)
     dirty_cells: set[tuple[ScopeKey, int, int]] = field(default_factory=set)
+    # local scopes changed since their long horizons were last sent
+    stale_local: set[ScopeKey] = field(default_factory=set)
 
 
 @dataclass
@@ -90,6 +99,7 @@ class GlobalState:
     cells: dict[ScopeKey, dict[tuple[int, int, int], tuple[int, Agg]]] = field(default_factory=dict)
     merged: dict[ScopeKey, ScopeWindows] = field(default_factory=dict)
     dirty: set[ScopeKey] = field(default_factory=set)
+    stale: set[ScopeKey] = field(default_factory=set)
 
 
 @dataclass
@@ -115,6 +125,13 @@ class Engine:
         self.globals: dict[int, GlobalState] = {}
         self.counters = Counters()
         self._keys: dict[tuple[str, str, str], ScopeKey] = {}
+        every = self.cfg.long_every_us
+        self._short = tuple(
+            hi
+            for hi, h in enumerate(self.wcfg.horizons)
+            if not every or h.bucket_s * US <= self.cfg.cadence_us
+        )
+        self._next_long = 0
 
     # -- ownership ------------------------------------------------------------------------
 
@@ -147,6 +164,8 @@ class Engine:
             glob=cp.glob,
             dirty_local=set(cp.dirty_local),
             dirty_cells=set(cp.dirty_cells),
+            # what was sent before the checkpoint is unknown: every long horizon goes again
+            stale_local=set(cp.local),
         )
         return state
 
@@ -293,47 +312,75 @@ class Engine:
 
     # -- output ---------------------------------------------------------------------------
 
-    def snapshots(self) -> list[dict[str, Any]]:
+    def snapshots(self, *, force: bool = False) -> list[dict[str, Any]]:
         """MetricSnapshot records, one per horizon, for every scope that changed since the last
-        call: new events, or a window that slid past data. Evicts expired buckets."""
-        return list(self.iter_snapshots())
+        call: new events, or a window that slid past data. Evicts expired buckets. Long
+        horizons (``EngineConfig.long_every_us``) only when due, or ``force``."""
+        return list(self.iter_snapshots(force=force))
 
-    def iter_snapshots(self) -> Iterator[dict[str, Any]]:
+    def iter_snapshots(self, *, force: bool = False) -> Iterator[dict[str, Any]]:
         """``snapshots()`` one record at a time, for a caller that encodes and drops each: the
         records of 90,000 scopes x 4 horizons take more memory than the windows themselves.
         Consume it to the end (eviction runs as it goes)."""
         now = self.clock.time_us()
         bounds = level_bounds(self.wcfg, now)
+        long_due = force or now >= self._next_long
+        if long_due:
+            self._next_long = now + self.cfg.long_every_us
         for src in self.sources.values():
             if not src.ready:
                 continue
-            yield from self._emit(src.local, src.dirty_local, now)
+            yield from self._emit(src.local, src.dirty_local, src.stale_local, now, long_due)
             src.dirty_local.clear()
             _evict_scopes(src.local, bounds)
             _evict_scopes(src.glob, bounds)
         for g in self.globals.values():
             if not g.ready:
                 continue
-            yield from self._emit(g.merged, g.dirty, now)
+            yield from self._emit(g.merged, g.dirty, g.stale, now, long_due)
             g.dirty.clear()
             _evict_scopes(g.merged, bounds)
             _evict_cells(g, bounds)
 
     def _emit(
-        self, scopes: dict[ScopeKey, ScopeWindows], dirty: set[ScopeKey], now: int
+        self,
+        scopes: dict[ScopeKey, ScopeWindows],
+        dirty: set[ScopeKey],
+        stale: set[ScopeKey],
+        now: int,
+        long_due: bool,
     ) -> Iterator[dict[str, Any]]:
+        """Each changed scope's short horizons; its long ones when they are due (then also those
+        of the scopes that changed since they were last sent), else it is remembered."""
+        short = self._short
+        every = range(len(self.wcfg.horizons))
         for key, windows in scopes.items():
             lost = windows.slide(self.wcfg, now)  # every scope: its totals follow the clock
-            if key in dirty or lost:
-                records = self._snapshot(key, windows, now)
+            changed = key in dirty or lost
+            if long_due:
+                which = every if changed or key in stale else ()
+            elif changed:
+                which = short
+                if len(short) < len(every):
+                    stale.add(key)
+            else:
+                continue
+            if which:
+                records = self._snapshot(key, windows, now, which)
                 self.counters.snapshots += len(records)
                 yield from records
+        if long_due:
+            stale.clear()
 
-    def _snapshot(self, key: ScopeKey, windows: ScopeWindows, now: int) -> list[dict[str, Any]]:
+    def _snapshot(
+        self, key: ScopeKey, windows: ScopeWindows, now: int, which: Iterable[int]
+    ) -> list[dict[str, Any]]:
         sid = scope_id(key)
         dims = dict(key[1])
         out = []
-        for hi, h in enumerate(self.wcfg.horizons):
+        horizons = self.wcfg.horizons
+        for hi in which:
+            h = horizons[hi]
             start, end, total = windows.total(self.wcfg, hi)
             rec: dict[str, Any] = {
                 "scope_type": key[0],
