@@ -108,3 +108,24 @@ def test_a_damaged_checkpoint_is_refused_with_a_reason() -> None:
         decode_source(data[:-3])
     with pytest.raises(ValueError, match="checkpoint"):
         decode_source(data + b"x")
+
+
+def test_the_scopes_whose_long_horizons_wait_survive_a_restore() -> None:
+    """With long horizons on a cadence of their own, the scopes that changed since they were
+    last sent are in the checkpoint: a restored worker sends those, not every scope's."""
+    clock = ManualClock(T0)
+    config = EngineConfig(cadence_us=5 * US, long_every_us=60 * US)
+    engine = Engine(clock, config)
+    engine.ingest_batch(0, [(0, events(random.Random(4), 1, T0)[0])])
+    engine.snapshots()  # the first round sends every horizon
+    clock.advance(s=5)
+    later = {**events(random.Random(5), 1, T0 + 5 * US)[0], "agent_id": "agent-late"}
+    engine.ingest_batch(0, [(1, later)])
+    engine.snapshots()  # a short round: agent-late's long horizons wait
+    cp = decode_source(encode_source(engine.checkpoint_source(0)))
+
+    assert {dict(k[1])["agent_id"] for k in cp.stale_local or ()} == {"agent-late"}
+    restored = Engine(clock, config)
+    restored.restore_source(cp, ready=True)
+    long = [s for s in restored.snapshots() if s["horizon_s"] == 86400]
+    assert {s["dimensions"]["agent_id"] for s in long} == {"agent-late"}

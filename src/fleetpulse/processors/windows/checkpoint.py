@@ -65,6 +65,9 @@ class SourceCheckpoint:
     glob: dict[Any, ScopeWindows]
     dirty_local: set[Any]  # local scopes changed since the last snapshot round
     dirty_cells: set[tuple[Any, int, int]]  # global cells not yet published
+    # local scopes changed since their long horizons were last sent (None: not known, as in a
+    # checkpoint written before long horizons had a cadence of their own: all of them)
+    stale_local: set[Any] | None = None
 
 
 # -- encoding (pure) ---------------------------------------------------------------------------
@@ -82,6 +85,8 @@ def encode_source(cp: SourceCheckpoint) -> bytes:
         "dirty_local": [_key_json(k) for k in sorted(cp.dirty_local)],
         "dirty_cells": [[_key_json(k), li, start] for k, li, start in sorted(cp.dirty_cells)],
     }
+    if cp.stale_local is not None:
+        head["stale_local"] = [_key_json(k) for k in sorted(cp.stale_local)]
     parts = [_blob(orjson.dumps(head))]
     for scopes in (cp.local, cp.glob):
         for key, w in scopes.items():
@@ -109,6 +114,9 @@ def decode_source(data: bytes) -> SourceCheckpoint:
             glob={},
             dirty_local={_key_of(k) for k in head["dirty_local"]},
             dirty_cells={(_key_of(k), int(li), int(s)) for k, li, s in head["dirty_cells"]},
+            stale_local=(
+                {_key_of(k) for k in head["stale_local"]} if "stale_local" in head else None
+            ),
         )
         for scopes, n in ((out.local, head["local"]), (out.glob, head["glob"])):
             for _ in range(int(n)):

@@ -151,6 +151,7 @@ class Engine:
             glob=src.glob,
             dirty_local=set(src.dirty_local),
             dirty_cells=set(src.dirty_cells),
+            stale_local=set(src.stale_local),
         )
 
     def restore_source(self, cp: SourceCheckpoint, *, ready: bool = False) -> SourceState:
@@ -164,8 +165,7 @@ class Engine:
             glob=cp.glob,
             dirty_local=set(cp.dirty_local),
             dirty_cells=set(cp.dirty_cells),
-            # what was sent before the checkpoint is unknown: every long horizon goes again
-            stale_local=set(cp.local),
+            stale_local=set(cp.local if cp.stale_local is None else cp.stale_local),
         )
         return state
 
