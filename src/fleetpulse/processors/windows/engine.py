@@ -353,7 +353,8 @@ class Engine:
         """Each changed scope's short horizons; its long ones when they are due (then also those
         of the scopes that changed since they were last sent), else it is remembered."""
         short = self._short
-        every = range(len(self.wcfg.horizons))
+        every = tuple(range(len(self.wcfg.horizons)))
+        which: tuple[int, ...]
         for key, windows in scopes.items():
             lost = windows.slide(self.wcfg, now)  # every scope: its totals follow the clock
             changed = key in dirty or lost
