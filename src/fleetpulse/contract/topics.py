@@ -139,7 +139,7 @@ class Topics:
 
     @property
     def alert_cells(self) -> str:
-        """Internal: the alert rules' per-second groups from every ingest pass."""
+        """Internal: the alert rules' groups (per step of a few seconds) from every ingest pass."""
         return f"{self.prefix}processors.alert-cells"
 
     @property

@@ -1,4 +1,4 @@
-"""Alert rule evaluation: what the rules count (the ingest pass's per-second groups, see
+"""Alert rule evaluation: what the rules count (the ingest pass's groups per step, see
 ``processors/ingest/cells.AlertGroups``) in, Alert records out. Pure (the clock is injected);
 the alert stage (``stage.py``) feeds it from Kafka. ``ingest(event)`` counts one decoded event
 through the reference aggregation, for the unit tests.
