@@ -19,10 +19,11 @@ timeout) / task_count, as the MetricSnapshot schema documents.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from fleetpulse.contract.semantics import OUTCOMES
-from fleetpulse.processors.figures.sketch import LatencySketch
+from fleetpulse.processors.figures.sketch import LatencySketch, quantiles_of
 
 __all__ = ["COUNTERS", "OUTCOMES", "Agg"]
 
@@ -130,17 +131,9 @@ class Agg:
 
     def figures(self) -> dict[str, Any]:
         """The MetricSnapshot fields this aggregate fills."""
-        p50, p90, p95, p99 = self.latency.quantiles((0.5, 0.9, 0.95, 0.99))
-        out: dict[str, Any] = {name: getattr(self, name) for name in COUNTERS}
-        out.update(
-            failure_rate=self.failure_rate,
-            tool_error_rate=self.tool_error_rate,
-            latency_p50_ms=p50,
-            latency_p90_ms=p90,
-            latency_p95_ms=p95,
-            latency_p99_ms=p99,
-        )
-        return out
+        bins = self.latency.bins
+        counters = [getattr(self, name) for name in COUNTERS]
+        return figures_of(counters, self.latency.zero, list(bins), list(bins.values()))
 
     # -- wire form (the repartition topic) ------------------------------------------------
 
@@ -166,3 +159,31 @@ class Agg:
 
     def __repr__(self) -> str:
         return f"Agg(tasks={self.task_count}, calls={self.tool_calls}, late={self.late_events})"
+
+
+_AT = {name: i for i, name in enumerate(COUNTERS)}
+
+
+def figures_of(
+    counters: Sequence[int], zero: int, keys: Sequence[int], counts: Sequence[int]
+) -> dict[str, Any]:
+    """The MetricSnapshot fields of an aggregate given as the windows store it: its counters
+    (``COUNTERS`` order), zero-bin count and sketch bins. ``Agg.figures`` is this of an Agg."""
+    at = _AT
+    out: dict[str, Any] = dict(zip(COUNTERS, counters, strict=True))
+    tasks = counters[at["task_count"]]
+    failed = counters[at["failure"]] + counters[at["timeout"]]  # semantics.FAILED_OUTCOMES
+    attempted = (
+        counters[at["tool_calls"]] - counters[at["tool_denied"]]
+        - counters[at["tool_short_circuited"]]
+    )  # fmt: skip
+    p50, p90, p95, p99 = quantiles_of(zero, keys, counts, (0.5, 0.9, 0.95, 0.99))
+    out.update(
+        failure_rate=failed / tasks if tasks else 0.0,
+        tool_error_rate=counters[at["tool_errors"]] / attempted if attempted else 0.0,
+        latency_p50_ms=p50,
+        latency_p90_ms=p90,
+        latency_p95_ms=p95,
+        latency_p99_ms=p99,
+    )
+    return out

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from itertools import accumulate
 
 from ddsketch.mapping import LogarithmicMapping
@@ -113,24 +113,8 @@ class LatencySketch:
         return float(MAPPING.value(max(self.bins)))  # pragma: no cover - rank < count always
 
     def quantiles(self, qs: Iterable[float]) -> list[float]:
-        """Several quantiles with ``quantile``'s rule: the running counts of the sorted bins
-        are summed and searched in C (a snapshot round asks this of every scope and horizon,
-        and a wide sketch has hundreds of bins)."""
-        qs = list(qs)
-        if self.count == 0 or not self.bins:
-            return [0.0] * len(qs)
-        keys = sorted(self.bins)
-        # running[j]: how many values are in the zero bin and the first j bins
-        running = list(accumulate(map(self.bins.__getitem__, keys), initial=self.zero))
-        out = []
-        for q in qs:
-            rank = q * (self.count - 1)
-            if rank < self.zero:
-                out.append(0.0)
-                continue
-            j = bisect_right(running, rank)  # the first bin whose running count passes rank
-            out.append(float(MAPPING.value(keys[min(j, len(keys)) - 1])))
-        return out
+        """Several quantiles with ``quantile``'s rule (see ``quantiles_of``)."""
+        return quantiles_of(self.zero, list(self.bins), list(self.bins.values()), qs)
 
     def copy(self) -> LatencySketch:
         c = LatencySketch()
@@ -162,3 +146,28 @@ class LatencySketch:
         return self.count == other.count and self.zero == other.zero and self.bins == other.bins
 
     __hash__ = None  # type: ignore[assignment]
+
+
+def quantiles_of(
+    zero: int, keys: Sequence[int], counts: Sequence[int], qs: Iterable[float]
+) -> list[float]:
+    """``LatencySketch.quantile`` at each of ``qs`` for a sketch given as its zero-bin count
+    and its bins (keys in any order, their counts), as the windows store it: the running counts
+    of the sorted bins are summed and searched in C (a snapshot round asks this of every scope
+    and horizon, and a wide sketch has hundreds of bins)."""
+    qs = list(qs)
+    if not keys:
+        return [0.0] * len(qs)
+    bins = dict(zip(keys, counts, strict=True))
+    ordered = sorted(bins)
+    # running[j]: how many values are in the zero bin and the first j bins in key order
+    running = list(accumulate(map(bins.__getitem__, ordered), initial=zero))
+    out = []
+    for q in qs:
+        rank = q * (running[-1] - 1)
+        if rank < zero:
+            out.append(0.0)
+            continue
+        j = bisect_right(running, rank)  # the first bin whose running count passes rank
+        out.append(float(MAPPING.value(ordered[min(j, len(ordered)) - 1])))
+    return out

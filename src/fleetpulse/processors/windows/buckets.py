@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from fleetpulse.contract.horizons import Horizon
 from fleetpulse.processors.figures.aggregate import Agg
-from fleetpulse.processors.windows.table import RowTable, parts_of
+from fleetpulse.processors.windows.table import Parts, RowTable, parts_of
 
 US = 1_000_000
 
@@ -195,9 +195,19 @@ class ScopeWindows(RowTable):
 
     def total(self, cfg: WindowConfig, hi: int) -> tuple[int, int, Agg]:
         """(start, end, total) of horizon ``hi`` as of the last slide."""
+        start, end, row = self._total_row(cfg, hi)
+        return start, end, self.agg(row)
+
+    def total_parts(self, cfg: WindowConfig, hi: int) -> tuple[int, int, Parts]:
+        """``total`` as row content (counters, zero bin, bins), without building an ``Agg``:
+        what a snapshot reads."""
+        start, end, row = self._total_row(cfg, hi)
+        return start, end, self.parts(row)
+
+    def _total_row(self, cfg: WindowConfig, hi: int) -> tuple[int, int, int]:
         assert self.slid_us is not None, "slide() first"
         start, end = cfg.horizons[hi].bounds(self.slid_us)
-        return start, end, self.agg(len(self.keys) - len(cfg.horizons) + hi)
+        return start, end, len(self.keys) - len(cfg.horizons) + hi
 
     def bucket(self, li: int, start: int) -> Agg | None:
         """A copy of one bucket, None when it holds nothing."""

@@ -33,7 +33,7 @@ import orjson
 
 from fleetpulse.contract import semantics
 from fleetpulse.contract.clock import Clock
-from fleetpulse.processors.figures.aggregate import Agg
+from fleetpulse.processors.figures.aggregate import Agg, figures_of
 from fleetpulse.processors.ingest.cells import Partials, dims_of
 from fleetpulse.processors.ingest.params import IngestParams
 from fleetpulse.processors.ingest.reference import aggregate_events
@@ -382,7 +382,7 @@ class Engine:
         horizons = self.wcfg.horizons
         for hi in which:
             h = horizons[hi]
-            start, end, total = windows.total(self.wcfg, hi)
+            start, end, (counters, zero, keys, counts) = windows.total_parts(self.wcfg, hi)
             rec: dict[str, Any] = {
                 "scope_type": key[0],
                 "scope_id": sid,
@@ -392,7 +392,7 @@ class Engine:
                 "window_end": end,
                 "emitted_at": now,
             }
-            rec.update(total.figures())
+            rec.update(figures_of(counters, zero, keys, counts))
             out.append(rec)
         return out
 
