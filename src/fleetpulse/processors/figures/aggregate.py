@@ -115,20 +115,6 @@ class Agg:
 
     # -- derived figures ------------------------------------------------------------------
 
-    @property
-    def failure_rate(self) -> float:
-        # semantics.FAILED_OUTCOMES: failure and timeout
-        return (self.failure + self.timeout) / self.task_count if self.task_count else 0.0
-
-    @property
-    def attempted_calls(self) -> int:
-        return self.tool_calls - self.tool_denied - self.tool_short_circuited
-
-    @property
-    def tool_error_rate(self) -> float:
-        attempted = self.attempted_calls
-        return self.tool_errors / attempted if attempted else 0.0
-
     def figures(self) -> dict[str, Any]:
         """The MetricSnapshot fields this aggregate fills."""
         bins = self.latency.bins
