@@ -21,7 +21,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from fleetpulse import Fleet
 from fleetpulse.contract.config import SinkSettings
@@ -69,13 +69,17 @@ def outputs_after(bootstrap: str, topics: Topics, since_ms: int) -> dict[str, li
     names = {topics.metrics: "metrics", topics.control: "breakers", topics.alerts: "alerts"}
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "outage-test"})
     ends: dict[tuple[str, int], int] = {}
-    for topic in names:
-        for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
-            high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            if high > 0:
-                ends[(topic, p)] = high
-    consumer.assign([TopicPartition(t, p, 0) for t, p in ends])
     out: dict[str, list[Any]] = {name: [] for name in names.values()}
+    try:
+        for topic in names:
+            for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
+                high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                if high > 0:
+                    ends[(topic, p)] = high
+    except KafkaException:  # a restarted broker without its partition leaders yet: not yet
+        consumer.close()
+        return out
+    consumer.assign([TopicPartition(t, p, 0) for t, p in ends])
     deadline = time.monotonic() + 30
     try:
         while ends and time.monotonic() < deadline:
