@@ -25,7 +25,7 @@ from typing import Any
 from fleetpulse.contract.semantics import OUTCOMES
 from fleetpulse.processors.figures.sketch import LatencySketch, quantiles_of
 
-__all__ = ["COUNTERS", "OUTCOMES", "Agg"]
+__all__ = ["COUNTERS", "COUNTER_AT", "OUTCOMES", "Agg", "figures_of"]
 
 # the integer counters, in wire order
 COUNTERS = (
@@ -44,6 +44,8 @@ COUNTERS = (
     "tool_short_circuited",
     "late_events",
 )
+# each counter's index in COUNTERS (and in a cell's or a row's counters)
+COUNTER_AT = {name: i for i, name in enumerate(COUNTERS)}
 
 
 class Agg:
@@ -147,15 +149,12 @@ class Agg:
         return f"Agg(tasks={self.task_count}, calls={self.tool_calls}, late={self.late_events})"
 
 
-_AT = {name: i for i, name in enumerate(COUNTERS)}
-
-
 def figures_of(
     counters: Sequence[int], zero: int, keys: Sequence[int], counts: Sequence[int]
 ) -> dict[str, Any]:
     """The MetricSnapshot fields of an aggregate given as the windows store it: its counters
     (``COUNTERS`` order), zero-bin count and sketch bins. ``Agg.figures`` is this of an Agg."""
-    at = _AT
+    at = COUNTER_AT
     out: dict[str, Any] = dict(zip(COUNTERS, counters, strict=True))
     tasks = counters[at["task_count"]]
     failed = counters[at["failure"]] + counters[at["timeout"]]  # semantics.FAILED_OUTCOMES

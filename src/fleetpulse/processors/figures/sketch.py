@@ -100,17 +100,7 @@ class LatencySketch:
 
     def quantile(self, q: float) -> float:
         """The value at quantile ``q`` (0..1), DDSketch's rank rule; 0.0 when empty."""
-        if self.count == 0:
-            return 0.0
-        rank = q * (self.count - 1)
-        if rank < self.zero:
-            return 0.0
-        running = self.zero
-        for key in sorted(self.bins):
-            running += self.bins[key]
-            if running > rank:
-                return float(MAPPING.value(key))
-        return float(MAPPING.value(max(self.bins)))  # pragma: no cover - rank < count always
+        return self.quantiles((q,))[0]
 
     def quantiles(self, qs: Iterable[float]) -> list[float]:
         """Several quantiles with ``quantile``'s rule (see ``quantiles_of``)."""

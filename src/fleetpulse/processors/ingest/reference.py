@@ -16,7 +16,7 @@ from fleetpulse.contract.semantics import (
     FAILED_OUTCOMES,
     FAILING_CALL_STATUSES,
 )
-from fleetpulse.processors.figures.aggregate import COUNTERS
+from fleetpulse.processors.figures.aggregate import COUNTER_AT, COUNTERS
 from fleetpulse.processors.figures.sketch import bin_key
 from fleetpulse.processors.ingest.cells import (
     AlertGroups,
@@ -32,7 +32,7 @@ from fleetpulse.processors.ingest.params import AlertSpec, BreakerSpec, IngestPa
 US = 1_000_000
 
 _N = len(COUNTERS)
-_AT = {name: i for i, name in enumerate(COUNTERS)}
+_AT = COUNTER_AT
 
 
 class _Acc:
