@@ -42,7 +42,7 @@ from fleetpulse.contract.semantics import (
     FAILED_OUTCOMES,
     FAILING_CALL_STATUSES,
 )
-from fleetpulse.processors.figures.aggregate import COUNTERS, OUTCOMES
+from fleetpulse.processors.figures.aggregate import COUNTER_AT, COUNTERS, OUTCOMES
 from fleetpulse.processors.figures.sketch import _MIN_INDEXABLE, _MULTIPLIER, _OFFSET
 from fleetpulse.processors.ingest.cells import (
     AlertGroups,
@@ -53,7 +53,7 @@ from fleetpulse.processors.ingest.cells import (
 from fleetpulse.processors.ingest.params import AlertSpec, BreakerSpec, IngestParams
 
 US = 1_000_000
-_AT = {name: i for i, name in enumerate(COUNTERS)}
+_AT = COUNTER_AT
 _DENSE = 1 << 40  # combined keys are re-densified before they can grow past this
 
 
@@ -65,7 +65,7 @@ class _Codes:
     """A string column as integer codes ranked in the strings' order; ``None`` (a null) has
     the code after every string."""
 
-    __slots__ = ("codes", "values")
+    __slots__ = ("_flags", "codes", "values")
 
     def __init__(self, arr: pa.Array | pa.ChunkedArray) -> None:
         d = pc.dictionary_encode(arr)
@@ -81,18 +81,23 @@ class _Codes:
             idx = idx.fill_null(len(words))
         self.codes = rank[idx.to_numpy(zero_copy_only=False).astype(np.int64)]
         self.values = [words[i] for i in order] + [None]
+        self._flags: dict[frozenset[str], np.ndarray] = {}
 
     @property
     def size(self) -> int:
         return len(self.values)
 
     def flags(self, accepted: frozenset[str] | set[str]) -> np.ndarray:
-        """Per row: whether its string is one of ``accepted``."""
-        return np.array([v in accepted for v in self.values], bool)[self.codes]
+        """Per row: whether its string is one of ``accepted`` (computed once per set)."""
+        key = frozenset(accepted)
+        found = self._flags.get(key)
+        if found is None:
+            found = self._flags[key] = np.array([v in key for v in self.values], bool)[self.codes]
+        return found
 
     def take(self, mask: np.ndarray) -> _Codes:
         out = _Codes.__new__(_Codes)
-        out.codes, out.values = self.codes[mask], self.values
+        out.codes, out.values, out._flags = self.codes[mask], self.values, {}
         return out
 
 
@@ -177,9 +182,11 @@ class _Batch:
         self.ts = _ints(t, "ts")
         self.dur = _floats(t, "dur")
         self.dbin = _bins(self.dur)
-        self.agent = _Codes(t.column("agent"))
-        self.outcome = _Codes(t.column("outcome"))
+        self._strings: dict[str, _Codes] = {}
+        self.agent = self.strings("agent")
+        self.outcome = self.strings("outcome")
         self.late, self.wm = _lateness(self.p, self.ts, params)
+        self.bucket, self.bucket_starts = _buckets(self.late, self.wm, self.ts, params)
         # the calls, flattened: ``parent`` is each call's row
         ci = t.column("ci").combine_chunks()
         self.parent = pc.list_parent_indices(ci).to_numpy().astype(np.int64)
@@ -193,6 +200,13 @@ class _Batch:
         _, at = np.unique(pair, return_index=True)
         self.first = np.zeros(len(pair), bool)
         self.first[at] = True
+
+    def strings(self, name: str) -> _Codes:
+        """A string column of the rows as codes, encoded once per pass."""
+        found = self._strings.get(name)
+        if found is None:
+            found = self._strings[name] = _Codes(self.t.column(name))
+        return found
 
     def per_row(self, flags: np.ndarray) -> np.ndarray:
         """Per row, how many of its calls have ``flags``."""
@@ -307,10 +321,12 @@ def _progress(b: _Batch, params: IngestParams) -> dict[int, PartitionProgress]:
     return out
 
 
-def _buckets(b: _Batch, params: IngestParams) -> tuple[np.ndarray, np.ndarray]:
+def _buckets(
+    late: np.ndarray, wm: np.ndarray, ts: np.ndarray, params: IngestParams
+) -> tuple[np.ndarray, np.ndarray]:
     """Per row: the code of its finest bucket (a late row's is its watermark's), and the
     bucket starts by code."""
-    at = np.where(b.late, b.wm, b.ts)
+    at = np.where(late, wm, ts)
     start = at - at % params.bucket_us
     uniq, code = np.unique(start, return_inverse=True)
     return code.astype(np.int64), uniq
@@ -346,9 +362,9 @@ def _task_cells(b: _Batch, params: IngestParams) -> list[Cell]:
     indexable = b.dur > _MIN_INDEXABLE
     m[:, -1] = on & ~indexable
     binned = on & indexable
-    bucket, starts = _buckets(b, params)
+    bucket, starts = b.bucket, b.bucket_starts
     part = (b.p, int(b.p.max()) + 1)
-    version, task_type, model = (_Codes(b.t.column(c)) for c in ("version", "task_type", "model"))
+    version, task_type, model = (b.strings(c) for c in ("version", "task_type", "model"))
     agent = (b.agent.codes, b.agent.size)
     sets: list[tuple[str, list[tuple[np.ndarray, int]], _Codes, _Codes | None, Any]] = [
         ("agent", [agent], b.agent, None, None),
@@ -406,7 +422,7 @@ def _call_cells(b: _Batch, params: IngestParams) -> list[Cell]:
     indexable = b.lat > _MIN_INDEXABLE
     m[:, -1] = attempted & ~indexable
     binned = attempted & indexable
-    bucket, starts = _buckets(b, params)
+    bucket, starts = b.bucket, b.bucket_starts
     bucket = bucket[row]
     p = b.p[row]
     integ = (b.integ.codes, b.integ.size)
@@ -549,14 +565,14 @@ def _alert_tasks(b: _Batch, step: int) -> list[Any]:
     pair = b.parent[failing] * b.integ.size + b.integ.codes[failing]
     _, once = np.unique(pair, return_index=True)
     via_row, via = b.parent[failing[once]], b.integ.codes[failing[once]]
-    up = _Codes(b.t.column("up"))
+    up = b.strings("up")
     after = failed & (up.codes != up.values.index("")) if "" in up.values else failed
     agent = (b.agent.codes, b.agent.size)
     out: list[Any] = []
     for scope, d2 in (
         ("agent", None),
-        ("agent_version", _Codes(b.t.column("version"))),
-        ("agent_task_type", _Codes(b.t.column("task_type"))),
+        ("agent_version", b.strings("version")),
+        ("agent_task_type", b.strings("task_type")),
     ):
         keys = [agent] if d2 is None else [agent, (d2.codes, d2.size)]
         g = _Groups([*keys, (sec_code, secs)])
@@ -594,7 +610,7 @@ def _alert_calls(b: _Batch, step: int) -> list[Any]:
     row = b.parent
     sec = b.ts[row] // US // step * step
     sec_code, secs = _dense(sec)
-    agent, role = b.agent.take(row), _Codes(b.t.column("role")).take(row)
+    agent, role = b.agent.take(row), b.strings("role").take(row)
     op, acc = _Codes(_flat(b.t, "co")), _Codes(_flat(b.t, "ca"))
     approved = _flat(b.t, "capp").to_numpy().astype(bool)
     g = _Groups(
@@ -637,7 +653,7 @@ def _alert_calls(b: _Batch, step: int) -> list[Any]:
 
 def _versions(b: _Batch) -> list[tuple[str, str]]:
     """(agent, version) in the order the batch first shows them."""
-    version = _Codes(b.t.column("version"))
+    version = b.strings("version")
     _, first = np.unique(b.agent.codes * version.size + version.codes, return_index=True)
     first.sort()
     return [
