@@ -89,7 +89,7 @@ class WorkerProcess(_Stage):
             "FLEETPULSE_PROCESSORS_LONG_CADENCE_S": "1",
             "FLEETPULSE_PROCESSORS_WEB_PORT": str(self.port),
             "FLEETPULSE_PROCESSORS_CHECKPOINT_INTERVAL_S": str(checkpoint_s),
-            "FLEETPULSE_LOG_LEVEL": "INFO",
+            "FLEETPULSE_LOG_LEVEL": os.environ.get("FLEETPULSE_LOG_LEVEL", "INFO"),
             # a stable name: the restarted worker takes the dead one's partitions at once
             "FLEETPULSE_PROCESSORS_INSTANCE_ID": "bench-worker-0",
         }
@@ -134,7 +134,7 @@ class AlertProcess(_Stage):
             "FLEETPULSE_BOOTSTRAP_SERVERS": bootstrap,
             "FLEETPULSE_TOPIC_PREFIX": topics.prefix,
             "FLEETPULSE_HOME": str(home),
-            "FLEETPULSE_LOG_LEVEL": "INFO",
+            "FLEETPULSE_LOG_LEVEL": os.environ.get("FLEETPULSE_LOG_LEVEL", "INFO"),
         }
         self.start("alerts", env)
 
@@ -388,6 +388,9 @@ def main() -> None:
         )
         print(f"restore by replaying the task events: {replay_s:.1f} s", flush=True)
         third.stop()
+    if os.environ.get("FLEETPULSE_BENCH_LOGS"):  # keep the workers' logs to study them
+        for log in home.glob("*.log"):
+            shutil.copy(log, os.environ["FLEETPULSE_BENCH_LOGS"])
     shutil.rmtree(home, ignore_errors=True)
 
     figures: dict[str, Any] = {

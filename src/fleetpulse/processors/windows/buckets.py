@@ -101,6 +101,7 @@ def bucket_key(level: int, start_us: int) -> int:
 
 
 _TOTALS = TOTALS_LEVEL << LEVEL_SHIFT
+_NEVER = 1 << 62  # a due time no clock reaches
 
 
 class ScopeWindows(RowTable):
@@ -118,11 +119,12 @@ class ScopeWindows(RowTable):
     horizon instead of a merge of up to 96 buckets. Counters and sketch bins are integers: a
     running total is exactly the sum computed afresh."""
 
-    __slots__ = ("slid_us",)
+    __slots__ = ("due_us", "slid_us")
 
     def __init__(self, n_levels: int = 0) -> None:  # n_levels: kept for callers; rows need none
         super().__init__()
         self.slid_us: int | None = None  # the instant the totals were last slid to
+        self.due_us = 0  # sliding before this instant changes nothing (``next_due``)
 
     def add_cell(
         self,
@@ -185,6 +187,21 @@ class ScopeWindows(RowTable):
                         self.add_row(total, r)
         self.slid_us = now_us
         return lost
+
+    def next_due(self, cfg: WindowConfig, now_us: int) -> int:
+        """The first instant after ``now_us`` at which sliding could change a total: the next
+        bucket edge of a level holding a bucket. A window only gains or loses a bucket at an
+        edge of its level, and a level without buckets has nothing to gain or lose (new cells
+        mark the scope changed, and a changed scope is slid anyway). So a scope last seen an
+        hour ago, with day buckets only, is slid every 15 minutes instead of at every snapshot
+        round: a round's cost follows what changed, not the fleet's size."""
+        keys, due = self.keys, _NEVER
+        for li, w_s in enumerate(cfg.levels):
+            lo = bisect_left(keys, bucket_key(li, 0))
+            if lo < len(keys) and keys[lo] < bucket_key(li + 1, 0):
+                w = w_s * US
+                due = min(due, (now_us // w + 1) * w)
+        return due
 
     @property
     def totals(self) -> list[Agg] | None:

@@ -330,16 +330,16 @@ class Engine:
         for src in self.sources.values():
             if not src.ready:
                 continue
-            yield from self._emit(src.local, src.dirty_local, src.stale_local, now, long_due)
+            yield from self._emit(
+                src.local, src.dirty_local, src.stale_local, now, bounds, long_due
+            )
             src.dirty_local.clear()
-            _evict_scopes(src.local, bounds)
             _evict_scopes(src.glob, bounds)
         for g in self.globals.values():
             if not g.ready:
                 continue
-            yield from self._emit(g.merged, g.dirty, g.stale, now, long_due)
+            yield from self._emit(g.merged, g.dirty, g.stale, now, bounds, long_due)
             g.dirty.clear()
-            _evict_scopes(g.merged, bounds)
             _evict_cells(g, bounds)
 
     def _emit(
@@ -348,16 +348,24 @@ class Engine:
         dirty: set[ScopeKey],
         stale: set[ScopeKey],
         now: int,
+        bounds: LevelBounds,
         long_due: bool,
     ) -> Iterator[dict[str, Any]]:
         """Each changed scope's short horizons; its long ones when they are due (then also those
-        of the scopes that changed since they were last sent), else it is remembered."""
+        of the scopes that changed since they were last sent), else it is remembered.
+
+        Only the scopes that changed, are due to slide (``ScopeWindows.next_due``) or owe their
+        long horizons are visited: the others' windows would slide to the same figures. A
+        visited scope drops its expired buckets, and is dropped when none is left."""
         short = self._short
         every = tuple(range(len(self.wcfg.horizons)))
         which: tuple[int, ...]
+        gone = []
         for key, windows in scopes.items():
-            lost = windows.slide(self.wcfg, now)  # every scope: its totals follow the clock
-            changed = key in dirty or lost
+            changed = key in dirty
+            if not changed and windows.due_us > now and not (long_due and key in stale):
+                continue
+            changed = windows.slide(self.wcfg, now) or changed  # a window lost data
             if long_due:
                 which = every if changed or key in stale else ()
             elif changed:
@@ -365,11 +373,18 @@ class Engine:
                 if len(short) < len(every):
                     stale.add(key)
             else:
-                continue
+                which = ()
             if which:
                 records = self._snapshot(key, windows, now, which)
                 self.counters.snapshots += len(records)
                 yield from records
+            windows.evict(bounds)
+            if windows.is_empty():
+                gone.append(key)
+            else:
+                windows.due_us = windows.next_due(self.wcfg, now)
+        for key in gone:
+            del scopes[key]
         if long_due:
             stale.clear()
 
