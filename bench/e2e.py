@@ -174,10 +174,12 @@ def children(pid: int) -> list[int]:
 
 
 def probe_freshness(
-    analyst: Any, db: str, probes: dict[str, float], stop: threading.Event
+    analyst: Any, db: str, agent: str, probes: dict[str, float], stop: threading.Event
 ) -> dict[str, float]:
     """Poll ClickHouse (through the sink's query endpoint) while probes are produced; each
-    probe's freshness is from its produce to the first poll that finds it."""
+    probe's freshness is from its produce to the first poll that finds it. The poll asks as
+    an analyst would, by agent and time (the table's sort key), so that ten polls a second
+    read a few granules, not every event's id: the probe must not load the sink it times."""
     seen: dict[str, float] = {}
     deadline = None
     while deadline is None or time.time() < deadline:
@@ -188,7 +190,11 @@ def probe_freshness(
             break
         if wanted:
             ids = ",".join(f"'{k}'" for k in wanted)
-            t = analyst.table(f"SELECT event_id FROM {db}.task_events WHERE event_id IN ({ids})")
+            since_us = int((min(probes[k] for k in wanted) - 60) * 1e6)
+            t = analyst.table(
+                f"SELECT event_id FROM {db}.task_events WHERE agent_id = '{agent}' AND "
+                f"ended_at >= fromUnixTimestamp64Micro(toInt64({since_us})) AND event_id IN ({ids})"
+            )
             now = time.time()
             for (eid,) in t.rows:
                 seen.setdefault(str(eid), now)
@@ -286,6 +292,7 @@ def main() -> None:
             codec = AvroCodec(logical_types=False)
             probes: dict[str, float] = {}
             stop = threading.Event()
+            agent = codec.decode(schedule[0][2], "TaskEvent")["agent_id"]  # every probe's
 
             def prober() -> None:
                 from confluent_kafka import Producer
@@ -314,7 +321,7 @@ def main() -> None:
             pt = threading.Thread(target=prober, daemon=True)
             ft = threading.Thread(
                 target=lambda: fresh.update(
-                    probe_freshness(analyst, sink.clickhouse_database, probes, stop)
+                    probe_freshness(analyst, sink.clickhouse_database, agent, probes, stop)
                 ),
                 daemon=True,
             )

@@ -44,13 +44,22 @@ from fleetpulse.processors.alerts.windows import (
     Ledger,
     Rolling,
     bucket_s,
+    outside,
     period_bounds,
 )
-from fleetpulse.processors.ingest.cells import AlertCallRow, AlertGroups, AlertTaskRow
+from fleetpulse.processors.ingest.cells import (
+    DIMENSIONS,
+    AlertCallRow,
+    AlertGroups,
+    AlertTaskRow,
+)
 from fleetpulse.processors.ingest.params import AlertSpec
 from fleetpulse.processors.ingest.reference import alert_groups
 
 FAILURE_KINDS = frozenset({"failure_rate", "latency_p95", "latency_degradation"})
+
+# the dimensions of every scope type the rules read, in scope-id order
+_SCOPE_DIMS: dict[str, tuple[str, ...]] = {**DIMENSIONS, "team": ("team",)}
 
 
 # one rule's finding for one scope: rule, dedup key, scope labels, condition, window figures
@@ -120,6 +129,9 @@ class AlertEvaluator:
         for (stype, w), scopes in self.windows.items():
             self._by_type.setdefault(stype, []).append((w, scopes))
         self.dims: dict[str, dict[str, str]] = {}
+        # (scope type, first value, second value) -> (scope id, dimensions): a day's replay
+        # names the same scopes millions of times, and writing an id costs more than the row
+        self._scopes: dict[tuple[str, str, str], tuple[str, dict[str, str]]] = {}
         self.ledger = Ledger()
         self.runs: dict[str, list[float]] = {}  # agent -> run start times (s)
         self.versions: dict[str, list[str]] = {}  # agent -> versions, in order first seen
@@ -200,21 +212,23 @@ class AlertEvaluator:
             scope, agent, d2, sec = row[0], row[1], row[2], row[3]
             if split and not self.owns_agent(agent):
                 continue  # not this worker's agent (a record routed before the split)
-            if scope == "agent":
-                self.ledger.add(scope_id({"agent_id": agent}), sec * US, row[6], source)
-                team = self.team(agent)
-                if team and split:
-                    self.outbox.add_tasks(scope_id({"team": team}), row)
-                elif team:
-                    self.ledger.add(scope_id({"team": team}), sec * US, row[6], source)
-                    self._add_task_row("team", {"team": team}, row, now_s)
-                dims = {"agent_id": agent}
-            elif scope == "agent_version":
-                dims = {"agent_id": agent, "agent_version": d2}
-            else:
-                dims = {"agent_id": agent, "task_type": d2}
+            if scope != "agent":  # windows only: most of a day's replay is too old for them
+                if scope in by_type and not self._too_old(scope, sec, now_s):
+                    sid, dims = self._scope(scope, agent, d2)
+                    self._add_task_row(scope, sid, dims, row, now_s)
+                continue
+            sid, dims = self._scope(scope, agent, d2)  # its cost counts whatever its age
+            self.ledger.add(sid, sec * US, row[6], source)
+            team = self.team(agent)
+            if team:
+                team_sid, team_dims = self._scope("team", team, "")
+                if split:
+                    self.outbox.add_tasks(team_sid, row)
+                else:
+                    self.ledger.add(team_sid, sec * US, row[6], source)
+                    self._add_task_row("team", team_sid, team_dims, row, now_s)
             if scope in by_type:
-                self._add_task_row(scope, dims, row, now_s)
+                self._add_task_row(scope, sid, dims, row, now_s)
         for call in groups.calls:
             if not split or self.owns_agent(call[0]):
                 self._add_call_row(call, now_s)
@@ -254,7 +268,7 @@ class AlertEvaluator:
                     [k for k, _ in via], [n for _, n in via],
                     [k for k, _ in after], [n for _, n in after],
                 )  # fmt: skip
-                self._add_task_row("team", dims, task_row, now_s)
+                self._add_task_row("team", sid, dims, task_row, now_s)
                 continue
             for w, scopes in self._by_type.get("integration", ()):
                 for cell in self._cells(scopes, w, sid, dims, sec, now_s) or ():
@@ -265,13 +279,25 @@ class AlertEvaluator:
                     cell.unpermitted += row[7]
                     cell.unapproved += row[8]
 
+    def _scope(self, stype: str, a: str, b: str) -> tuple[str, dict[str, str]]:
+        """The id and dimensions of a scope of type ``stype`` named by one or two values (an
+        agent, an integration, a team; then a version, task type or integration), cached."""
+        k = (stype, a, b)
+        found = self._scopes.get(k)
+        if found is None:
+            if len(self._scopes) > 500_000:  # a cache, not state: bounded
+                self._scopes.clear()
+            names = _SCOPE_DIMS.get(stype, _SCOPE_DIMS["agent_task_type"])
+            dims = dict(zip(names, (a, b)[: len(names)], strict=True))
+            found = self._scopes[k] = (scope_id(dims), dims)
+        return found
+
     def _add_task_row(
-        self, stype: str, dims: dict[str, str], row: AlertTaskRow, now_s: int
+        self, stype: str, sid: str, dims: dict[str, str], row: AlertTaskRow, now_s: int
     ) -> None:
         per_window = self._by_type.get(stype)
         if not per_window:
             return
-        sid = scope_id(dims)
         (_, _, _, sec, tasks, failures, cost, zero, keys, counts,
          via, via_n, after, after_n) = row  # fmt: skip
         for w, scopes in per_window:
@@ -286,8 +312,16 @@ class AlertEvaluator:
                     for name, n in zip(after, after_n, strict=True):
                         cell.failed_after[name] = cell.failed_after.get(name, 0) + n
 
+    def _too_old(self, stype: str, sec: int, now_s: int) -> bool:
+        """Whether every window of scope type ``stype`` has left the second ``sec``."""
+        return all(outside(sec, now_s, w) for w, _ in self._by_type.get(stype, ()))
+
     def _add_call_row(self, row: AlertCallRow, now_s: int) -> None:
         agent, name, role, op, access, approved, sec, tasks, attempted, errors, denied, n = row
+        if self._too_old("agent_integration", sec, now_s) and self._too_old(
+            "integration", sec, now_s
+        ):
+            return  # calls count in these windows only
         unpermitted = 0 if self.permissions.allows(role, name, access) else n - denied
         unapproved = 0
         if attempted and not approved:
@@ -298,14 +332,12 @@ class AlertEvaluator:
             per_window = self._by_type.get(stype)
             if not per_window:
                 continue
-            if stype == "agent_integration":
-                dims = {"agent_id": agent, "integration": name}
-            else:
-                dims = {"integration": name}
-            sid = scope_id(dims)
+            sid, dims = self._scope(stype, agent if stype == "agent_integration" else name, name)
             if stype == "integration" and self.owner is not None:
-                sums = (tasks, attempted, errors, denied, unpermitted, unapproved)
-                self.outbox.add_calls(sid, sec, sums)
+                # the owner adds these to its windows only: none would count a row they left
+                if not all(outside(sec, now_s, w) for w, _ in per_window):
+                    sums = (tasks, attempted, errors, denied, unpermitted, unapproved)
+                    self.outbox.add_calls(sid, sec, sums)
                 continue
             for w, scopes in per_window:
                 for cell in self._cells(scopes, w, sid, dims, sec, now_s) or ():
@@ -325,6 +357,8 @@ class AlertEvaluator:
         ts_s: int,
         now_s: int,
     ) -> tuple[Cell, Cell] | None:
+        if outside(ts_s, now_s, w):  # before making the scope: a day's replay is mostly so
+            return None
         rolling = scopes.get(sid)
         if rolling is None:
             rolling = scopes[sid] = Rolling(w)

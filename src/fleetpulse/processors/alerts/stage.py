@@ -34,6 +34,7 @@ are recognised by their source offsets and counted once.
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -243,6 +244,9 @@ class AlertStage:
             logger.info("alert stage: %d pending alerts resume their for timers", resumed)
         self._watching_from(first_us)
         self.caught_up.set()
+        if not gc.isenabled():  # run() paused the collector for the replay
+            gc.freeze()
+            gc.enable()
 
     def _watching_from(self, us: int) -> None:
         """Nothing counts as missed before the first event the stage could see: a fresh topic
@@ -251,6 +255,11 @@ class AlertStage:
 
     def run(self) -> None:
         self.start()
+        if not self.caught_up.is_set():
+            # the replay builds windows that live on: collecting while it runs walks an ever
+            # larger heap for no cycle (the day's parse took twice as long); they are frozen
+            # out of every later collection when it ends (``_caught_up``)
+            gc.disable()
         interval = self.settings.alerts_eval_interval_s
         loop = StageLoop(
             "alert stage",
@@ -382,6 +391,7 @@ class AlertStage:
         self.producer.poll(0)
 
     def close(self, timeout: float = 10.0) -> None:
+        gc.enable()  # stopped during a replay
         left = self.producer.flush(timeout)
         if left:
             logger.error("%d alerts were not delivered before close", left)

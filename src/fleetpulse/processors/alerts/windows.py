@@ -105,6 +105,13 @@ def bucket_s(window_s: int) -> int:
     return max(1, window_s // 60)
 
 
+def outside(ts_s: int, now_s: int, window_s: int) -> bool:
+    """Whether an event at ``ts_s`` falls in a bucket a window of ``window_s`` seconds has
+    already left at ``now_s`` (such an event is not counted)."""
+    width = max(1, window_s // 60)
+    return ts_s - ts_s % width + width <= now_s - window_s
+
+
 class Rolling:
     """One scope's figures over the last ``window_s`` seconds, in ~60 buckets."""
 
@@ -119,9 +126,9 @@ class Rolling:
     def cells(self, ts_s: int, now_s: int) -> tuple[Cell, Cell] | None:
         """The bucket holding ``ts_s`` and the total, to add one event to both; None when the
         event is already outside the window."""
-        start = ts_s - ts_s % self.bucket_s
-        if start + self.bucket_s <= now_s - self.window_s:
+        if outside(ts_s, now_s, self.window_s):
             return None
+        start = ts_s - ts_s % self.bucket_s
         cell = self.buckets.get(start)
         if cell is None:
             cell = self.buckets[start] = Cell()

@@ -14,7 +14,7 @@ import logging
 import threading
 from typing import Any
 
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 from prometheus_client import start_http_server
 
 from fleetpulse.contract.config import ProcessorSettings
@@ -82,7 +82,29 @@ class PlainRunner:
         c = self.consumer
 
         def on_assign(consumer: Any, partitions: list[TopicPartition]) -> None:
-            self.core.assign(((tp.topic, tp.partition) for tp in partitions), topics=self.topics)
+            # a new partials partition is read again from its beginning by this consumer, so
+            # that task events flow while the global scopes catch up (ProcessorCore.assign)
+            partials = self.core.topics.partials
+            ends: dict[int, int] | None = None
+            try:
+                found = {}
+                for tp in partitions:
+                    if tp.topic == partials:
+                        low, high = consumer.get_watermark_offsets(tp, timeout=10)
+                        found[tp.partition] = high if high > low else 0
+                ends = found
+            except KafkaException as exc:  # the core replays them itself, as before
+                logger.warning("partials offsets not readable (%s); replaying them first", exc)
+            new = self.core.assign(
+                ((tp.topic, tp.partition) for tp in partitions),
+                topics=self.topics,
+                partials_ends=ends,
+            )
+            if ends is not None:
+                for tp in partitions:
+                    if tp.topic == partials and (tp.topic, tp.partition) in new:
+                        tp.offset = OFFSET_BEGINNING
+            consumer.assign(partitions)
 
         if self.web:
             start_http_server(

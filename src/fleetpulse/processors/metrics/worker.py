@@ -166,7 +166,7 @@ def _idle() -> None:
 class _CheckpointWriter:
     """Writes encoded window checkpoints to Kafka on a thread and producer of its own, so a
     checkpoint of many megabytes never holds up the windows or the breakers' inputs. One
-    round at a time: a round due while the last is still being written is skipped."""
+    partition's checkpoint at a time (``ProcessorCore._checkpoint``)."""
 
     def __init__(self, store: CheckpointStore, producer: Producer) -> None:
         self.store = store
@@ -255,6 +255,9 @@ class ProcessorCore:
         self._next_snapshots = 0
         self._next_counts = 0
         self._rebuilding: set[tuple[str, int]] = set()
+        # partials partition -> the offset it is ready at, while the runner's consumer reads
+        # it from its beginning (``assign``'s ``partials_ends``)
+        self._catching_up: dict[int, int] = {}
         self._known: set[tuple[str, int]] = set()
         self._marks: dict[int, _Marks] = {}
         self._pending: list[Record] = []
@@ -275,6 +278,7 @@ class ProcessorCore:
         self._checkpoint_every_us = int(settings.processors_checkpoint_interval_s * US)
         self._next_checkpoint = self.clock.time_us() + self._checkpoint_every_us
         self._checkpointed: dict[int, int] = {}  # partition -> offset of its last checkpoint
+        self._checkpoint_due: list[int] = []  # partitions of this round not yet encoded
         self.checkpoints: CheckpointStore | None = None
         self._checkpointer: _CheckpointWriter | None = None
         if self._checkpoint_every_us:
@@ -294,15 +298,51 @@ class ProcessorCore:
     # -- assignment -----------------------------------------------------------------------
 
     def assign(
-        self, assigned: Iterable[tuple[str, int]], *, topics: Iterable[str] | None = None
-    ) -> None:
-        """Adopt a new assignment and rebuild the new partitions (blocking)."""
+        self,
+        assigned: Iterable[tuple[str, int]],
+        *,
+        topics: Iterable[str] | None = None,
+        partials_ends: dict[int, int] | None = None,
+    ) -> list[tuple[str, int]]:
+        """Adopt a new assignment and rebuild the new partitions (blocking); returns them.
+
+        ``partials_ends``: the caller's own consumer reads each new partials partition again
+        from its beginning (``PlainRunner``), and the partition is ready once that consumer
+        has handed over the record before the offset given here (its end when assigned).
+        Then only the task-events partitions are rebuilt here, so their events flow while the
+        integration and model scopes catch up. Without it each partials partition is
+        replayed here, by a consumer of its own, before this returns."""
         new = self.begin_assignment(assigned, topics=topics)
         manifests = None
         if self.checkpoints is not None and any(t == self.topics.task_events for t, _ in new):
             manifests = self.checkpoints.manifests_of()
-        for topic, p in new:
-            self.rebuild(topic, p, manifests=manifests)
+        # task events first: their partitions hold every local scope (nearly every snapshot)
+        # and feed the partials; a global scope waits for its cells either way
+        for topic, p in sorted(new, key=lambda tp: (tp[0] != self.topics.task_events, tp)):
+            if topic == self.topics.partials and partials_ends is not None:
+                self._catch_up(p, partials_ends.get(p, 0))
+            else:
+                self.rebuild(topic, p, manifests=manifests)
+        return new
+
+    def _catch_up(self, partition: int, end: int) -> None:
+        """A new partials partition that the caller's consumer reads from its beginning: ready
+        once the record before ``end`` is applied (at once when there is none)."""
+        with self.lock:
+            if end > 0:
+                self._catching_up[partition] = end
+                logger.info("catching up %s[%d] to offset %d", self.topics.partials, partition, end)
+                return
+        self._windows.submit(lambda: self._partials_ready(partition, end))
+
+    def _partials_ready(self, partition: int, end: int) -> None:
+        """(the windows thread) A partials partition holds every cell up to ``end``."""
+        self._catching_up.pop(partition, None)
+        g = self.engine.globals.get(partition)
+        if g is not None:
+            g.ready = True
+        self._rebuilding.discard((self.topics.partials, partition))
+        logger.info("rebuilt %s[%d] up to offset %d", self.topics.partials, partition, end)
 
     def begin_assignment(
         self, assigned: Iterable[tuple[str, int]], *, topics: Iterable[str] | None = None
@@ -325,6 +365,7 @@ class ProcessorCore:
                         self._marks.pop(p, None)
                     else:
                         self.engine.revoke_partials(p)
+                        self._catching_up.pop(p, None)
                     self._rebuilding.discard((topic, p))
                 new = sorted(wanted - self._known)
                 self._known = wanted
@@ -544,13 +585,17 @@ class ProcessorCore:
         self.engine.counters.duplicates += n
 
     def _apply_cells(self, records: Sequence[Record], *, replay: bool) -> None:
+        catching_up = self._catching_up
         for r in records:
             if r.partition not in self.engine.globals:
                 continue
+            end = catching_up.get(r.partition)
             try:
                 self.engine.apply_cell(r.partition, r.key or b"", r.value or b"")
-            except ValueError as exc:
-                self._dead_letter(r, str(exc), replay)
+            except ValueError as exc:  # a record read again was dead-lettered the first time
+                self._dead_letter(r, str(exc), replay or end is not None)
+            if end is not None and r.offset + 1 >= end:
+                self._partials_ready(r.partition, end)
 
     def _dead_letter(self, r: Record, reason: str, replay: bool) -> None:
         if replay:
@@ -582,9 +627,12 @@ class ProcessorCore:
                 self.collector.observe((s,))
                 sent += 1
             logger.debug("%d snapshots in %.0f ms", sent, (time.monotonic() - started) * 1000)
-        if self._checkpointer is not None and now >= self._next_checkpoint:
-            self._next_checkpoint = now + self._checkpoint_every_us
-            self._checkpoint(now)
+        if self._checkpointer is not None:
+            if now >= self._next_checkpoint and not self._checkpoint_due:
+                self._next_checkpoint = now + self._checkpoint_every_us
+                self._checkpoint_due = sorted(self.engine.sources)
+            if self._checkpoint_due:
+                self._checkpoint(now)
         if force or now >= self._next_counts:
             self._next_counts = now + US // 2
             c = self.engine.counters
@@ -597,22 +645,26 @@ class ProcessorCore:
         return sent
 
     def _checkpoint(self, now: int) -> None:
-        """Encode every ready partition's windows (the windows thread, holding the lock: they
-        must not move meanwhile) and hand them to the checkpoint writer."""
+        """Encode the next partition of this checkpoint round whose windows moved (the windows
+        thread, holding the lock: they must not move meanwhile) and hand it to the checkpoint
+        writer. One partition at a time, once the writer is done with the last one: the
+        encoded bytes and the producer's copy of them stay one partition's size (~30 MB for
+        15,000 scopes of a day), not the whole worker's."""
         writer = self._checkpointer
         if writer is None or writer.busy():
-            return  # the last round is still being written
-        done = self._checkpointed
-        parts = [
-            (p, src.offset, encode_source(self.engine.checkpoint_source(p)))
-            for p, src in self.engine.sources.items()
+            return  # the last partition is still being written
+        done, due = self._checkpointed, self._checkpoint_due
+        while due:
+            p = due.pop(0)
+            src = self.engine.sources.get(p)
             # a partition without new events keeps its last checkpoint: restored, its windows
             # slide to the same figures
-            if src.ready and src.offset >= 0 and done.get(p) != src.offset
-        ]
-        if parts:
-            done.update((p, offset) for p, offset, _ in parts)
-            writer.submit(now, parts)
+            if src is None or not src.ready or src.offset < 0 or done.get(p) == src.offset:
+                continue
+            data = encode_source(self.engine.checkpoint_source(p))
+            done[p] = src.offset
+            writer.submit(now, [(p, src.offset, data)])
+            return
 
     # -- output ---------------------------------------------------------------------------
 

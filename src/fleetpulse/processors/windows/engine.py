@@ -156,7 +156,13 @@ class Engine:
 
     def restore_source(self, cp: SourceCheckpoint, *, ready: bool = False) -> SourceState:
         """Adopt a checkpoint's windows for its partition, with the scopes and cells that had
-        changed since they were last published."""
+        changed since they were last published. Each scope is due to slide where it would
+        have been had the worker not stopped: the first rounds after a restart visit the
+        scopes that changed or reach a bucket edge, not all of them."""
+        for scopes in (cp.local, cp.glob):
+            for w in scopes.values():
+                if w.slid_us is not None:
+                    w.due_us = w.next_due(self.wcfg, w.slid_us)
         state = self.sources[cp.partition] = SourceState(
             ready=ready,
             offset=cp.offset,
