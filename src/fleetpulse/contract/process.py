@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import os
 
 logger = logging.getLogger(__name__)
 
@@ -23,8 +24,11 @@ ARENAS = 2
 
 
 def limit_malloc_arenas(arenas: int = ARENAS) -> bool:
-    """Cap glibc's malloc arenas (as ``MALLOC_ARENA_MAX`` would, when the environment does not
-    set it). False where the C library is not glibc: nothing to do."""
+    """Cap glibc's malloc arenas, as ``MALLOC_ARENA_MAX`` would; an operator's own
+    ``MALLOC_ARENA_MAX`` (or ``GLIBC_TUNABLES`` naming ``arena_max``) is left to rule. False
+    where nothing was set: another C library than glibc, or the environment decides."""
+    if "MALLOC_ARENA_MAX" in os.environ or "arena_max" in os.environ.get("GLIBC_TUNABLES", ""):
+        return False
     name = ctypes.util.find_library("c")
     if name is None:
         return False

@@ -287,6 +287,7 @@ class AlertEvaluator:
         if found is None:
             if len(self._scopes) > 500_000:  # a cache, not state: bounded
                 self._scopes.clear()
+            # a task row's scope is agent, agent x version or else agent x task type
             names = _SCOPE_DIMS.get(stype, _SCOPE_DIMS["agent_task_type"])
             dims = dict(zip(names, (a, b)[: len(names)], strict=True))
             found = self._scopes[k] = (scope_id(dims), dims)
@@ -332,7 +333,10 @@ class AlertEvaluator:
             per_window = self._by_type.get(stype)
             if not per_window:
                 continue
-            sid, dims = self._scope(stype, agent if stype == "agent_integration" else name, name)
+            if stype == "agent_integration":
+                sid, dims = self._scope(stype, agent, name)
+            else:
+                sid, dims = self._scope(stype, name, "")
             if stype == "integration" and self.owner is not None:
                 # the owner adds these to its windows only: none would count a row they left
                 if not all(outside(sec, now_s, w) for w, _ in per_window):
@@ -358,6 +362,7 @@ class AlertEvaluator:
         now_s: int,
     ) -> tuple[Cell, Cell] | None:
         if outside(ts_s, now_s, w):  # before making the scope: a day's replay is mostly so
+            self.dims.setdefault(sid, dims)  # the budget rules list the scopes seen
             return None
         rolling = scopes.get(sid)
         if rolling is None:

@@ -245,6 +245,7 @@ class AlertStage:
         self._watching_from(first_us)
         self.caught_up.set()
         if not gc.isenabled():  # run() paused the collector for the replay
+            gc.collect()  # once: what the replay left in cycles (tracebacks) is freed
             gc.freeze()
             gc.enable()
 

@@ -108,7 +108,7 @@ def bucket_s(window_s: int) -> int:
 def outside(ts_s: int, now_s: int, window_s: int) -> bool:
     """Whether an event at ``ts_s`` falls in a bucket a window of ``window_s`` seconds has
     already left at ``now_s`` (such an event is not counted)."""
-    width = max(1, window_s // 60)
+    width = bucket_s(window_s)
     return ts_s - ts_s % width + width <= now_s - window_s
 
 

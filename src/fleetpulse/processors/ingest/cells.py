@@ -18,6 +18,7 @@ in ``late_events``, in the bucket of the watermark it was seen against.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,7 +147,9 @@ class PartitionProgress:
 class Partials:
     """Phase 1's output for one batch."""
 
-    cells: list[Cell] = field(default_factory=list)
+    # any iterable of cells: the reference builds a list, the native pass blocks of columns
+    # that make each cell's tuple only when phase 2 reads it (``columns._Cells``)
+    cells: Iterable[Cell] = field(default_factory=list)
     progress: dict[int, PartitionProgress] = field(default_factory=dict)
     # (index of the record in the batch, why it cannot be counted): for the DLQ
     rejected: list[tuple[int, str]] = field(default_factory=list)

@@ -29,7 +29,7 @@ it on seeded batches, every figure of every scope.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -155,20 +155,100 @@ class _Groups:
 
 
 class _Spread:
-    """Counted (group, item) pairs, run-length encoded per group: ``lists(i)`` are group i's
-    items in order and how many rows hold each."""
+    """Counted (group, item) pairs, run-length encoded per group: group i's items, in order,
+    are ``items[bounds[i]:bounds[i + 1]]`` and ``counts`` says how many rows hold each."""
 
     def __init__(self, gid: np.ndarray, items: np.ndarray, groups: int) -> None:
         lo = int(items.min()) if len(items) else 0
         width = int(items.max()) - lo + 1 if len(items) else 1
         pair, counts = np.unique(gid * width + (items - lo), return_counts=True)
-        self.items = (pair % width + lo).tolist()
-        self.counts = counts.tolist()
-        self.bounds = np.searchsorted(pair // width, np.arange(groups + 1)).tolist()
+        self.items = pair % width + lo
+        self.counts = counts
+        self.bounds = np.searchsorted(pair // width, np.arange(groups + 1))
+        self._lists: tuple[list[Any], list[int], list[int]] | None = None
 
     def lists(self, i: int) -> tuple[list[Any], list[int]]:
-        a, b = self.bounds[i], self.bounds[i + 1]
-        return self.items[a:b], self.counts[a:b]
+        """Group i's items and counts (the whole spread is turned into lists once)."""
+        if self._lists is None:
+            self._lists = (self.items.tolist(), self.counts.tolist(), self.bounds.tolist())
+        items, counts, bounds = self._lists
+        a, b = bounds[i], bounds[i + 1]
+        return items[a:b], counts[a:b]
+
+
+class _CellBlock:
+    """One scope type's cells of a pass, kept as columns until phase 2 reads them one by one
+    (``Partials.cells`` iterates the blocks). As Python tuples a cell costs ~600 bytes, and a
+    pass of 25,000 events of a sparse fleet is ~200,000 cells: built all at once they were
+    most of a catching-up worker's peak memory, and of the ingest thread's time."""
+
+    __slots__ = ("a", "bins", "c", "part", "scope", "start", "sums")
+
+    CHUNK = 2048  # cells turned into Python values at a time
+
+    def __init__(
+        self,
+        g: _Groups,
+        scope: str,
+        d1: _Codes,
+        d2: _Codes | None,
+        p: np.ndarray,
+        bucket: np.ndarray,
+        sums: np.ndarray,
+        bins: _Spread,
+    ) -> None:
+        self.scope = scope
+        self.a = (d1.codes[g.first], d1.values)
+        self.c = (d2.codes[g.first], d2.values) if d2 is not None else None
+        self.part, self.start = p[g.first], bucket[g.first]
+        self.sums, self.bins = sums, bins
+
+    def __len__(self) -> int:
+        return len(self.sums)
+
+    def __iter__(self) -> Iterator[Cell]:
+        scope, bins = self.scope, self.bins
+        for lo in range(0, len(self.sums), self.CHUNK):
+            hi = min(lo + self.CHUNK, len(self.sums))
+            codes, words = self.a
+            a = [words[k] for k in codes[lo:hi].tolist()]
+            if self.c is not None:
+                codes, words = self.c
+                c = [words[k] for k in codes[lo:hi].tolist()]
+            else:
+                c = [""] * (hi - lo)
+            parts, starts = self.part[lo:hi].tolist(), self.start[lo:hi].tolist()
+            counters = list(map(tuple, self.sums[lo:hi, :-1].tolist()))
+            zeros = self.sums[lo:hi, -1].tolist()
+            edge = bins.bounds[lo : hi + 1].tolist()
+            first = edge[0]
+            items = bins.items[first : edge[-1]].tolist()
+            counts = bins.counts[first : edge[-1]].tolist()
+            for i in range(hi - lo):
+                x, y = edge[i] - first, edge[i + 1] - first
+                yield (
+                    (scope, a[i], c[i], parts[i], starts[i]),
+                    counters[i],
+                    zeros[i],
+                    items[x:y],
+                    counts[x:y],
+                )
+
+
+class _Cells:
+    """A pass's cells, block after block (``_CellBlock``): what ``Partials.cells`` holds."""
+
+    __slots__ = ("blocks",)
+
+    def __init__(self, blocks: list[_CellBlock]) -> None:
+        self.blocks = blocks
+
+    def __len__(self) -> int:
+        return sum(len(b) for b in self.blocks)
+
+    def __iter__(self) -> Iterator[Cell]:
+        for b in self.blocks:
+            yield from b
 
 
 class _Batch:
@@ -238,7 +318,7 @@ def aggregate(table: pa.Table, sent: int, kept: Sequence[int], params: IngestPar
         return out
     b = _Batch(table, good, params)
     out.progress = _progress(b, params)
-    out.cells = _task_cells(b, params) + _call_cells(b, params)
+    out.cells = _Cells(_task_cells(b, params) + _call_cells(b, params))
     if params.breakers is not None:
         out.breaker_calls, out.breaker_tasks = _breaker_groups(b, params.breakers)
     if params.alerts is not None:
@@ -343,7 +423,7 @@ def _outcome_columns(b: _Batch, rows_of: np.ndarray | None, m: np.ndarray, on: n
             m[:, _AT[name]] = on & (codes == b.outcome.values.index(name))
 
 
-def _task_cells(b: _Batch, params: IngestParams) -> list[Cell]:
+def _task_cells(b: _Batch, params: IngestParams) -> list[_CellBlock]:
     """The task scopes: agent, agent x version, agent x task type, model."""
     on = ~b.late
     m = np.zeros((b.n, len(COUNTERS) + 1), np.int64)  # the counters, then the zero bin
@@ -378,7 +458,7 @@ def _task_cells(b: _Batch, params: IngestParams) -> list[Cell]:
             model.codes != model.values.index("") if "" in model.values else None,
         ),
     ]
-    out: list[Cell] = []
+    out: list[_CellBlock] = []
     for scope, keys, d1, d2, only in sets:
         rows = np.arange(b.n) if only is None else np.flatnonzero(only)
         if not len(rows):
@@ -388,20 +468,22 @@ def _task_cells(b: _Batch, params: IngestParams) -> list[Cell]:
             + [(part[0][rows], part[1]), (bucket[rows], len(starts))]
         )
         bins = g.spread(g.gid, b.dbin[rows], binned[rows])
-        out += _cells_of(
-            g,
-            scope,
-            d1.take(rows),
-            d2.take(rows) if d2 else None,
-            b.p[rows],
-            starts[bucket[rows]],
-            g.sums(m[rows]),
-            bins,
+        out.append(
+            _CellBlock(
+                g,
+                scope,
+                d1.take(rows),
+                d2.take(rows) if d2 else None,
+                b.p[rows],
+                starts[bucket[rows]],
+                g.sums(m[rows]),
+                bins,
+            )
         )
     return out
 
 
-def _call_cells(b: _Batch, params: IngestParams) -> list[Cell]:
+def _call_cells(b: _Batch, params: IngestParams) -> list[_CellBlock]:
     """The integration scopes, a row per call: integration, agent x integration."""
     if not len(b.parent):
         return []
@@ -428,36 +510,15 @@ def _call_cells(b: _Batch, params: IngestParams) -> list[Cell]:
     integ = (b.integ.codes, b.integ.size)
     agent = _Codes.take(b.agent, row)
     part, buckets = (p, int(p.max()) + 1), (bucket, len(starts))
-    out: list[Cell] = []
+    out: list[_CellBlock] = []
     for scope, keys, d1, d2 in (
         ("integration", [integ, part, buckets], b.integ, None),
         ("agent_integration", [(agent.codes, agent.size), integ, part, buckets], agent, b.integ),
     ):
         g = _Groups(keys)
         bins = g.spread(g.gid, b.cbin, binned)
-        out += _cells_of(g, scope, d1, d2, p, starts[bucket], g.sums(m), bins)
+        out.append(_CellBlock(g, scope, d1, d2, p, starts[bucket], g.sums(m), bins))
     return out
-
-
-def _cells_of(
-    g: _Groups,
-    scope: str,
-    d1: _Codes,
-    d2: _Codes | None,
-    p: np.ndarray,
-    bucket: np.ndarray,
-    sums: np.ndarray,
-    bins: _Spread,
-) -> list[Cell]:
-    a = g.keys(d1)
-    c = g.keys(d2) if d2 is not None else [""] * len(g)
-    parts, starts = g.keys(p), g.keys(bucket)
-    counters = list(map(tuple, sums[:, :-1].tolist()))
-    zeros = sums[:, -1].tolist()
-    return [
-        ((scope, a[i], c[i], parts[i], starts[i]), counters[i], zeros[i], *bins.lists(i))
-        for i in range(len(g))
-    ]
 
 
 # -- the breakers' counts ----------------------------------------------------------------------

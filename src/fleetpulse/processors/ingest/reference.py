@@ -22,6 +22,7 @@ from fleetpulse.processors.ingest.cells import (
     AlertGroups,
     AlertTaskRow,
     CallGroup,
+    Cell,
     CellKey,
     Partials,
     PartitionProgress,
@@ -100,9 +101,11 @@ def aggregate_events(rows: Sequence[tuple[int, dict[str, Any]]], params: IngestP
         at = wm if late and wm is not None else ts
         _add_event(acc, ev, p, at - at % w0, late)
         prog.late += late
+    cells: list[Cell] = []
     for key, a in acc.items():
         keys = sorted(a.bins)
-        out.cells.append((key, tuple(a.counters), a.zero, keys, [a.bins[k] for k in keys]))
+        cells.append((key, tuple(a.counters), a.zero, keys, [a.bins[k] for k in keys]))
+    out.cells = cells
     if params.breakers is not None:
         out.breaker_calls, out.breaker_tasks = _breaker_groups(rows, params.breakers)
     if params.alerts is not None:

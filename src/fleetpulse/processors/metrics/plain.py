@@ -85,24 +85,29 @@ class PlainRunner:
             # a new partials partition is read again from its beginning by this consumer, so
             # that task events flow while the global scopes catch up (ProcessorCore.assign)
             partials = self.core.topics.partials
-            ends: dict[int, int] | None = None
+            ends: dict[int, tuple[int, int]] | None = None
             try:
+                mine = [tp for tp in partitions if tp.topic == partials]
+                committed = {tp.partition: tp.offset for tp in consumer.committed(mine, timeout=10)}
                 found = {}
-                for tp in partitions:
-                    if tp.topic == partials:
-                        low, high = consumer.get_watermark_offsets(tp, timeout=10)
-                        found[tp.partition] = high if high > low else 0
+                for tp in mine:
+                    low, high = consumer.get_watermark_offsets(tp, timeout=10)
+                    found[tp.partition] = (
+                        committed.get(tp.partition, -1),
+                        high if high > low else 0,
+                    )
                 ends = found
             except KafkaException as exc:  # the core replays them itself, as before
                 logger.warning("partials offsets not readable (%s); replaying them first", exc)
-            new = self.core.assign(
+            self.core.assign(
                 ((tp.topic, tp.partition) for tp in partitions),
                 topics=self.topics,
                 partials_ends=ends,
             )
-            if ends is not None:
+            if ends is not None:  # new ones, and those a rebalance interrupted: from the start
+                behind = self.core.catching_up()
                 for tp in partitions:
-                    if tp.topic == partials and (tp.topic, tp.partition) in new:
+                    if tp.topic == partials and tp.partition in behind:
                         tp.offset = OFFSET_BEGINNING
             consumer.assign(partitions)
 

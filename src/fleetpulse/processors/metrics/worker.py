@@ -99,9 +99,15 @@ class _Marks:
 class _WindowsThread:
     """Runs the engine's side of the worker: queued jobs (a pass's cells, a partials record)
     in order, then whatever output is due. A job that raises stops the worker: the error is
-    raised again in the ingest thread at its next call, as if it had happened there."""
+    raised again in the ingest thread at its next call, as if it had happened there.
 
-    def __init__(self, core: ProcessorCore, depth: int = 4) -> None:
+    ``depth``: jobs waiting at most. One: the ingest thread prepares the next pass while this
+    thread applies the last, and then waits. A pass of 25,000 events of a sparse fleet is
+    ~180,000 cells (~100 MB as Python tuples), so each queued pass is memory: with four, a
+    worker catching up on a day of 10,000 agents peaked 580 MB higher, for no more speed
+    (this thread is then the slower one either way)."""
+
+    def __init__(self, core: ProcessorCore, depth: int = 1) -> None:
         # The ingest thread releases the GIL in every engine call and numpy operation of a
         # pass, and must get it back each time; with CPython's default 5 ms switch interval a
         # snapshot round on this thread made each of those waits up to 5 ms, and a pass of
@@ -153,6 +159,7 @@ class _WindowsThread:
                     return
                 with core.lock:
                     job()
+                    del job  # a pass's cells, not kept through the snapshot round below
                     core.emit_due()
         except BaseException as exc:  # handed to the ingest thread (check)
             logger.exception("metric windows thread failed")
@@ -258,6 +265,7 @@ class ProcessorCore:
         # partials partition -> the offset it is ready at, while the runner's consumer reads
         # it from its beginning (``assign``'s ``partials_ends``)
         self._catching_up: dict[int, int] = {}
+        self._read_before: dict[int, int] = {}  # partials partition -> its committed offset
         self._known: set[tuple[str, int]] = set()
         self._marks: dict[int, _Marks] = {}
         self._pending: list[Record] = []
@@ -302,16 +310,18 @@ class ProcessorCore:
         assigned: Iterable[tuple[str, int]],
         *,
         topics: Iterable[str] | None = None,
-        partials_ends: dict[int, int] | None = None,
+        partials_ends: dict[int, tuple[int, int]] | None = None,
     ) -> list[tuple[str, int]]:
         """Adopt a new assignment and rebuild the new partitions (blocking); returns them.
 
-        ``partials_ends``: the caller's own consumer reads each new partials partition again
+        ``partials_ends``, per partials partition: (its committed offset, its end now). With
+        it, the caller's own consumer reads each partition that is ``catching_up()`` again
         from its beginning (``PlainRunner``), and the partition is ready once that consumer
-        has handed over the record before the offset given here (its end when assigned).
-        Then only the task-events partitions are rebuilt here, so their events flow while the
-        integration and model scopes catch up. Without it each partials partition is
-        replayed here, by a consumer of its own, before this returns."""
+        has handed over the record before its end; only the task-events partitions are
+        rebuilt here, so their events flow while the integration and model scopes catch up.
+        Records below the committed offset were read by a previous owner (a bad one went to
+        the DLQ then). Without it each partials partition is replayed here, by a consumer of
+        its own, before this returns."""
         new = self.begin_assignment(assigned, topics=topics)
         manifests = None
         if self.checkpoints is not None and any(t == self.topics.task_events for t, _ in new):
@@ -320,29 +330,37 @@ class ProcessorCore:
         # and feed the partials; a global scope waits for its cells either way
         for topic, p in sorted(new, key=lambda tp: (tp[0] != self.topics.task_events, tp)):
             if topic == self.topics.partials and partials_ends is not None:
-                self._catch_up(p, partials_ends.get(p, 0))
+                committed, end = partials_ends.get(p, (-1, 0))
+                self._catch_up(p, committed, end)
             else:
                 self.rebuild(topic, p, manifests=manifests)
         return new
 
-    def _catch_up(self, partition: int, end: int) -> None:
+    def _catch_up(self, partition: int, committed: int, end: int) -> None:
         """A new partials partition that the caller's consumer reads from its beginning: ready
         once the record before ``end`` is applied (at once when there is none)."""
         with self.lock:
-            if end > 0:
-                self._catching_up[partition] = end
-                logger.info("catching up %s[%d] to offset %d", self.topics.partials, partition, end)
-                return
-        self._windows.submit(lambda: self._partials_ready(partition, end))
+            self._read_before[partition] = committed
+            self._catching_up[partition] = end
+        logger.info("catching up %s[%d] to offset %d", self.topics.partials, partition, end)
+        if end <= 0:
+            self._windows.submit(lambda: self._partials_ready(partition))
 
-    def _partials_ready(self, partition: int, end: int) -> None:
-        """(the windows thread) A partials partition holds every cell up to ``end``."""
-        self._catching_up.pop(partition, None)
+    def catching_up(self) -> set[int]:
+        """The partials partitions not read up to their end yet."""
+        with self.lock:
+            return set(self._catching_up)
+
+    def _partials_ready(self, partition: int) -> None:
+        """(the windows thread) A partials partition holds every cell up to its end."""
+        end = self._catching_up.pop(partition, None)
+        if end is None:
+            return  # revoked meanwhile, or ready already
         g = self.engine.globals.get(partition)
         if g is not None:
             g.ready = True
         self._rebuilding.discard((self.topics.partials, partition))
-        logger.info("rebuilt %s[%d] up to offset %d", self.topics.partials, partition, end)
+        logger.info("caught up %s[%d] at offset %d", self.topics.partials, partition, end)
 
     def begin_assignment(
         self, assigned: Iterable[tuple[str, int]], *, topics: Iterable[str] | None = None
@@ -366,6 +384,7 @@ class ProcessorCore:
                     else:
                         self.engine.revoke_partials(p)
                         self._catching_up.pop(p, None)
+                        self._read_before.pop(p, None)
                     self._rebuilding.discard((topic, p))
                 new = sorted(wanted - self._known)
                 self._known = wanted
@@ -559,6 +578,8 @@ class ProcessorCore:
             for dest, part in route_groups(partials.alerts, self._alert_partitions).items():
                 for value in part.records():  # each agent to its alert worker's partition
                     self._produce(self.topics.alert_cells, value, b"", partition=dest)
+        # sent: the windows need only the cells (a sparse pass's groups are ~100 MB of tuples)
+        partials.alerts, partials.breaker_calls, partials.breaker_tasks = None, [], []
         self.producer.poll(0)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
@@ -585,17 +606,19 @@ class ProcessorCore:
         self.engine.counters.duplicates += n
 
     def _apply_cells(self, records: Sequence[Record], *, replay: bool) -> None:
-        catching_up = self._catching_up
+        catching_up, read_before = self._catching_up, self._read_before
         for r in records:
             if r.partition not in self.engine.globals:
                 continue
-            end = catching_up.get(r.partition)
             try:
                 self.engine.apply_cell(r.partition, r.key or b"", r.value or b"")
-            except ValueError as exc:  # a record read again was dead-lettered the first time
-                self._dead_letter(r, str(exc), replay or end is not None)
+            except ValueError as exc:  # one a previous owner read went to the DLQ then
+                self._dead_letter(
+                    r, str(exc), replay or r.offset < read_before.get(r.partition, -1)
+                )
+            end = catching_up.get(r.partition)
             if end is not None and r.offset + 1 >= end:
-                self._partials_ready(r.partition, end)
+                self._partials_ready(r.partition)
 
     def _dead_letter(self, r: Record, reason: str, replay: bool) -> None:
         if replay:

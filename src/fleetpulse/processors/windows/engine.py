@@ -371,7 +371,9 @@ class Engine:
             changed = key in dirty
             if not changed and windows.due_us > now and not (long_due and key in stale):
                 continue
-            changed = windows.slide(self.wcfg, now) or changed  # a window lost data
+            # slide first, always (``changed or slide()`` would skip it): True if a window
+            # lost data
+            changed = windows.slide(self.wcfg, now) or changed
             if long_due:
                 which = every if changed or key in stale else ()
             elif changed:
