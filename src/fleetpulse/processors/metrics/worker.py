@@ -366,9 +366,10 @@ class ProcessorCore:
         self, assigned: Iterable[tuple[str, int]], *, topics: Iterable[str] | None = None
     ) -> list[tuple[str, int]]:
         """Forget partitions no longer ours; return the new ones, which stay not-ready (see
-        ``ready_for``) until ``rebuild`` has replayed their history. ``topics``: the topics this
-        assignment speaks for (default both; the faust runtime assigns each from its own
-        consumer)."""
+        ``ready_for``) until ``rebuild`` has replayed their history (or, for a partials
+        partition caught up by the caller's consumer, ``_partials_ready``). ``topics``: the
+        topics this assignment speaks for (default both; the faust runtime assigns each from
+        its own consumer)."""
         ours = set(topics or (self.topics.task_events, self.topics.partials))
         with self._ingest_lock:
             self.flush()  # what was read while the partitions were ours
