@@ -18,6 +18,7 @@ from fleetpulse.processors.windows.buckets import (
     bucket_key,
     level_bounds,
 )
+from fleetpulse.processors.windows.checkpoint import decode_source, encode_source
 from fleetpulse.processors.windows.engine import Engine, EngineConfig, scope_id
 
 T0 = 1_800_000_000 * US  # a whole multiple of every bucket width
@@ -408,41 +409,55 @@ def test_rounds_visit_only_due_scopes_and_send_what_sliding_every_scope_sends():
     """A round slides only the scopes that changed or reach a bucket edge of a level they
     hold; the snapshots are exactly those of rounds that slide every scope (the oracle: every
     scope made due before each round), over an hour of sparse, irregular traffic with late,
-    early and out-of-window events, one agent after another falling silent."""
+    early and out-of-window events, one agent after another falling silent: local scopes of
+    two source partitions, the integration scopes merged from their cells, and the windows
+    restored from a checkpoint halfway."""
     rng = random.Random(11)
 
     def engines() -> tuple[ManualClock, Engine]:
         clock = ManualClock(T0 + 3 * US)
-        return clock, Engine(clock, EngineConfig(cadence_us=5 * US, long_every_us=60 * US))
+        eng = Engine(clock, EngineConfig(cadence_us=5 * US, long_every_us=60 * US))
+        for p in range(eng.cfg.partials_partitions):
+            eng.assign_partials(p)
+        return clock, eng
 
     (c1, lazy), (c2, eager) = engines(), engines()
-    offset, visited = 0, []
+    offsets, visited = [0, 0], []
     for r in range(900):  # rounds 1 to 7 s apart, about an hour
         step = rng.choice((1, 2, 3, 7))
         for clock in (c1, c2):
             clock.advance(s=step)
         now = c1.time_us()
-        batch = []
+        batches: list[list] = [[], []]
         for _ in range(rng.choice((0, 0, 0, 1, 3))):
-            agent = f"a{rng.randrange(40 if r < 400 else 8)}"  # most agents fall silent
+            n = rng.randrange(40 if r < 400 else 8)  # most agents fall silent
             ts = now - rng.choice((0, 1, 4, 30, 200)) * US + rng.randrange(US)
-            calls = [("crm", rng.choice(("ok", "error")), float(rng.randrange(1, 900)))]
-            batch.append(
-                (offset, event(ts, agent=agent, ms=float(rng.randrange(1, 5000)), calls=calls))
-            )
-            offset += 1
+            integration = rng.choice(("crm", "mail"))
+            calls = [(integration, rng.choice(("ok", "error")), float(rng.randrange(1, 900)))]
+            ev = event(ts, agent=f"a{n}", ms=float(rng.randrange(1, 5000)), calls=calls)
+            batches[n % 2].append((offsets[n % 2], ev))
+            offsets[n % 2] += 1
         for eng in (lazy, eager):
-            if batch:
-                eng.ingest_batch(0, batch)
-        for src in eager.sources.values():
-            for w in src.local.values():
+            for p, batch in enumerate(batches):
+                if batch:
+                    eng.ingest_batch(p, batch)
+            for part, key, value in eng.take_partials():
+                eng.apply_cell(part, key, value)
+        if r == 450:  # a restart: the windows come back from their checkpoints
+            for p in list(lazy.sources):
+                data = encode_source(lazy.checkpoint_source(p))
+                lazy.restore_source(decode_source(data), ready=True)
+        for scopes in [s.local for s in eager.sources.values()] + [
+            g.merged for g in eager.globals.values()
+        ]:
+            for w in scopes.values():
                 w.due_us = 0
-        before = sum(
-            1 for src in lazy.sources.values() for w in src.local.values() if w.due_us <= now
+        visited.append(
+            sum(1 for src in lazy.sources.values() for w in src.local.values() if w.due_us <= now)
         )
-        visited.append(before)
         a = sorted(map(repr, lazy.snapshots(force=r % 97 == 0)))
         b = sorted(map(repr, eager.snapshots(force=r % 97 == 0)))
         assert a == b, f"round {r}"
     assert lazy.scope_count() == eager.scope_count()
+    assert sum(len(g.merged) for g in lazy.globals.values()) == 3  # crm, mail, the model
     assert min(visited[-300:]) < lazy.scope_count()  # quiet scopes were left alone
