@@ -25,7 +25,6 @@ from fleetpulse.cli_control import register as register_control_verbs
 from fleetpulse.cli_sim import register as register_sim_verbs
 from fleetpulse.contract.config import DevstackSettings, ProcessorSettings, load_settings
 from fleetpulse.contract.errors import FleetpulseError
-from fleetpulse.contract.process import limit_malloc_arenas
 from fleetpulse.extras import check, missing_extra_line
 
 app = typer.Typer(
@@ -165,7 +164,6 @@ def processors_run(
     (``--stage all`` starts the three), so breaker decisions and alerts never wait behind the
     windows' CPU.
     """
-    limit_malloc_arenas()  # before any thread exists (contract/process.py says why)
     overrides: dict[str, Any] = {}
     if workers is not None:
         overrides["processors_workers"] = workers
@@ -291,7 +289,6 @@ def sink_run(
     max_events: Annotated[int | None, typer.Option(hidden=True)] = None,
 ) -> None:
     """Sink the task events into ClickHouse until interrupted (Ctrl-C or SIGTERM)."""
-    limit_malloc_arenas()  # before any thread exists (contract/process.py says why)
     import signal
 
     from fleetpulse.contract.config import SinkSettings
