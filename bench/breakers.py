@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import random
-import shutil
 import signal
 import statistics
 import subprocess
@@ -39,7 +38,7 @@ from typing import Any
 from confluent_kafka import Producer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import broker, machine, write_result
+from common import broker, keep_logs, machine, write_result
 from fleetpulse.contract.breakers import BreakerKey, State
 from fleetpulse.contract.events import AvroCodec
 from fleetpulse.contract.policy import BreakerPolicy
@@ -314,9 +313,7 @@ def main() -> None:
                 p.send_signal(signal.SIGTERM)
             for p in procs:
                 p.wait(30)
-            if os.environ.get("FLEETPULSE_BENCH_LOGS"):  # keep the stages' logs to study them
-                for stage in ("breakers", "metrics"):
-                    shutil.copy(work / f"{stage}.log", os.environ["FLEETPULSE_BENCH_LOGS"])
+            keep_logs(work / f"{stage}.log" for stage in ("breakers", "metrics"))
     report(args, result)
 
 

@@ -6,9 +6,10 @@ import json
 import os
 import platform
 import resource
+import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -93,3 +94,12 @@ def write_result(name: str, markdown: str) -> Path:
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     path.write_text(f"{markdown}\n_Run {stamp} on {machine()}._\n")
     return path
+
+
+def keep_logs(logs: Iterable[Path]) -> None:
+    """``FLEETPULSE_BENCH_LOGS=DIR``: copy the stages' logs there, to study them after the run
+    (with ``FLEETPULSE_LOG_LEVEL=DEBUG`` they time every pass and snapshot round)."""
+    where = os.environ.get("FLEETPULSE_BENCH_LOGS")
+    if where:
+        for log in logs:
+            shutil.copy(log, where)

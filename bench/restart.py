@@ -38,7 +38,7 @@ from typing import Any
 from confluent_kafka import Producer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import broker, machine, write_json, write_result
+from common import broker, keep_logs, machine, write_json, write_result
 from fleetpulse.contract.topics import Topics
 from fleetpulse.devstack import ensure_topics, free_port
 from fleetpulse.events import AvroCodec
@@ -388,9 +388,7 @@ def main() -> None:
         )
         print(f"restore by replaying the task events: {replay_s:.1f} s", flush=True)
         third.stop()
-    if os.environ.get("FLEETPULSE_BENCH_LOGS"):  # keep the workers' logs to study them
-        for log in home.glob("*.log"):
-            shutil.copy(log, os.environ["FLEETPULSE_BENCH_LOGS"])
+    keep_logs(home.glob("*.log"))
     shutil.rmtree(home, ignore_errors=True)
 
     figures: dict[str, Any] = {

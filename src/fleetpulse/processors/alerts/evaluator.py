@@ -319,9 +319,8 @@ class AlertEvaluator:
 
     def _add_call_row(self, row: AlertCallRow, now_s: int) -> None:
         agent, name, role, op, access, approved, sec, tasks, attempted, errors, denied, n = row
-        if self._too_old("agent_integration", sec, now_s) and self._too_old(
-            "integration", sec, now_s
-        ):
+        integration_old = self._too_old("integration", sec, now_s)
+        if integration_old and self._too_old("agent_integration", sec, now_s):
             return  # calls count in these windows only
         unpermitted = 0 if self.permissions.allows(role, name, access) else n - denied
         unapproved = 0
@@ -339,7 +338,7 @@ class AlertEvaluator:
                 sid, dims = self._scope(stype, name, "")
             if stype == "integration" and self.owner is not None:
                 # the owner adds these to its windows only: none would count a row they left
-                if not all(outside(sec, now_s, w) for w, _ in per_window):
+                if not integration_old:
                     sums = (tasks, attempted, errors, denied, unpermitted, unapproved)
                     self.outbox.add_calls(sid, sec, sums)
                 continue
@@ -361,13 +360,12 @@ class AlertEvaluator:
         ts_s: int,
         now_s: int,
     ) -> tuple[Cell, Cell] | None:
-        if outside(ts_s, now_s, w):  # before making the scope: a day's replay is mostly so
-            self.dims.setdefault(sid, dims)  # the budget rules list the scopes seen
-            return None
         rolling = scopes.get(sid)
         if rolling is None:
+            self.dims.setdefault(sid, dims)  # the budget rules list the scopes seen
+            if outside(ts_s, now_s, w):  # no scope for a row it would not count
+                return None
             rolling = scopes[sid] = Rolling(w)
-            self.dims.setdefault(sid, dims)
         return rolling.cells(ts_s, now_s)
 
     def _see_version(self, agent: str, version: str) -> None:

@@ -103,9 +103,9 @@ class _WindowsThread:
 
     ``depth``: jobs waiting at most. One: the ingest thread prepares the next pass while this
     thread applies the last, and then waits. A pass of 25,000 events of a sparse fleet is
-    ~180,000 cells (~100 MB as Python tuples), so each queued pass is memory: with four, a
-    worker catching up on a day of 10,000 agents peaked 580 MB higher, for no more speed
-    (this thread is then the slower one either way)."""
+    ~200,000 cells, so each queued pass is memory: with four (their cells still Python
+    tuples then), a worker catching up on a day of 10,000 agents peaked 580 MB higher, for no
+    more speed (this thread is then the slower one either way)."""
 
     def __init__(self, core: ProcessorCore, depth: int = 1) -> None:
         # The ingest thread releases the GIL in every engine call and numpy operation of a
@@ -262,10 +262,9 @@ class ProcessorCore:
         self._next_snapshots = 0
         self._next_counts = 0
         self._rebuilding: set[tuple[str, int]] = set()
-        # partials partition -> the offset it is ready at, while the runner's consumer reads
-        # it from its beginning (``assign``'s ``partials_ends``)
-        self._catching_up: dict[int, int] = {}
-        self._read_before: dict[int, int] = {}  # partials partition -> its committed offset
+        # partials partition -> (its committed offset, the offset it is ready at) while the
+        # runner's consumer reads it from its beginning (``assign``'s ``partials_ends``)
+        self._catching_up: dict[int, tuple[int, int]] = {}
         self._known: set[tuple[str, int]] = set()
         self._marks: dict[int, _Marks] = {}
         self._pending: list[Record] = []
@@ -340,8 +339,7 @@ class ProcessorCore:
         """A new partials partition that the caller's consumer reads from its beginning: ready
         once the record before ``end`` is applied (at once when there is none)."""
         with self.lock:
-            self._read_before[partition] = committed
-            self._catching_up[partition] = end
+            self._catching_up[partition] = (committed, end)
         logger.info("catching up %s[%d] to offset %d", self.topics.partials, partition, end)
         if end <= 0:
             self._windows.submit(lambda: self._partials_ready(partition))
@@ -353,14 +351,14 @@ class ProcessorCore:
 
     def _partials_ready(self, partition: int) -> None:
         """(the windows thread) A partials partition holds every cell up to its end."""
-        end = self._catching_up.pop(partition, None)
-        if end is None:
+        behind = self._catching_up.pop(partition, None)
+        if behind is None:
             return  # revoked meanwhile, or ready already
         g = self.engine.globals.get(partition)
         if g is not None:
             g.ready = True
         self._rebuilding.discard((self.topics.partials, partition))
-        logger.info("caught up %s[%d] at offset %d", self.topics.partials, partition, end)
+        logger.info("caught up %s[%d] at offset %d", self.topics.partials, partition, behind[1])
 
     def begin_assignment(
         self, assigned: Iterable[tuple[str, int]], *, topics: Iterable[str] | None = None
@@ -385,7 +383,6 @@ class ProcessorCore:
                     else:
                         self.engine.revoke_partials(p)
                         self._catching_up.pop(p, None)
-                        self._read_before.pop(p, None)
                     self._rebuilding.discard((topic, p))
                 new = sorted(wanted - self._known)
                 self._known = wanted
@@ -607,18 +604,17 @@ class ProcessorCore:
         self.engine.counters.duplicates += n
 
     def _apply_cells(self, records: Sequence[Record], *, replay: bool) -> None:
-        catching_up, read_before = self._catching_up, self._read_before
+        catching_up = self._catching_up
         for r in records:
             if r.partition not in self.engine.globals:
                 continue
+            # (committed offset, end): below the committed offset a previous owner read it
+            committed, end = catching_up.get(r.partition, (-1, -1))
             try:
                 self.engine.apply_cell(r.partition, r.key or b"", r.value or b"")
             except ValueError as exc:  # one a previous owner read went to the DLQ then
-                self._dead_letter(
-                    r, str(exc), replay or r.offset < read_before.get(r.partition, -1)
-                )
-            end = catching_up.get(r.partition)
-            if end is not None and r.offset + 1 >= end:
+                self._dead_letter(r, str(exc), replay or r.offset < committed)
+            if end >= 0 and r.offset + 1 >= end:
                 self._partials_ready(r.partition)
 
     def _dead_letter(self, r: Record, reason: str, replay: bool) -> None:

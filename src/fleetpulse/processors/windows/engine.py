@@ -159,10 +159,9 @@ class Engine:
         changed since they were last published. Each scope is due to slide where it would
         have been had the worker not stopped: the first rounds after a restart visit the
         scopes that changed or reach a bucket edge, not all of them."""
-        for scopes in (cp.local, cp.glob):
-            for w in scopes.values():
-                if w.slid_us is not None:
-                    w.due_us = w.next_due(self.wcfg, w.slid_us)
+        for w in cp.local.values():  # (the global contributions are read, never slid)
+            if w.slid_us is not None:
+                w.due_us = w.next_due(self.wcfg, w.slid_us)
         state = self.sources[cp.partition] = SourceState(
             ready=ready,
             offset=cp.offset,
