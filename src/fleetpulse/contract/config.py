@@ -161,7 +161,12 @@ class ProcessorSettings(CommonSettings):
     processors_batch_max: int = Field(5000, gt=0, description="records per decoded batch")
     processors_batch_wait_s: float = Field(0.2, gt=0)
     processors_ingest_batch_max: int = Field(
-        50_000, gt=0, le=1_000_000, description="task events per native ingest pass at most"
+        20_000,
+        gt=0,
+        le=1_000_000,
+        description="task events per native ingest pass at most (a pass costs ~17 ms plus "
+        "~34 us per event, so 20,000 costs ~1.5% more per event than 50,000, and holds 60% "
+        "less memory while a worker catches up)",
     )
     processors_ingest_native_min: int = Field(
         300,
@@ -171,6 +176,12 @@ class ProcessorSettings(CommonSettings):
     )
     processors_ingest_wait_s: float = Field(
         0.1, gt=0, le=10, description="how long task events wait for a native ingest pass"
+    )
+    processors_memory_release_s: float = Field(
+        1.0,
+        ge=0,
+        description="how often a metric worker hands the memory its passes freed back to the "
+        "system (glibc malloc_trim, Arrow's pool); 0: never (the allocators keep it for reuse)",
     )
     processors_checkpoint_interval_s: float = Field(
         60.0,

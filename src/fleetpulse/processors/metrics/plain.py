@@ -49,6 +49,10 @@ class PlainRunner:
                 "enable.auto.offset.store": False,
                 "auto.commit.interval.ms": 1000,
                 "fetch.max.bytes": 64 * 1024 * 1024,
+                # what librdkafka fetches ahead, at most: by default 64 MB, plus ~250 bytes of
+                # bookkeeping per record (a worker catching up holds it all); 16 MB is more
+                # than a second of task events at the rate one worker ingests
+                "queued.max.messages.kbytes": 16 * 1024,
                 **self._membership(settings, core.group_id, index),
             }
         )
@@ -111,6 +115,7 @@ class PlainRunner:
                         tp.offset = OFFSET_BEGINNING
             consumer.assign(partitions)
 
+        self.core.ingest.warm()
         if self.web:
             start_http_server(
                 self.settings.processors_web_port,

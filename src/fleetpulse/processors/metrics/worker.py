@@ -48,6 +48,7 @@ from fleetpulse.processors.ingest import NativeIngest
 from fleetpulse.processors.ingest.cells import Partials
 from fleetpulse.processors.ingest.params import Where
 from fleetpulse.processors.loop import partition_count
+from fleetpulse.processors.memory import Releaser
 from fleetpulse.processors.metrics.prom import ProcessorCollector, new_registry
 from fleetpulse.processors.produce import produce
 from fleetpulse.processors.windows.buckets import US, WindowConfig
@@ -107,7 +108,7 @@ class _WindowsThread:
     tuples then), a worker catching up on a day of 10,000 agents peaked 580 MB higher, for no
     more speed (this thread is then the slower one either way)."""
 
-    def __init__(self, core: ProcessorCore, depth: int = 1) -> None:
+    def __init__(self, core: ProcessorCore, depth: int = 1, release_s: float = 1.0) -> None:
         # The ingest thread releases the GIL in every engine call and numpy operation of a
         # pass, and must get it back each time; with CPython's default 5 ms switch interval a
         # snapshot round on this thread made each of those waits up to 5 ms, and a pass of
@@ -116,6 +117,7 @@ class _WindowsThread:
         self.core = core
         self.jobs: queue.Queue[Callable[[], object] | None] = queue.Queue(maxsize=depth)
         self.error: BaseException | None = None
+        self.releaser = Releaser(release_s, native=core.ingest.release)
         self.thread = threading.Thread(target=self._run, name="metric-windows", daemon=True)
         self.thread.start()
 
@@ -161,6 +163,7 @@ class _WindowsThread:
                     job()
                     del job  # a pass's cells, not kept through the snapshot round below
                     core.emit_due()
+                self.releaser.maybe()  # what the pass and the round freed
         except BaseException as exc:  # handed to the ingest thread (check)
             logger.exception("metric windows thread failed")
             self.error = exc
@@ -300,7 +303,7 @@ class ProcessorCore:
                 self.checkpoints,
                 Producer(producer_config(self.bootstrap, client_id=f"{client_id}-checkpoints")),
             )
-        self._windows = _WindowsThread(self)
+        self._windows = _WindowsThread(self, release_s=settings.processors_memory_release_s)
 
     # -- assignment -----------------------------------------------------------------------
 
