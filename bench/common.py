@@ -101,5 +101,6 @@ def keep_logs(logs: Iterable[Path]) -> None:
     (with ``FLEETPULSE_LOG_LEVEL=DEBUG`` they time every pass and snapshot round)."""
     where = os.environ.get("FLEETPULSE_BENCH_LOGS")
     if where:
+        Path(where).mkdir(parents=True, exist_ok=True)
         for log in logs:
             shutil.copy(log, where)
