@@ -309,7 +309,7 @@ def wait_checkpointed(
         time.sleep(0.5)
 
 
-def idle_rss_kb(bootstrap: str, home: Path) -> int:
+def idle_hwm_kb(bootstrap: str, home: Path) -> int:
     """VmHWM of a metric worker with nothing to read (its engine loaded)."""
     topics = Topics(f"idle{uuid.uuid4().hex[:6]}.")
     ensure_topics(bootstrap, topics)
@@ -346,7 +346,7 @@ def main() -> None:
 
     home = Path(tempfile.mkdtemp(prefix="fleetpulse-restart-"))  # logs kept if it fails
     with broker() as bootstrap:
-        baseline_kb = idle_rss_kb(bootstrap, home)
+        baseline_kb = idle_hwm_kb(bootstrap, home)
         topics = Topics(f"restart{uuid.uuid4().hex[:6]}.")
         ensure_topics(bootstrap, topics)
         group = f"bench-restart-{uuid.uuid4().hex[:6]}"

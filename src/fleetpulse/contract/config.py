@@ -175,8 +175,10 @@ class ProcessorSettings(CommonSettings):
     processors_memory_release_s: float = Field(
         1.0,
         ge=0,
+        le=3600,
         description="how often a metric worker hands the memory its passes freed back to the "
-        "system (glibc malloc_trim, Arrow's pool); 0: never (the allocators keep it for reuse)",
+        "system (glibc malloc_trim, Arrow's pool, the engine's jemalloc); 0: never (the "
+        "allocators keep it for reuse)",
     )
     processors_checkpoint_interval_s: float = Field(
         60.0,

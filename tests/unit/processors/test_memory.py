@@ -1,25 +1,31 @@
-"""Handing freed memory back: the release runs at most once per interval, and an engine busy
-with a pass is asked again later rather than waited for."""
+"""Handing freed memory back: the release runs at most once per interval and only after work,
+an engine busy with a pass is asked again at the next call rather than waited for, and a
+release that fails never reaches the caller."""
 
 from __future__ import annotations
 
 import threading
-import time
 
+import pytest
+
+from fleetpulse.contract.clock import ManualClock
 from fleetpulse.processors import memory
 from fleetpulse.processors.ingest import NativeIngest
 
 
 class _Engine:
-    """An engine's release that can refuse (a pass is running), counting its calls."""
+    """An engine's release that can refuse (a pass is running) or fail, counting its calls."""
 
     def __init__(self) -> None:
         self.busy = False
+        self.broken = False
         self.calls = 0
         self.released = 0
 
     def release(self) -> bool:
         self.calls += 1
+        if self.broken:
+            raise RuntimeError("SYSTEM JEMALLOC PURGE: not supported")
         if self.busy:
             return False
         self.released += 1
@@ -27,14 +33,14 @@ class _Engine:
 
 
 def test_release_runs_at_most_once_per_interval_and_retries_a_busy_engine() -> None:
-    engine = _Engine()
-    r = memory.Releaser(every_s=0.05, native=engine.release)
+    clock, engine = ManualClock(), _Engine()
+    r = memory.Releaser(every_s=1.0, native=engine.release, clock=clock)
     r.maybe()
     assert engine.calls == 0  # not yet due
-    time.sleep(0.06)
+    clock.advance(s=1)
     engine.busy = True
     r.maybe()
-    r.maybe()  # refused: asked again at once, not an interval later
+    r.maybe()  # refused: asked again at the next call, not an interval later
     assert (engine.calls, engine.released) == (2, 0)
     engine.busy = False
     r.maybe()
@@ -42,12 +48,38 @@ def test_release_runs_at_most_once_per_interval_and_retries_a_busy_engine() -> N
     assert (engine.calls, engine.released) == (3, 1)
 
 
+def test_an_idle_worker_releases_once_after_its_last_work_then_rests() -> None:
+    clock, engine = ManualClock(), _Engine()
+    r = memory.Releaser(every_s=1.0, native=engine.release, clock=clock)
+    r.maybe(worked=True)
+    clock.advance(s=1)
+    r.maybe(worked=False)  # the work before still owes its release
+    assert engine.released == 1
+    for _ in range(5):
+        clock.advance(s=1)
+        r.maybe(worked=False)
+    assert engine.released == 1
+
+
 def test_zero_never_releases() -> None:
-    engine = _Engine()
-    r = memory.Releaser(every_s=0, native=engine.release)
-    time.sleep(0.01)
+    clock, engine = ManualClock(), _Engine()
+    r = memory.Releaser(every_s=0, native=engine.release, clock=clock)
+    clock.advance(s=10)
     r.maybe()
     assert engine.calls == 0
+
+
+def test_an_engine_that_cannot_release_is_logged_and_not_asked_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock, engine = ManualClock(), _Engine()
+    engine.broken = True
+    r = memory.Releaser(every_s=1.0, native=engine.release, clock=clock)
+    for _ in range(3):
+        clock.advance(s=1)
+        r.maybe()  # never raises
+    assert engine.calls == 1
+    assert "cannot release" in caplog.text
 
 
 def test_the_engine_releases_between_passes_and_not_during_one() -> None:

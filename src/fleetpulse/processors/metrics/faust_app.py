@@ -130,6 +130,11 @@ def _only_our_routes(app: faust.App) -> Any:
 def run_worker(settings: ProcessorSettings, *, index: int = 0, loglevel: str = "warn") -> None:
     """Run one faust worker until SIGTERM/SIGINT; flushes outputs on the way out."""
     core = ProcessorCore(settings, client_id=f"fleetpulse-processors-{index}")
+    try:
+        core.ingest.warm()  # here, not on the task-events thread: a failure stops the worker
+    except BaseException:
+        core.close()
+        raise
     app = build_app(core, settings, index=index)
     events = PlainRunner(core, settings, topics=[core.topics.task_events], web=False, index=index)
     events.close_core = False

@@ -49,9 +49,10 @@ class PlainRunner:
                 "enable.auto.offset.store": False,
                 "auto.commit.interval.ms": 1000,
                 "fetch.max.bytes": 64 * 1024 * 1024,
-                # what librdkafka fetches ahead, at most: by default 64 MB, plus ~250 bytes of
+                # what librdkafka fetches ahead: by default up to 64 MB, plus ~250 bytes of
                 # bookkeeping per record (a worker catching up holds it all); 16 MB is more
-                # than a second of task events at the rate one worker ingests
+                # than a second of task events at the rate one worker ingests. A soft bound:
+                # one fetch in flight may overshoot it
                 "queued.max.messages.kbytes": 16 * 1024,
                 **self._membership(settings, core.group_id, index),
             }
@@ -115,7 +116,6 @@ class PlainRunner:
                         tp.offset = OFFSET_BEGINNING
             consumer.assign(partitions)
 
-        self.core.ingest.warm()
         if self.web:
             start_http_server(
                 self.settings.processors_web_port,
@@ -139,6 +139,7 @@ class PlainRunner:
         )
         loop.every(interval / 2, self.core.tick)
         try:
+            self.core.ingest.warm()  # fails here, at start, if the engine cannot load
             loop.run(self.step, max_records=max_records)
             self.records = loop.records
         finally:

@@ -159,11 +159,12 @@ class _WindowsThread:
                     job = _idle
                 if job is None:
                     return
+                worked = job is not _idle
                 with core.lock:
                     job()
                     del job  # a pass's cells, not kept through the snapshot round below
                     core.emit_due()
-                self.releaser.maybe()  # what the pass and the round freed
+                self.releaser.maybe(worked=worked)  # what the pass and the round freed
         except BaseException as exc:  # handed to the ingest thread (check)
             logger.exception("metric windows thread failed")
             self.error = exc
