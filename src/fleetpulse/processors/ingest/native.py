@@ -235,9 +235,10 @@ class NativeIngest:
     def warm(self) -> None:
         """Load the engine now rather than on the first pass: a worker that cannot load it
         fails at start, its first pass is not ~1 s late, and its idle memory is what it
-        needs to work (the engine's library is ~200 MB of it)."""
+        needs to work (the engine's library is ~200 MB of it). Once: later calls return."""
         with self._lock:
-            self._open().query("SELECT 1", "CSV")
+            if self._session is None:
+                self._open().query("SELECT 1", "CSV")
 
     def release(self) -> bool:
         """Give the engine's free memory back to the system (its allocator, jemalloc, keeps

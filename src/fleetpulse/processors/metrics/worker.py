@@ -182,16 +182,17 @@ class _CheckpointWriter:
     def __init__(self, store: CheckpointStore, producer: Producer) -> None:
         self.store = store
         self.producer = producer
-        self.jobs: queue.Queue[tuple[int, list[tuple[int, int, bytes]]] | None] = queue.Queue(1)
+        # (generation, source partition, offset, encoded windows)
+        self.jobs: queue.Queue[tuple[int, int, int, bytes] | None] = queue.Queue(1)
         self.thread = threading.Thread(target=self._run, name="metric-checkpoints", daemon=True)
         self.thread.start()
 
     def busy(self) -> bool:
         return self.jobs.unfinished_tasks > 0
 
-    def submit(self, generation: int, parts: list[tuple[int, int, bytes]]) -> None:
-        """``parts``: (source partition, offset, encoded windows)."""
-        self.jobs.put((generation, parts))
+    def submit(self, generation: int, partition: int, offset: int, data: bytes) -> None:
+        """Write ``data``, the encoded windows of ``partition`` up to ``offset``."""
+        self.jobs.put((generation, partition, offset, data))
 
     def stop(self) -> None:
         if self.thread.is_alive():
@@ -203,14 +204,13 @@ class _CheckpointWriter:
             job = self.jobs.get()
             if job is None:
                 return
-            generation, parts = job
-            for p, offset, data in parts:
-                t0 = time.monotonic()
-                try:
-                    self.store.write(self.producer, p, data, offset=offset, generation=generation)
-                except (RuntimeError, KafkaException) as exc:
-                    logger.warning("checkpoint of partition %d not written: %s", p, exc)
-                    continue
+            generation, p, offset, data = job
+            t0 = time.monotonic()
+            try:
+                self.store.write(self.producer, p, data, offset=offset, generation=generation)
+            except (RuntimeError, KafkaException) as exc:
+                logger.warning("checkpoint of partition %d not written: %s", p, exc)
+            else:
                 logger.info(
                     "checkpointed the windows of partition %d up to offset %d (%.1f MB, %.2f s)",
                     p,
@@ -218,6 +218,7 @@ class _CheckpointWriter:
                     len(data) / 1e6,
                     time.monotonic() - t0,
                 )
+            del job, data  # not held until the next checkpoint: ~30 MB each
             self.jobs.task_done()
 
 
@@ -687,7 +688,7 @@ class ProcessorCore:
                 continue
             data = encode_source(self.engine.checkpoint_source(p))
             done[p] = src.offset
-            writer.submit(now, [(p, src.offset, data)])
+            writer.submit(now, p, src.offset, data)
             return
 
     # -- output ---------------------------------------------------------------------------
