@@ -29,6 +29,7 @@ it on seeded batches, every figure of every scope.
 from __future__ import annotations
 
 import math
+from itertools import repeat
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -165,15 +166,17 @@ class _Spread:
         self.items = pair % width + lo
         self.counts = counts
         self.bounds = np.searchsorted(pair // width, np.arange(groups + 1))
-        self._lists: tuple[list[Any], list[int], list[int]] | None = None
 
-    def lists(self, i: int) -> tuple[list[Any], list[int]]:
-        """Group i's items and counts (the whole spread is turned into lists once)."""
-        if self._lists is None:
-            self._lists = (self.items.tolist(), self.counts.tolist(), self.bounds.tolist())
-        items, counts, bounds = self._lists
-        a, b = bounds[i], bounds[i + 1]
-        return items[a:b], counts[a:b]
+    def columns(self, names: Sequence[str] | None = None) -> tuple[list[Any], list[list[int]]]:
+        """Every group's items (as ``names[item]`` when given) and counts, as two lists of
+        lists in group order: one slice per group, no call per group."""
+        items: list[Any] = self.items.tolist()
+        if names is not None:
+            items = [names[k] for k in items]
+        counts = self.counts.tolist()
+        edge = self.bounds.tolist()
+        spans = list(zip(edge, edge[1:]))
+        return [items[a:b] for a, b in spans], [counts[a:b] for a, b in spans]
 
 
 class _CellBlock:
@@ -637,30 +640,26 @@ def _alert_tasks(b: _Batch, step: int) -> list[Any]:
     ):
         keys = [agent] if d2 is None else [agent, (d2.codes, d2.size)]
         g = _Groups([*keys, (sec_code, secs)])
-        sums = g.sums(m).tolist()
+        sums = g.sums(m)
         bins = g.spread(g.gid, b.dbin, indexable)
         vias = g.spread(g.gid[via_row], via, np.ones(len(via), bool))
         afters = g.spread(g.gid, up.codes, after)
         d1s, secs_of = g.keys(b.agent), g.keys(sec)
         d2s = g.keys(d2) if d2 is not None else [""] * len(g)
-        integ_names, up_names = b.integ.values, up.values
-        for i in range(len(g)):
-            v_keys, v_counts = vias.lists(i)
-            a_keys, a_counts = afters.lists(i)
-            out.append(
-                (
-                    scope,
-                    d1s[i],
-                    d2s[i],
-                    secs_of[i],
-                    *sums[i],
-                    *bins.lists(i),
-                    [integ_names[k] for k in v_keys],
-                    v_counts,
-                    [up_names[k] for k in a_keys],
-                    a_counts,
-                )
+        # row by row in C (zip): a sparse fleet has a group per event
+        out.extend(
+            zip(
+                repeat(scope, len(g)),
+                d1s,
+                d2s,
+                secs_of,
+                *sums.T.tolist(),  # tasks, failed, cost, zero-latency tasks
+                *bins.columns(),
+                *vias.columns(b.integ.values),
+                *afters.columns(up.values),
+                strict=True,
             )
+        )
     return out
 
 
