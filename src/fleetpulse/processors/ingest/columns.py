@@ -29,8 +29,8 @@ it on seeded batches, every figure of every scope.
 from __future__ import annotations
 
 import math
-from itertools import repeat
 from collections.abc import Iterator, Sequence
+from itertools import pairwise, repeat
 from typing import Any
 
 import numpy as np
@@ -175,7 +175,7 @@ class _Spread:
             items = [names[k] for k in items]
         counts = self.counts.tolist()
         edge = self.bounds.tolist()
-        spans = list(zip(edge, edge[1:]))
+        spans = list(pairwise(edge))
         return [items[a:b] for a, b in spans], [counts[a:b] for a, b in spans]
 
 
