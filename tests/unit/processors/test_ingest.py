@@ -252,3 +252,33 @@ def test_small_and_degenerate_batches_equal_the_reference(native, shape):
     assert sorted(got.breaker_tasks) == sorted(want.breaker_tasks)
     assert got.alerts is not None and want.alerts is not None
     assert got.alerts.canonical() == want.alerts.canonical()
+
+
+def test_a_batch_the_engine_returns_in_several_blocks_equals_the_reference(native):
+    """Over 8,192 rows the engine returns several blocks (``sql.decode_sql``): rows stay in
+    order, and strings first seen in a later block (here every agent of the second half, and
+    a rejected record there) are grouped with the same codes as in one block."""
+    parts, events = fleet_batch(4200, 8)
+    more_parts, more = fleet_batch(4200, 9)
+    for e in more:
+        e["agent_id"] = e["agent_id"].replace("agent-", "late-")
+    enc = AvroCodec().encoder("TaskEvent")
+    values = [enc(e) for e in events + more]
+    values[8_300] = b"\x00garbage"
+    p = IngestParams(
+        now_us=NOW,
+        lateness_us=60 * US,
+        breakers=BreakerSpec(call_slow_ms=(50.0,), task_slow_ms=(400.0,)),
+        alerts=AlertSpec(run_gap_us=30 * US),
+    )
+
+    got = native.run(parts + more_parts, values, p)
+    want = reference_partials(parts + more_parts, values, p)
+
+    assert [i for i, _ in got.rejected] == [8_300]
+    assert got.rejected == want.rejected
+    assert got.canonical() == want.canonical()
+    assert got.progress == want.progress
+    assert sorted(got.breaker_calls, key=repr) == sorted(want.breaker_calls, key=repr)
+    assert got.alerts is not None and want.alerts is not None
+    assert got.alerts.canonical() == want.alerts.canonical()

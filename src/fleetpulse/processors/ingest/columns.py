@@ -37,6 +37,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from fleetpulse.contract.events.codec import HEADER_LEN
 from fleetpulse.contract.semantics import (
     ATTEMPTED_STATUSES,
     CALL_ERROR_STATUSES,
@@ -56,6 +57,10 @@ from fleetpulse.processors.ingest.params import AlertSpec, BreakerSpec, IngestPa
 US = 1_000_000
 _AT = COUNTER_AT
 _DENSE = 1 << 40  # combined keys are re-densified before they can grow past this
+
+
+# the closing sentinel's header: a row with it is the last the engine read (``native.py``)
+SENTINEL_HEAD = bytes(HEADER_LEN)
 
 
 class BatchError(Exception):
@@ -296,23 +301,34 @@ class _Batch:
         return np.bincount(self.parent, weights=flags, minlength=self.n).astype(np.int64)
 
 
-def aggregate(table: pa.Table, sent: int, kept: Sequence[int], params: IngestParams) -> Partials:
-    """Partials of a decoded batch. ``sent``: the records in the batch; ``kept``: those given to
-    the engine, whose rows must come back exactly once each, in order, with the closing
-    sentinel (row ``sent``, partition -1) last.
+def aggregate(
+    table: pa.Table,
+    head: bytes,
+    kept: Sequence[int],
+    partitions: Sequence[int],
+    params: IngestParams,
+) -> Partials:
+    """Partials of a decoded batch. ``kept``: the records (their index in the batch) given to
+    the engine, in order; their rows must come back once each, in that order, each with the
+    header ``head``, and the closing sentinel's row (header ``SENTINEL_HEAD``) last. A row's
+    source partition is its record's in ``partitions``.
 
     Raises:
         BatchError: they did not.
     """
-    row = _ints(table, "row")
-    p = _ints(table, "p")
+    heads = table.column("head")
+    n = len(kept)
     if (
-        len(row) != len(kept) + 1
-        or not np.array_equal(row[:-1], np.asarray(kept, np.int64))
-        or row[-1] != sent
-        or p[-1] != -1
+        table.num_rows != n + 1
+        or heads[n].as_py() != SENTINEL_HEAD
+        or (n and not pc.all(pc.equal(heads.slice(0, n), pa.scalar(head, heads.type))).as_py())
     ):
-        raise BatchError(f"{len(row)} rows came back for {len(kept)} records and the sentinel")
+        raise BatchError(
+            f"{table.num_rows} rows came back for {n} records and the sentinel, or not in order"
+        )
+    row = np.append(np.asarray(kept, np.int64), -1)
+    p = np.append(np.asarray(partitions, np.int64)[row[:-1]], -1)
+    table = table.append_column("row", pa.array(row)).append_column("p", pa.array(p))
     bad = _refused(table, params)
     out = Partials()
     out.rejected = [(int(r), "") for r in row[bad & (p >= 0)]]
@@ -691,24 +707,19 @@ def _alert_calls(b: _Batch, step: int) -> list[Any]:
     m[:, 2] = attempted & ~b.status.flags({"ok"})
     m[:, 3] = b.status.flags({"denied"})
     m[:, 4] = 1
-    sums = g.sums(m).tolist()
-    return [
-        (*keys, *n)
-        for keys, n in zip(
-            zip(
-                g.keys(agent),
-                g.keys(b.integ),
-                g.keys(role),
-                g.keys(op),
-                g.keys(acc),
-                map(bool, g.keys(approved)),
-                g.keys(sec),
-                strict=True,
-            ),
-            sums,
+    return list(
+        zip(
+            g.keys(agent),
+            g.keys(b.integ),
+            g.keys(role),
+            g.keys(op),
+            g.keys(acc),
+            map(bool, g.keys(approved)),
+            g.keys(sec),
+            *g.sums(m).T.tolist(),
             strict=True,
         )
-    ]
+    )
 
 
 def _versions(b: _Batch) -> list[tuple[str, str]]:

@@ -3,19 +3,21 @@ engine (chDB) and grouped in columns, never record by record in Python.
 
 How a batch goes through:
 
-1. **Container.** A TaskEvent in single-object encoding is a 10-byte header and the Avro body;
-   ``zigzag(partition) + zigzag(row) + body`` is a body of the same schema with two leading
-   fields. The batch's bodies, framed as one Avro object container (header, one block, sync
-   marker), are what ClickHouse's Avro reader decodes in C++. Records of an older schema or in
-   Confluent framing are decoded and re-encoded with the latest schema first (rare: per record).
-   A sentinel record closes the block, so that junk after any body shifts what follows and is
-   caught by the row check below instead of being read as data.
+1. **Container.** A TaskEvent in single-object encoding is a 10-byte header (marker and
+   schema fingerprint) and the Avro body, which is also the body of a schema with a leading
+   ``fixed(10)`` field: so the records *as they are* are the bodies, and the batch framed as one
+   Avro object container (header, one block, sync marker) is what ClickHouse's Avro reader
+   decodes in C++, with no per-record copy. Records of an older schema or in Confluent framing
+   are decoded and re-encoded with the latest schema first (rare: per record). A sentinel
+   record with a header of its own closes the block, so that junk after any body shifts what
+   follows and is caught by the header check below instead of being read as data.
 2. **Decode once** into an Arrow table (``sql.py``): the columns the scopes need.
 3. **Check and group** in numpy (``columns.py``): whether each row is countable
    (``events/task_event.py``'s checks), its latency sketch bins, its lateness against its
    partition's running watermark, then every scope's cells, the breakers' counts and the
    alert rules' groups.
-4. **Check** that every row came back exactly once, with the sentinel last. If not, or if the
+4. **Check** that every row came back with the latest schema's header, in order, and the
+   sentinel's last (a row's source partition and index come from its place). If not, or if the
    engine refused the container, each record is decoded strictly in Python to find the bad
    ones, which are rejected with their reason (the caller dead-letters them), and the rest is
    passed again.
@@ -44,10 +46,10 @@ from fastavro import schemaless_writer
 
 from fleetpulse.contract.errors import CodecError
 from fleetpulse.contract.events.codec import HEADER_LEN, MAX_BYTES, SINGLE_OBJECT_MARKER, AvroCodec
-from fleetpulse.contract.events.container import container, zigzag
+from fleetpulse.contract.events.container import container_parts
 from fleetpulse.contract.events.task_event import read_task_event
 from fleetpulse.processors.ingest.cells import Partials
-from fleetpulse.processors.ingest.columns import BatchError, aggregate
+from fleetpulse.processors.ingest.columns import SENTINEL_HEAD, BatchError, aggregate
 from fleetpulse.processors.ingest.params import IngestParams, Where
 from fleetpulse.processors.ingest.reference import reference_partials
 from fleetpulse.processors.ingest.sql import decode_sql
@@ -74,15 +76,12 @@ class NativeIngest:
         schema = json.loads(latest.json) if isinstance(latest.json, str) else dict(latest.raw)
         schema["name"] = "IngestTaskEvent"
         schema["fields"] = [
-            {"name": "_p", "type": "int"},
-            {"name": "_row", "type": "long"},
+            {"name": "_h", "type": {"type": "fixed", "name": "IngestHead", "size": HEADER_LEN}},
             *schema["fields"],
         ]
         self._schema_json = json.dumps(schema).encode()
         self._sync = os.urandom(16)
-        self._rows: list[bytes] = []
-        self._parts: list[bytes] = []
-        self._sentinel = zigzag(-1) + self._body_of(_SENTINEL)
+        self._sentinel = SENTINEL_HEAD + self._body_of(_SENTINEL)
         folder = Path(workdir or _shm() or tempfile.gettempdir())
         _remove_stale(folder)
         fd, name = tempfile.mkstemp(prefix=f"fleetpulse-ingest-{os.getpid()}-", dir=folder)
@@ -111,7 +110,7 @@ class NativeIngest:
         bodies = self._bodies(partitions, values, rejected)
         with self._lock:
             try:
-                out = self._aggregate(bodies, len(values), params)
+                out = self._aggregate(bodies, partitions, params)
             except _Misread as exc:
                 self.fallbacks += 1
                 logger.info("ingest: %s; finding the bad records one by one", exc)
@@ -126,64 +125,51 @@ class NativeIngest:
         self, partitions: Sequence[int], values: Sequence[bytes], rejected: list[tuple[int, str]]
     ) -> list[bytes | None]:
         """Per record: its container body, or None (rejected: empty, unknown framing...)."""
-        rows = self._row_prefixes(len(values))
-        parts = self._part_prefixes(max(partitions, default=0) + 1)
-        prefix, n, limit = self._prefix, HEADER_LEN, MAX_BYTES["TaskEvent"]
-        out: list[bytes | None] = []
-        for i, (p, v) in enumerate(zip(partitions, values, strict=True)):
-            if v[:n] == prefix and len(v) <= limit:
-                out.append(parts[p] + rows[i] + v[n:])
+        prefix, limit = self._prefix, MAX_BYTES["TaskEvent"]
+        out: list[bytes | None] = list(values)  # a record in the latest schema is its body
+        for i, v in enumerate(values):
+            if v.startswith(prefix) and len(v) <= limit:
                 continue
             try:  # an older writer schema, the Confluent framing, oversized: decode (rare)
-                ev = self.codec.decode(v, "TaskEvent", partition=p)
+                ev = self.codec.decode(v, "TaskEvent", partition=partitions[i])
             except CodecError:
                 rejected.append((i, ""))  # run() gives the reason, naming the record
-                out.append(None)
+                out[i] = None
                 continue
-            out.append(parts[p] + rows[i] + self._body_of(ev))
+            out[i] = prefix + self._body_of(ev)
         return out
-
-    def _part_prefixes(self, n: int) -> list[bytes]:
-        parts = self._parts
-        if len(parts) < n:
-            parts.extend(zigzag(i) for i in range(len(parts), n))
-        return parts
-
-    def _row_prefixes(self, n: int) -> list[bytes]:
-        rows = self._rows
-        if len(rows) < n:
-            rows.extend(zigzag(i) for i in range(len(rows), n))
-        return rows
 
     def _body_of(self, ev: dict[str, Any]) -> bytes:
         buf = BytesIO()
         schemaless_writer(buf, self._latest_plain, ev)
         return buf.getvalue()
 
-    def _aggregate(self, bodies: list[bytes | None], n: int, params: IngestParams) -> Partials:
+    def _aggregate(
+        self,
+        bodies: list[bytes | None],
+        partitions: Sequence[int],
+        params: IngestParams,
+    ) -> Partials:
         """One native pass over the records that have a body. Rows the semantic checks refuse
         come back in ``rejected`` without a reason yet (``run`` finds it)."""
         kept = [i for i, b in enumerate(bodies) if b is not None]
         out = Partials()
         if not kept:
             return out
-        blob = container(
-            self._schema_json,
-            [*(b for b in bodies if b is not None), self._sentinel_at(n)],
-            self._sync,
+        parts = container_parts(
+            self._schema_json, [*(b for b in bodies if b is not None), self._sentinel], self._sync
         )
-        self._path.write_bytes(blob)
+        with self._path.open("wb") as f:
+            f.writelines(parts)
+        del parts
         try:
             table = self._open().query(decode_sql(str(self._path)), "ArrowTable")
         except Exception as exc:  # chDB raises a bare error with the engine's message
             raise _Misread(f"the engine could not read the batch: {exc}") from None
         try:
-            return aggregate(table, n, kept, params)
+            return aggregate(table, self._prefix, kept, partitions, params)
         except BatchError as exc:
             raise _Misread(str(exc)) from None
-
-    def _sentinel_at(self, n: int) -> bytes:
-        return self._sentinel[:1] + zigzag(n) + self._sentinel[1:]
 
     def _reason(
         self, value: bytes, partition: int, params: IngestParams, where: Where | None, i: int
@@ -218,7 +204,7 @@ class NativeIngest:
                 rejected.append((i, reason))
                 bodies[i] = None
         try:
-            return self._aggregate(bodies, len(values), params)
+            return self._aggregate(bodies, partitions, params)
         except _Misread as exc:  # the engine fails on good records: lose nothing, go slow
             logger.error("ingest: %s after removing the bad records; aggregating in Python", exc)
             good = [i for i, b in enumerate(bodies) if b is not None]
