@@ -36,7 +36,7 @@ def container(schema_json: bytes, bodies: Sequence[bytes], sync: bytes) -> bytes
 
     Example:
         >>> container(b'"long"', [zigzag(7)], b"s" * 16)[:4]
-        b'Obj\x01'
+        b'Obj\\x01'
     """
     return b"".join(container_parts(schema_json, bodies, sync))
 
