@@ -50,10 +50,18 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import orjson
 
 from fleetpulse.contract.semantics import parse_scope_id
-from fleetpulse.processors.ingest.cells import AlertGroups, AlertTaskRow
+from fleetpulse.processors.ingest.cells import (
+    CALL_WIDTH,
+    TASK_LISTS,
+    TASK_WIDTH,
+    AlertGroups,
+    AlertTaskRow,
+    RowColumns,
+)
 
 # cross-agent rows, per (source, second): an integration's
 #   (tasks, attempted calls, errors, denied, unpermitted, unapproved)
@@ -125,29 +133,52 @@ class Ownership:
 
 def route_groups(groups: AlertGroups, partitions: int) -> dict[int, AlertGroups]:
     """Split one ingest pass's groups by the alert-cells partition of their agent (what the
-    metric worker sends where). ``events`` is split by each part's agent-scope tasks."""
-    out: dict[int, AlertGroups] = {}
-    memo: dict[str, AlertGroups] = {}
+    metric worker sends where), keeping each part's rows in the pass's order and as columns
+    (``RowColumns``). ``events`` is split by each part's agent-scope tasks."""
+    memo: dict[str, int] = {}
 
-    def part(agent: str) -> AlertGroups:
-        g = memo.get(agent)
+    def dest(agent: str) -> int:
+        p = memo.get(agent)
+        if p is None:
+            p = memo[agent] = owner_partition(agent, partitions)
+        return p
+
+    def dests(agents: np.ndarray) -> np.ndarray:
+        return np.fromiter(map(dest, agents.tolist()), np.int64, len(agents))
+
+    tasks = _columns(groups.tasks, TASK_WIDTH, TASK_LISTS)
+    calls = _columns(groups.calls, CALL_WIDTH, ())
+    t_dest = dests(tasks.column(1)) if len(tasks) else np.zeros(0, np.int64)
+    c_dest = dests(calls.column(0)) if len(calls) else np.zeros(0, np.int64)
+    agent_rows = tasks.column(0) == "agent" if len(tasks) else np.zeros(0, bool)
+    events = np.bincount(
+        t_dest[agent_rows],
+        weights=tasks.column(4)[agent_rows].astype(np.int64) if len(tasks) else None,
+        minlength=partitions,
+    )
+    out: dict[int, AlertGroups] = {}
+
+    def part(p: int) -> AlertGroups:
+        g = out.get(p)
         if g is None:
-            p = owner_partition(agent, partitions)
-            g = memo[agent] = out.get(p) or out.setdefault(p, AlertGroups())
+            g = out[p] = AlertGroups(tasks=[], calls=[])
         return g
 
-    for row in groups.tasks:
-        g = part(row[1])
-        g.tasks.append(row)
-        if row[0] == "agent":
-            g.events += row[4]
-    for call in groups.calls:
-        part(call[0]).calls.append(call)
+    for p in np.unique(t_dest).tolist():
+        g = part(p)
+        g.tasks = tasks.take(np.flatnonzero(t_dest == p))
+        g.events = int(events[p])
+    for p in np.unique(c_dest).tolist():
+        part(p).calls = calls.take(np.flatnonzero(c_dest == p))
     for agent, starts in groups.runs:
-        part(agent).runs.append((agent, starts))
+        part(dest(agent)).runs.append((agent, starts))
     for agent, version in groups.versions:
-        part(agent).versions.append((agent, version))
+        part(dest(agent)).versions.append((agent, version))
     return out
+
+
+def _columns(rows: Any, width: int, lists: tuple[int, ...]) -> RowColumns[Any]:
+    return rows if isinstance(rows, RowColumns) else RowColumns.of_rows(rows, width, lists)
 
 
 @dataclass

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from itertools import pairwise, repeat
 from typing import Any
 
 import numpy as np
@@ -47,10 +46,14 @@ from fleetpulse.contract.semantics import (
 from fleetpulse.processors.figures.aggregate import COUNTER_AT, COUNTERS, OUTCOMES
 from fleetpulse.processors.figures.sketch import _MIN_INDEXABLE, _MULTIPLIER, _OFFSET
 from fleetpulse.processors.ingest.cells import (
+    AlertCallRow,
     AlertGroups,
+    AlertTaskRow,
     Cell,
+    Csr,
     Partials,
     PartitionProgress,
+    RowColumns,
 )
 from fleetpulse.processors.ingest.params import AlertSpec, BreakerSpec, IngestParams
 
@@ -107,6 +110,13 @@ class _Codes:
         return out
 
 
+def _objects_of(values: Sequence[Any]) -> np.ndarray:
+    """A list of Python values as an object array, to index by codes."""
+    out = np.empty(len(values), object)
+    out[:] = values
+    return out
+
+
 def _dense(codes: np.ndarray) -> tuple[np.ndarray, int]:
     """Integer keys as codes 0..k-1 in the keys' order, and k."""
     uniq, inv = np.unique(codes, return_inverse=True)
@@ -154,6 +164,12 @@ class _Groups:
             return [words[c] for c in codes.codes[self.first].tolist()]
         return codes[self.first].tolist()
 
+    def key_array(self, codes: _Codes | np.ndarray) -> np.ndarray:
+        """``keys`` as an array (strings as an object array), for ``RowColumns``."""
+        if isinstance(codes, _Codes):
+            return _objects_of(codes.values)[codes.codes[self.first]]
+        return codes[self.first]
+
     def spread(self, gid: np.ndarray, items: np.ndarray, valid: np.ndarray) -> _Spread:
         """Per group, how many of its rows (``gid``: each row's group) hold each item (an
         integer), counting the rows where ``valid``."""
@@ -172,16 +188,11 @@ class _Spread:
         self.counts = counts
         self.bounds = np.searchsorted(pair // width, np.arange(groups + 1))
 
-    def columns(self, names: Sequence[str] | None = None) -> tuple[list[Any], list[list[int]]]:
-        """Every group's items (as ``names[item]`` when given) and counts, as two lists of
-        lists in group order: one slice per group, no call per group."""
-        items: list[Any] = self.items.tolist()
-        if names is not None:
-            items = [names[k] for k in items]
-        counts = self.counts.tolist()
-        edge = self.bounds.tolist()
-        spans = list(pairwise(edge))
-        return [items[a:b] for a, b in spans], [counts[a:b] for a, b in spans]
+    def csr(self, names: Sequence[str] | None = None) -> tuple[Csr, Csr]:
+        """Every group's items (as ``names[item]`` when given) and counts, as two list columns
+        of ``RowColumns``."""
+        items = _objects_of(names)[self.items] if names is not None else self.items
+        return Csr(items, self.bounds), Csr(self.counts, self.bounds)
 
 
 class _CellBlock:
@@ -630,7 +641,7 @@ def _alert_groups(b: _Batch, spec: AlertSpec) -> AlertGroups:
     return out
 
 
-def _alert_tasks(b: _Batch, step: int) -> list[Any]:
+def _alert_tasks(b: _Batch, step: int) -> RowColumns[AlertTaskRow]:
     sec = b.ts // US // step * step
     sec_code, secs = _dense(sec)
     failed = b.outcome.flags(FAILED_OUTCOMES)
@@ -648,7 +659,7 @@ def _alert_tasks(b: _Batch, step: int) -> list[Any]:
     up = b.strings("up")
     after = failed & (up.codes != up.values.index("")) if "" in up.values else failed
     agent = (b.agent.codes, b.agent.size)
-    out: list[Any] = []
+    parts: list[RowColumns[AlertTaskRow]] = []
     for scope, d2 in (
         ("agent", None),
         ("agent_version", b.strings("version")),
@@ -660,26 +671,24 @@ def _alert_tasks(b: _Batch, step: int) -> list[Any]:
         bins = g.spread(g.gid, b.dbin, indexable)
         vias = g.spread(g.gid[via_row], via, np.ones(len(via), bool))
         afters = g.spread(g.gid, up.codes, after)
-        d1s, secs_of = g.keys(b.agent), g.keys(sec)
-        d2s = g.keys(d2) if d2 is not None else [""] * len(g)
-        # row by row in C (zip): a sparse fleet has a group per event
-        out.extend(
-            zip(
-                repeat(scope, len(g)),
-                d1s,
-                d2s,
-                secs_of,
-                *sums.T.tolist(),  # tasks, failed, cost, zero-latency tasks
-                *bins.columns(),
-                *vias.columns(b.integ.values),
-                *afters.columns(up.values),
-                strict=True,
+        parts.append(
+            RowColumns(
+                [
+                    _objects_of([scope]).repeat(len(g)),
+                    g.key_array(b.agent),
+                    g.key_array(d2) if d2 is not None else _objects_of([""]).repeat(len(g)),
+                    g.key_array(sec),
+                    *sums.T,  # tasks, failed, cost, zero-latency tasks
+                    *bins.csr(),
+                    *vias.csr(b.integ.values),
+                    *afters.csr(up.values),
+                ]
             )
         )
-    return out
+    return RowColumns.concat(parts)
 
 
-def _alert_calls(b: _Batch, step: int) -> list[Any]:
+def _alert_calls(b: _Batch, step: int) -> RowColumns[AlertCallRow] | list[AlertCallRow]:
     """Calls per (agent, integration, role, operation, access, approved, second)."""
     if not len(b.parent):
         return []
@@ -707,18 +716,17 @@ def _alert_calls(b: _Batch, step: int) -> list[Any]:
     m[:, 2] = attempted & ~b.status.flags({"ok"})
     m[:, 3] = b.status.flags({"denied"})
     m[:, 4] = 1
-    return list(
-        zip(
-            g.keys(agent),
-            g.keys(b.integ),
-            g.keys(role),
-            g.keys(op),
-            g.keys(acc),
-            map(bool, g.keys(approved)),
-            g.keys(sec),
-            *g.sums(m).T.tolist(),
-            strict=True,
-        )
+    return RowColumns(
+        [
+            g.key_array(agent),
+            g.key_array(b.integ),
+            g.key_array(role),
+            g.key_array(op),
+            g.key_array(acc),
+            g.key_array(approved),
+            g.key_array(sec),
+            *g.sums(m).T,
+        ]
     )
 
 
