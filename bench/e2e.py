@@ -173,6 +173,51 @@ def children(pid: int) -> list[int]:
     return kids + [g for k in kids for g in children(k)]
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) one process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _label(name: str, pid: int, top: int) -> str:
+    """``processors/metrics`` for a stage child (its ``--stage``), else the process's name."""
+    if pid == top:
+        return name
+    args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    stage = args[args.index(b"--stage") + 1].decode() if b"--stage" in args else str(pid)
+    return f"{name}/{stage}"
+
+
+def cpu_sample(procs: dict[str, subprocess.Popen[bytes]]) -> dict[str, float]:
+    """CPU seconds so far per fleetpulse process (the processors per stage), this benchmark
+    (producer, probes, watchers) and the whole machine (busy time of every core)."""
+    out: dict[str, float] = {}
+    for name, p in procs.items():
+        for pid in [p.pid, *children(p.pid)]:
+            try:
+                label = _label(name, pid, p.pid)
+                out[label] = out.get(label, 0.0) + cpu_s(pid)
+            except (OSError, ValueError, IndexError):
+                continue
+    t = os.times()
+    out["benchmark"] = t.user + t.system
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (
+        int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    )
+    out["machine"] = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+def cores_used(before: dict[str, float], after: dict[str, float], wall: float) -> dict[str, float]:
+    """Cores each process kept busy between two samples; ``broker and the rest``: the machine's
+    busy time no fleetpulse process and not the benchmark used (the broker, mostly)."""
+    out = {k: (after[k] - before.get(k, 0.0)) / wall for k in after if k != "machine"}
+    machine = (after["machine"] - before["machine"]) / wall
+    out["broker and the rest"] = machine - sum(out.values())
+    out["machine"] = machine
+    return {k: round(v, 2) for k, v in out.items()}
+
+
 def probe_freshness(
     analyst: Any, db: str, agent: str, probes: dict[str, float], stop: threading.Event
 ) -> dict[str, float]:
@@ -327,7 +372,9 @@ def main() -> None:
             )
             pt.start()
             ft.start()
+            cpu0, t0 = cpu_sample(procs), time.monotonic()
             outages, _late = produce(bootstrap, topics.task_events, schedule)
+            cpu = cores_used(cpu0, cpu_sample(procs), time.monotonic() - t0)
             time.sleep(5)
             stop.set()
             pt.join()
@@ -365,12 +412,13 @@ def main() -> None:
         list(fresh.values()),
         len(probes),
         rss,
+        cpu,
     )
 
 
 def report(args: Any, size: int, pmax: float, cmax: float, steps: list[tuple[int, float, dict[str, float | None]]],
            sustained: int, at: int, trip: list[float], alert: list[float], fresh: list[float],
-           probes: int, rss: dict[str, float]) -> None:  # fmt: skip
+           probes: int, rss: dict[str, float], cpu: dict[str, float]) -> None:  # fmt: skip
     def row(name: str, xs: list[float], n: int, target: str) -> str:
         if not xs:
             return f"| {name} | not measured | | | {target} |"
@@ -424,6 +472,15 @@ def report(args: Any, size: int, pmax: float, cmax: float, steps: list[tuple[int
         "`processors` is the supervisor plus its three stages (metric worker, breaker stage, "
         "alert stage).",
         "",
+        f"## CPU during the latency phase (cores busy, of {os.cpu_count()})",
+        "",
+        "| process | cores |",
+        "|---|---:|",
+        *[f"| {n} | {c:.2f} |" for n, c in cpu.items()],
+        "",
+        "`benchmark`: this script (the producer at the rate, the probes, the watchers); "
+        "`broker and the rest`: the machine's busy time that no process above used.",
+        "",
         "Reproduce: `python bench/e2e.py` (or `make bench`).",
     ]
     text = "\n".join(lines) + "\n"
@@ -446,6 +503,7 @@ def report(args: Any, size: int, pmax: float, cmax: float, steps: list[tuple[int
             "alert_p99_ms": p99(alert, 1000),
             "freshness_p99_s": p99(fresh, 1),
             "rss_mb": {n: round(mb) for n, mb in rss.items()},
+            "cpu_cores": cpu,
             "steps": [
                 {"offered_eps": r, "produced_eps": round(a), "drained_s": d} for r, a, d in steps
             ],
