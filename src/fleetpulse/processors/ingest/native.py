@@ -38,8 +38,8 @@ import os
 import tempfile
 import threading
 from collections.abc import Sequence
-from itertools import repeat
 from io import BytesIO
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
