@@ -137,6 +137,18 @@ def behind(admin: AdminClient, c: Consumer, groups: list[str], topic: str) -> di
     return out
 
 
+def topic_ends(c: Consumer, prefix: str) -> dict[str, int]:
+    """Per topic of this run: the sum of its partitions' end offsets (records written)."""
+    out = {}
+    for name, md in c.list_topics(timeout=10).topics.items():
+        if name.startswith(prefix):
+            out[name[len(prefix) :]] = sum(
+                c.get_watermark_offsets(TopicPartition(name, p), timeout=10)[1]
+                for p in md.partitions
+            )
+    return out
+
+
 def drain_times(
     admin: AdminClient, c: Consumer, groups: list[str], topic: str, limit: float
 ) -> dict[str, float | None]:
@@ -372,9 +384,15 @@ def main() -> None:
             )
             pt.start()
             ft.start()
-            cpu0, t0 = cpu_sample(procs), time.monotonic()
+            cpu0, t0, ends0 = cpu_sample(procs), time.monotonic(), topic_ends(lagc, topics.prefix)
             outages, _late = produce(bootstrap, topics.task_events, schedule)
-            cpu = cores_used(cpu0, cpu_sample(procs), time.monotonic() - t0)
+            wall = time.monotonic() - t0
+            cpu = cores_used(cpu0, cpu_sample(procs), wall)
+            writes = {
+                t: round((n - ends0.get(t, 0)) / wall)
+                for t, n in topic_ends(lagc, topics.prefix).items()
+                if n > ends0.get(t, 0)
+            }
             time.sleep(5)
             stop.set()
             pt.join()
@@ -413,12 +431,14 @@ def main() -> None:
         len(probes),
         rss,
         cpu,
+        writes,
     )
 
 
 def report(args: Any, size: int, pmax: float, cmax: float, steps: list[tuple[int, float, dict[str, float | None]]],
            sustained: int, at: int, trip: list[float], alert: list[float], fresh: list[float],
-           probes: int, rss: dict[str, float], cpu: dict[str, float]) -> None:  # fmt: skip
+           probes: int, rss: dict[str, float], cpu: dict[str, float],
+           writes: dict[str, int]) -> None:  # fmt: skip
     def row(name: str, xs: list[float], n: int, target: str) -> str:
         if not xs:
             return f"| {name} | not measured | | | {target} |"
@@ -481,6 +501,13 @@ def report(args: Any, size: int, pmax: float, cmax: float, steps: list[tuple[int
         "`benchmark`: this script (the producer at the rate, the probes, the watchers); "
         "`broker and the rest`: the machine's busy time that no process above used.",
         "",
+        "Records written to the broker per second meanwhile, per topic (what it carries besides "
+        "the task events):",
+        "",
+        "| topic | records/s |",
+        "|---|---:|",
+        *[f"| {t} | {n:,} |" for t, n in sorted(writes.items(), key=lambda kv: -kv[1])],
+        "",
         "Reproduce: `python bench/e2e.py` (or `make bench`).",
     ]
     text = "\n".join(lines) + "\n"
@@ -504,6 +531,7 @@ def report(args: Any, size: int, pmax: float, cmax: float, steps: list[tuple[int
             "freshness_p99_s": p99(fresh, 1),
             "rss_mb": {n: round(mb) for n, mb in rss.items()},
             "cpu_cores": cpu,
+            "topic_records_per_s": writes,
             "steps": [
                 {"offered_eps": r, "produced_eps": round(a), "drained_s": d} for r, a, d in steps
             ],
