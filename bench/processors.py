@@ -58,6 +58,7 @@ from fleetpulse.devstack import ensure_topics, free_port
 from fleetpulse.processors.alerts.evaluator import alert_spec
 from fleetpulse.processors.breakers.counts import BreakerCounts
 from fleetpulse.processors.ingest import IngestParams, NativeIngest, Partials
+from fleetpulse.processors.ingest.sql import DECODE_SETTINGS
 from fleetpulse.processors.loop import quiet_gc
 from fleetpulse.processors.metrics.plain import PlainRunner
 from fleetpulse.processors.metrics.worker import ProcessorCore
@@ -139,7 +140,9 @@ INGEST_BATCH = 50_000
 def native_decode(
     ingest: NativeIngest, parts: list[int], encoded: list[bytes], n: int, out: list[Measured]
 ) -> None:
-    """The engine decoding the same records, as one container per batch, into Arrow tables."""
+    """The engine decoding the same records, as one container per batch, into Arrow tables,
+    read as the ingest pass reads them (``DECODE_SETTINGS``: one thread, blocks of 8,192
+    rows, which decode every column ~1.3x faster than the engine's defaults here)."""
     from chdb import session
 
     files = []
@@ -152,7 +155,7 @@ def native_decode(
     assert isinstance(s, session.Session)
     with measure("native decode alone (chDB: container -> Arrow table, every column)", n, out):
         for path in files:
-            s.query(f"SELECT * FROM file('{path}', 'Avro')", "ArrowTable")
+            s.query(f"SELECT * FROM file('{path}', 'Avro') {DECODE_SETTINGS}", "ArrowTable")
     for path in files:
         path.unlink()
 

@@ -9,6 +9,9 @@ does the same work in microseconds.
 
 from __future__ import annotations
 
+# how the engine reads a batch: see ``decode_sql``
+DECODE_SETTINGS = "SETTINGS max_threads = 1, max_block_size = 8192"
+
 
 def decode_sql(path: str) -> str:
     """Decode the container at ``path``: a row per record, in the container's order.
@@ -32,5 +35,5 @@ SELECT _h AS head, agent_id AS agent, agent_version AS version, task_type,
        arrayMap((i, o) -> endsWith(attributes[concat('approval:', i, '.', o)], ':approved'),
                 tool_calls.integration, tool_calls.operation) AS capp
 FROM file('{path}', 'Avro')
-SETTINGS max_threads = 1, max_block_size = 8192
+{DECODE_SETTINGS}
 """
