@@ -110,6 +110,13 @@ class _Codes:
         return out
 
 
+def _narrow(a: np.ndarray) -> np.ndarray:
+    """``a`` as 32-bit integers when every value fits (a copy), else ``a``."""
+    if a.size and (a.min() < -(2**31) or a.max() >= 2**31):
+        return a
+    return a.astype(np.int32)
+
+
 def _objects_of(values: Sequence[Any]) -> np.ndarray:
     """A list of Python values as an object array, to index by codes."""
     out = np.empty(len(values), object)
@@ -220,10 +227,15 @@ class _CellBlock:
         bins: _Spread,
     ) -> None:
         self.scope = scope
-        self.a = (d1.codes[g.first], d1.values)
-        self.c = (d2.codes[g.first], d2.values) if d2 is not None else None
-        self.part, self.start = p[g.first], bucket[g.first]
-        self.sums, self.bins = sums, bins
+        # held until phase 2 has read them (a pass waiting for the windows, and the one they
+        # add): 32-bit where the values fit, half of a sparse 50,000-event pass's ~67 MB
+        self.a = (_narrow(d1.codes[g.first]), d1.values)
+        self.c = (_narrow(d2.codes[g.first]), d2.values) if d2 is not None else None
+        self.part, self.start = _narrow(p[g.first]), bucket[g.first]
+        self.sums = _narrow(sums)
+        bins.items, bins.counts = _narrow(bins.items), _narrow(bins.counts)
+        bins.bounds = _narrow(bins.bounds)
+        self.bins = bins
 
     def __len__(self) -> int:
         return len(self.sums)
