@@ -272,7 +272,7 @@ def probe_freshness(
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rates", default="1000,2000,3000,4000,6000,8000,12000,16000,24000,32000")
+    ap.add_argument("--rates", default="1000,2000,3000,4000,6000,8000,12000,16000,24000,32000,48000")
     ap.add_argument("--step-s", type=float, default=20)
     ap.add_argument("--json", help="also write the figures as JSON to this file")
     args = ap.parse_args()
