@@ -64,7 +64,12 @@ def plan(load: Load) -> list[tuple[float, str, bytes, int]]:
     started = time.time()
     Load(load.rate, 1, 0).build(0.0, limit=2000)
     per_event = (time.time() - started) / 2000
-    return load.build(time.time() + per_event * load.duration * load.rate * 1.3 + 1)
+    margin = 1.3
+    while True:
+        schedule = load.build(time.time() + per_event * load.duration * load.rate * margin + 1)
+        if schedule[0][0] > time.time():
+            return schedule
+        margin *= 2  # the build took longer than its sample said: again, with more time
 
 
 def kafka_tools(bootstrap: str, topic: str, size: int) -> tuple[float, float]:
@@ -272,7 +277,9 @@ def probe_freshness(
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rates", default="1000,2000,3000,4000,6000,8000,12000,16000,24000,32000,48000")
+    ap.add_argument(
+        "--rates", default="1000,2000,3000,4000,6000,8000,12000,16000,24000,32000,48000"
+    )
     ap.add_argument("--step-s", type=float, default=20)
     ap.add_argument("--json", help="also write the figures as JSON to this file")
     args = ap.parse_args()
@@ -396,8 +403,9 @@ def main() -> None:
             )
             pt.start()
             ft.start()
+            ends0 = topic_ends(lagc, topics.prefix)
             time.sleep(max(0.0, schedule[0][0] - time.time()))  # the load starts
-            cpu0, t0, ends0 = cpu_sample(procs), time.monotonic(), topic_ends(lagc, topics.prefix)
+            cpu0, t0 = cpu_sample(procs), time.monotonic()
             outages, late_s = produce(bootstrap, topics.task_events, schedule)
             wall = time.monotonic() - t0
             cpu = cores_used(cpu0, cpu_sample(procs), wall)
@@ -484,7 +492,9 @@ def report(args: Any, size: int, pmax: float, cmax: float, steps: list[tuple[int
         "",
         f"## Latency under load ({at:,} events/s, 10 integration outages, probes every 0.25 s)",
         "",
-        f"The producer kept to the schedule: its last event went out {late_s:.2f} s late.",
+        f"The producer kept to the schedule: at most {late_s:.2f} s late."
+        if late_s < 1
+        else f"**The producer fell behind the schedule by up to {late_s:.2f} s**: a backlog.",
         "",
         "| measure | p50 | p99 | samples | target |",
         "|---|---:|---:|---:|---|",

@@ -10,8 +10,12 @@ from typing import Any
 import pytest
 
 from fleetpulse.contract.events import AvroCodec
+from fleetpulse.contract.events.container import container_parts
 from fleetpulse.processors.ingest import IngestParams, NativeIngest, reference_partials
+from fleetpulse.processors.ingest.columns import BatchError, aggregate
+from fleetpulse.processors.ingest.native import _probe_ids
 from fleetpulse.processors.ingest.params import AlertSpec, BreakerSpec
+from fleetpulse.processors.ingest.sql import decode_sql
 
 US = 1_000_000
 NOW = 1_800_000_000 * US
@@ -282,3 +286,22 @@ def test_a_batch_the_engine_returns_in_several_blocks_equals_the_reference(nativ
     assert sorted(got.breaker_calls, key=repr) == sorted(want.breaker_calls, key=repr)
     assert got.alerts is not None and want.alerts is not None
     assert got.alerts.canonical() == want.alerts.canonical()
+
+
+def test_rows_the_engine_returned_out_of_order_are_caught(native):
+    """Every row has the same header, so the order is checked by the event id at each block's
+    edges: a table whose rows were swapped is refused, not counted against other partitions."""
+    parts, events = fleet_batch(300, 10)
+    enc = AvroCodec().encoder("TaskEvent")
+    bodies = native._bodies(parts, [enc(e) for e in events], [])
+    kept = list(range(len(bodies)))
+    path = native._path
+    with path.open("wb") as f:
+        f.writelines(container_parts(native._schema_json, [*bodies, native._sentinel], b"s" * 16))
+    table = native._open().query(decode_sql(str(path)), "ArrowTable")
+    ids = _probe_ids(bodies, kept)
+
+    aggregate(table, native._prefix, kept, parts, params(), ids=ids)  # in order: accepted
+    swapped = table.take([1, 0, *range(2, table.num_rows)])
+    with pytest.raises(BatchError, match="row 0 holds another record"):
+        aggregate(swapped, native._prefix, kept, parts, params(), ids=ids)

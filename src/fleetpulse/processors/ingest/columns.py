@@ -338,11 +338,14 @@ def aggregate(
     kept: Sequence[int],
     partitions: Sequence[int],
     params: IngestParams,
+    *,
+    ids: dict[int, bytes] | None = None,
 ) -> Partials:
     """Partials of a decoded batch. ``kept``: the records (their index in the batch) given to
     the engine, in order; their rows must come back once each, in that order, each with the
     header ``head``, and the closing sentinel's row (header ``SENTINEL_HEAD``) last. A row's
-    source partition is its record's in ``partitions``.
+    source partition is its record's in ``partitions``. ``ids``: the event id some rows must
+    hold (by row), which shows rows out of order (every header is the same).
 
     Raises:
         BatchError: they did not.
@@ -354,9 +357,13 @@ def aggregate(
         or heads[n].as_py() != SENTINEL_HEAD
         or (n and not pc.all(pc.equal(heads.slice(0, n), pa.scalar(head, heads.type))).as_py())
     ):
-        raise BatchError(
-            f"{table.num_rows} rows came back for {n} records and the sentinel, or not in order"
-        )
+        raise BatchError(f"{table.num_rows} rows came back for {n} records and the sentinel")
+    if ids:
+        eids = table.column("eid")
+        for j, want in ids.items():
+            got = eids[j].as_py()
+            if (got.encode() if isinstance(got, str) else got) != want:
+                raise BatchError(f"row {j} holds another record than the batch's {kept[j]}")
     row = np.append(np.asarray(kept, np.int64), -1)
     p = np.append(np.asarray(partitions, np.int64)[row[:-1]], -1)
     table = table.append_column("row", pa.array(row)).append_column("p", pa.array(p))

@@ -53,7 +53,7 @@ from fleetpulse.processors.ingest.cells import Partials
 from fleetpulse.processors.ingest.columns import SENTINEL_HEAD, BatchError, aggregate
 from fleetpulse.processors.ingest.params import IngestParams, Where
 from fleetpulse.processors.ingest.reference import reference_partials
-from fleetpulse.processors.ingest.sql import decode_sql
+from fleetpulse.processors.ingest.sql import DECODE_BLOCK_ROWS, decode_sql
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +128,10 @@ class NativeIngest:
         """Per record: its container body, or None (rejected: empty, unknown framing...)."""
         prefix, limit = self._prefix, MAX_BYTES["TaskEvent"]
         out: list[bytes | None] = list(values)  # a record in the latest schema is its body
-        if all(map(bytes.startswith, values, repeat(prefix))) and max(map(len, values)) <= limit:
+        if (
+            all(map(bytes.startswith, values, repeat(prefix)))
+            and max(map(len, values), default=0) <= limit
+        ):
             return out  # every record is (the loops above run in C)
         for i, v in enumerate(values):
             if v.startswith(prefix) and len(v) <= limit:
@@ -170,7 +173,9 @@ class NativeIngest:
         except Exception as exc:  # chDB raises a bare error with the engine's message
             raise _Misread(f"the engine could not read the batch: {exc}") from None
         try:
-            return aggregate(table, self._prefix, kept, partitions, params)
+            return aggregate(
+                table, self._prefix, kept, partitions, params, ids=_probe_ids(bodies, kept)
+            )
         except BatchError as exc:
             raise _Misread(str(exc)) from None
 
@@ -256,6 +261,33 @@ class NativeIngest:
                 self._session.close()
                 self._session = None
         self._path.unlink(missing_ok=True)
+
+
+def _probe_ids(bodies: Sequence[bytes | None], kept: Sequence[int]) -> dict[int, bytes]:
+    """The event id of the records the engine's rows at each block edge (and the last row)
+    must hold, read from their bytes: every row has the same header, so this is what shows
+    rows out of order. The event id is the body's first field, a string."""
+    n, block = len(kept), DECODE_BLOCK_ROWS
+    out = {}
+    for j in sorted({0, n - 1, *range(block - 1, n, block), *range(block, n, block)}):
+        if 0 <= j < n:
+            body = bodies[kept[j]]
+            assert body is not None
+            size, at = _varint(body, HEADER_LEN)
+            out[j] = body[at : at + size]
+    return out
+
+
+def _varint(data: bytes, at: int) -> tuple[int, int]:
+    """An Avro long (zig-zag varint) at ``at``: its value and where it ends."""
+    shift = n = 0
+    while True:
+        b = data[at]
+        n |= (b & 0x7F) << shift
+        at += 1
+        if not b & 0x80:
+            return (n >> 1) ^ -(n & 1), at
+        shift += 7
 
 
 class _Misread(Exception):
