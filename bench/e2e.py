@@ -2,6 +2,9 @@
 
     python bench/e2e.py [--rates 1000,2000,...] [--step-s 20] [--json FILE]
 
+``FLEETPULSE_BENCH_LOGS=DIR`` keeps every process's log (``FLEETPULSE_LOG_LEVEL=DEBUG`` times
+the metric worker's passes and snapshot rounds).
+
 One run, on a fresh broker (or FLEETPULSE_BENCH_BOOTSTRAP):
 
 1. Kafka's limit on this machine and broker: `ProducerPerformance` and `ConsumerPerformance`
@@ -44,7 +47,7 @@ from confluent_kafka.admin import AdminClient
 sys.path.insert(0, str(Path(__file__).parent))
 from alerts import MIN_CALLS, RULE
 from breakers import POLICY_YAML, Load, pct, produce
-from common import broker, machine, write_json, write_result
+from common import broker, keep_logs, machine, write_json, write_result
 from fleetpulse.contract.alert_rules import DEFAULT_RULES
 from fleetpulse.contract.config import DevstackSettings, SinkSettings
 from fleetpulse.contract.events import AvroCodec
@@ -305,7 +308,8 @@ def main() -> None:
         (work / "policy.yaml").write_text(yaml.safe_dump(policy))
         env = {**os.environ, "FLEETPULSE_BOOTSTRAP_SERVERS": bootstrap,
                "FLEETPULSE_TOPIC_PREFIX": topics.prefix, "FLEETPULSE_HOME": str(work / "home"),
-               "FLEETPULSE_POLICY": str(work / "policy.yaml"), "FLEETPULSE_LOG_LEVEL": "WARNING",
+               "FLEETPULSE_POLICY": str(work / "policy.yaml"),
+               "FLEETPULSE_LOG_LEVEL": os.environ.get("FLEETPULSE_LOG_LEVEL", "WARNING"),
                "FLEETPULSE_PROCESSORS_WEB_PORT": str(free_port()),
                "FLEETPULSE_API_PORT": str(free_port())}  # fmt: skip
         cli = [sys.executable, "-m", "fleetpulse.cli"]
@@ -429,6 +433,7 @@ def main() -> None:
                     p.wait(30)
                 except subprocess.TimeoutExpired:
                     p.kill()
+            keep_logs(work.glob("*.log"))
     trip, alert = [], []
     for k, calls in sorted(outages.items()):
         if len(calls) < MIN_CALLS:
