@@ -72,6 +72,12 @@ def _cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) another process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 

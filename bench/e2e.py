@@ -47,7 +47,7 @@ from confluent_kafka.admin import AdminClient
 sys.path.insert(0, str(Path(__file__).parent))
 from alerts import MIN_CALLS, RULE
 from breakers import POLICY_YAML, Load, pct, produce
-from common import broker, keep_logs, machine, write_json, write_result
+from common import broker, keep_logs, machine, process_cpu_s, write_json, write_result
 from fleetpulse.contract.alert_rules import DEFAULT_RULES
 from fleetpulse.contract.config import DevstackSettings, SinkSettings
 from fleetpulse.contract.events import AvroCodec
@@ -204,12 +204,6 @@ def children(pid: int) -> list[int]:
     return kids + [g for k in kids for g in children(k)]
 
 
-def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) one process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _label(name: str, pid: int, top: int) -> str:
     """``processors/metrics`` for a stage child (its ``--stage``), else the process's name."""
     if pid == top:
@@ -227,7 +221,7 @@ def cpu_sample(procs: dict[str, subprocess.Popen[bytes]]) -> dict[str, float]:
         for pid in [p.pid, *children(p.pid)]:
             try:
                 label = _label(name, pid, p.pid)
-                out[label] = out.get(label, 0.0) + cpu_s(pid)
+                out[label] = out.get(label, 0.0) + process_cpu_s(pid)
             except (OSError, ValueError, IndexError):
                 continue
     t = os.times()

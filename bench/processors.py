@@ -46,7 +46,15 @@ from typing import Any
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import Measured, broker, machine, measure, write_json, write_result
+from common import (
+    Measured,
+    broker,
+    machine,
+    measure,
+    process_cpu_s,
+    write_json,
+    write_result,
+)
 from fleetpulse.contract.clock import SystemClock
 from fleetpulse.contract.config import ProcessorSettings, load_settings
 from fleetpulse.contract.events import AvroCodec
@@ -260,12 +268,12 @@ def faust_run(bootstrap: str, topics: Topics, home: Path, n: int) -> tuple[float
         while time.monotonic() < deadline:
             count = _records_ok(port)
             if count and t_first is None:
-                t_first, c_first = time.perf_counter(), _proc_cpu(proc.pid)
+                t_first, c_first = time.perf_counter(), process_cpu_s(proc.pid)
                 n_first = count
             if count >= n:
                 assert t_first is not None
                 return (time.perf_counter() - t_first) * n / (n - n_first), (
-                    _proc_cpu(proc.pid) - c_first
+                    process_cpu_s(proc.pid) - c_first
                 ) * n / (n - n_first)
             time.sleep(0.05)
         raise RuntimeError("the faust worker did not finish in time")
@@ -283,11 +291,6 @@ def _records_ok(port: int) -> int:
         if line.startswith('fleetpulse_processor_records_total{result="ok"}'):
             return int(float(line.split()[-1]))
     return 0
-
-
-def _proc_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_child(events: int, spread_s: float, stream: bool = False, batch: int = 20_000) -> None:

@@ -27,6 +27,23 @@ def zigzag(n: int) -> bytes:
     return bytes(out)
 
 
+def read_zigzag(data: bytes, at: int) -> tuple[int, int]:
+    """The long ``zigzag`` wrote at ``at`` in ``data``: its value and where it ends.
+
+    Example:
+        >>> read_zigzag(b"x" + zigzag(-300) + b"y", 1)
+        (-300, 3)
+    """
+    shift = n = 0
+    while True:
+        b = data[at]
+        n |= (b & 0x7F) << shift
+        at += 1
+        if not b & 0x80:
+            return (n >> 1) ^ -(n & 1), at
+        shift += 7
+
+
 def _string(b: bytes) -> bytes:
     return zigzag(len(b)) + b
 

@@ -114,9 +114,9 @@ class RowColumns(Generic[Row]):
                 lengths = np.fromiter((len(r[j]) for r in rows), np.int64, len(rows))
                 bounds = np.zeros(len(rows) + 1, np.int64)
                 np.cumsum(lengths, out=bounds[1:])
-                cols.append(Csr(_objects([x for r in rows for x in r[j]]), bounds))
+                cols.append(Csr(object_array([x for r in rows for x in r[j]]), bounds))
             else:
-                cols.append(_objects([r[j] for r in rows]))
+                cols.append(object_array([r[j] for r in rows]))
         return cls(cols)
 
     @classmethod
@@ -176,8 +176,9 @@ class RowColumns(Generic[Row]):
         return RowColumns(cols)
 
 
-def _objects(values: list[Any]) -> np.ndarray:
-    """Python values as an object array (kept as they are: ints, bools, strings)."""
+def object_array(values: Sequence[Any]) -> np.ndarray:
+    """Python values as an object array (kept as they are: ints, bools, strings), to index by
+    codes or to take rows from."""
     out = np.empty(len(values), object)
     out[:] = values
     return out

@@ -54,6 +54,7 @@ from fleetpulse.processors.ingest.cells import (
     Partials,
     PartitionProgress,
     RowColumns,
+    object_array,
 )
 from fleetpulse.processors.ingest.params import AlertSpec, BreakerSpec, IngestParams
 
@@ -117,13 +118,6 @@ def _narrow(a: np.ndarray) -> np.ndarray:
     return a.astype(np.int32)
 
 
-def _objects_of(values: Sequence[Any]) -> np.ndarray:
-    """A list of Python values as an object array, to index by codes."""
-    out = np.empty(len(values), object)
-    out[:] = values
-    return out
-
-
 def _dense(codes: np.ndarray) -> tuple[np.ndarray, int]:
     """Integer keys as codes 0..k-1 in the keys' order, and k."""
     uniq, inv = np.unique(codes, return_inverse=True)
@@ -177,7 +171,7 @@ class _Groups:
     def key_array(self, codes: _Codes | np.ndarray) -> np.ndarray:
         """``keys`` as an array (strings as an object array), for ``RowColumns``."""
         if isinstance(codes, _Codes):
-            return _objects_of(codes.values)[codes.codes[self.first]]
+            return object_array(codes.values)[codes.codes[self.first]]
         return codes[self.first]
 
     def spread(self, gid: np.ndarray, items: np.ndarray, valid: np.ndarray) -> _Spread:
@@ -201,7 +195,7 @@ class _Spread:
     def csr(self, names: Sequence[str] | None = None) -> tuple[Csr, Csr]:
         """Every group's items (as ``names[item]`` when given) and counts, as two list columns
         of ``RowColumns``."""
-        items = _objects_of(names)[self.items] if names is not None else self.items
+        items = object_array(names)[self.items] if names is not None else self.items
         return Csr(items, self.bounds), Csr(self.counts, self.bounds)
 
 
@@ -289,12 +283,9 @@ class _Batch:
     """The accepted rows of a decoded batch and their calls, as numpy columns."""
 
     def __init__(self, t: pa.Table, rows: np.ndarray, params: IngestParams) -> None:
-        if len(rows) == t.num_rows:
-            self.t = t
-        elif len(rows) and rows[-1] == len(rows) - 1:  # every row but the sentinel: no copy
-            self.t = t.slice(0, len(rows))
-        else:
-            self.t = t.take(pa.array(rows))
+        # the leading rows (every one but the sentinel, as a rule): a slice, no copy
+        dense = rows[-1] == len(rows) - 1
+        self.t = t.slice(0, len(rows)) if dense else t.take(pa.array(rows))
         t = self.t
         self.n = t.num_rows
         self.p = _ints(t, "p")
@@ -701,9 +692,9 @@ def _alert_tasks(b: _Batch, step: int) -> RowColumns[AlertTaskRow]:
         parts.append(
             RowColumns(
                 [
-                    _objects_of([scope]).repeat(len(g)),
+                    object_array([scope]).repeat(len(g)),
                     g.key_array(b.agent),
-                    g.key_array(d2) if d2 is not None else _objects_of([""]).repeat(len(g)),
+                    g.key_array(d2) if d2 is not None else object_array([""]).repeat(len(g)),
                     g.key_array(sec),
                     *sums.T,  # tasks, failed, cost, zero-latency tasks
                     *bins.csr(),

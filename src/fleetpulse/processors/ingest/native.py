@@ -47,7 +47,7 @@ from fastavro import schemaless_writer
 
 from fleetpulse.contract.errors import CodecError
 from fleetpulse.contract.events.codec import HEADER_LEN, MAX_BYTES, SINGLE_OBJECT_MARKER, AvroCodec
-from fleetpulse.contract.events.container import container_parts
+from fleetpulse.contract.events.container import container_parts, read_zigzag
 from fleetpulse.contract.events.task_event import read_task_event
 from fleetpulse.processors.ingest.cells import Partials
 from fleetpulse.processors.ingest.columns import SENTINEL_HEAD, BatchError, aggregate
@@ -273,21 +273,9 @@ def _probe_ids(bodies: Sequence[bytes | None], kept: Sequence[int]) -> dict[int,
         if 0 <= j < n:
             body = bodies[kept[j]]
             assert body is not None
-            size, at = _varint(body, HEADER_LEN)
+            size, at = read_zigzag(body, HEADER_LEN)
             out[j] = body[at : at + size]
     return out
-
-
-def _varint(data: bytes, at: int) -> tuple[int, int]:
-    """An Avro long (zig-zag varint) at ``at``: its value and where it ends."""
-    shift = n = 0
-    while True:
-        b = data[at]
-        n |= (b & 0x7F) << shift
-        at += 1
-        if not b & 0x80:
-            return (n >> 1) ^ -(n & 1), at
-        shift += 7
 
 
 class _Misread(Exception):
